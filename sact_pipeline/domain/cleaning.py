@@ -1,0 +1,229 @@
+"""Cleaning one submission file version: typing, validation, pseudonymisation and minimisation.
+
+Every raw row ends up in exactly one place: clean, quarantined (with every reason), or duplicate.
+Mandatory-item failures quarantine a row; required items that are missing or off their code list are
+data-quality findings counted per item. Identifiers (NHS number, local id, names, postcode, date of
+birth) never leave this function: the clean layer holds a keyed pseudonym, age and postcode district.
+All checks are vectorised over the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from sact_pipeline.domain import nhs_number
+from sact_pipeline.domain.pseudonymise import Pseudonymiser
+from sact_pipeline.domain.spec import (
+    IDENTIFYING_COLUMNS,
+    INTEGER_COLUMNS,
+    ITEM_COLUMNS,
+    ITEMS_BY_COLUMN,
+    MANDATORY_DATES,
+    NUMERIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    REQUIRED_DATES,
+    TWO_DIGIT_CODED,
+    V3_ITEMS,
+)
+
+CODED_COLUMNS: dict[str, tuple[str, ...]] = {
+    i.column: i.codes for i in V3_ITEMS if i.codes is not None and not i.identifying
+}
+DATE_COLUMNS = tuple(c for c in MANDATORY_DATES + REQUIRED_DATES if c != "date_of_birth")
+# Non-identifying items carried as they arrived into the quarantine table, so analysts can see why.
+QUARANTINE_ITEM_COLUMNS = tuple(c for c in ITEM_COLUMNS if c not in IDENTIFYING_COLUMNS)
+CLEAN_COLUMNS: tuple[str, ...] = (
+    "row_number", "patient_key", "patient_key_source", "age_at_regimen_start", "age_band",
+    "postcode_district",
+) + tuple(c for c in ITEM_COLUMNS if c not in IDENTIFYING_COLUMNS)
+
+
+def header_of(column: str) -> str:
+    return ITEMS_BY_COLUMN[column].header
+
+
+@dataclass(frozen=True)
+class CleanedSubmission:
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame  # row_number, reasons, patient_key (may be empty) and non-identifying items
+    data_quality: pd.DataFrame  # item, missing, invalid: findings per item, counted on clean rows
+    raw_rows: int
+    duplicate_rows: int
+
+    @property
+    def clean_rows(self) -> int:
+        return len(self.clean)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return len(self.quarantine)
+
+    @property
+    def data_quality_findings(self) -> int:
+        return int(self.data_quality[["missing", "invalid"]].to_numpy().sum())
+
+
+def clean_submission(
+    raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser
+) -> CleanedSubmission:
+    """Clean one file version (raw frame: row_number plus the 44 items as text)."""
+    items = pd.DataFrame({c: raw[c].astype("str").str.strip() for c in ITEM_COLUMNS}, index=raw.index)
+    duplicated = items.duplicated(keep="first").to_numpy()
+    items = items.loc[~duplicated]
+    row_number = raw["row_number"].loc[~duplicated].astype("int64")
+
+    for column in TWO_DIGIT_CODED:  # '1' -> '01': Excel drops the leading zero of two-digit codes
+        items[column] = items[column].where(~items[column].str.fullmatch(r"\d"), "0" + items[column])
+    for column, codes in CODED_COLUMNS.items():
+        if any(c.isalpha() for c in codes):
+            items[column] = items[column].str.upper()
+
+    nhs = nhs_number.normalise(items["nhs_number"])
+    nhs_valid = nhs_number.is_valid(nhs).to_numpy()
+    local_id = items["local_patient_identifier"]
+    has_local = (local_id != "").to_numpy()
+    patient_key = pd.Series(pd.NA, index=items.index, dtype="str")
+    if nhs_valid.any():
+        patient_key[nhs_valid] = pseudonymiser.pseudonymise(nhs[nhs_valid], "nhs_number")
+    by_local = ~nhs_valid & has_local
+    if by_local.any():
+        patient_key[by_local] = pseudonymiser.pseudonymise(trust_code + "\x1f" + local_id[by_local],
+                                                           "local_patient_identifier")
+    key_source = np.where(nhs_valid, "nhs_number", np.where(by_local, "local_patient_identifier", ""))
+
+    dates = {c: _parse_dates(items[c]) for c in MANDATORY_DATES + REQUIRED_DATES}
+    reasons = _Reasons(items.index)
+    reasons.add(~(nhs_valid | has_local), "no usable patient identifier (no valid NHS_Number and no "
+                                          "Local_Patient_Identifier)")
+    for column in MANDATORY_DATES:
+        missing = (items[column] == "").to_numpy()
+        reasons.add(missing, f"{header_of(column)} missing")
+        reasons.add(~missing & dates[column].isna().to_numpy(), f"{header_of(column)} is not a valid ccyy-mm-dd date")
+    for column in ("regimen", "drug_name", "organisation_identifier_code_of_provider"):
+        reasons.add((items[column] == "").to_numpy(), f"{header_of(column)} missing")
+    reasons.add(((items["primary_diagnosis"] == "") & (items["morphology_icd_o"] == "")).to_numpy(),
+                "Primary_Diagnosis and Morphology_ICD-O both missing")
+    administered = dates["administration_date"]
+    reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
+                "Administration_Date after the submission date")
+    reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth")
+
+    quarantined = reasons.any()
+    quarantine = pd.DataFrame({
+        "row_number": row_number[quarantined],
+        "reasons": reasons.text()[quarantined],
+        "patient_key": patient_key[quarantined],
+    })
+    for column in QUARANTINE_ITEM_COLUMNS:
+        quarantine[column] = items.loc[quarantined, column]
+
+    keep = ~quarantined
+    kept = items.loc[keep]
+    clean = pd.DataFrame({
+        "row_number": row_number[keep],
+        "patient_key": patient_key[keep],
+        "patient_key_source": pd.Series(key_source[keep], index=kept.index, dtype="str"),
+    })
+    dob = dates["date_of_birth"][keep]
+    clean["age_at_regimen_start"] = _age_in_years(dob, dates["start_date_of_regimen"][keep])
+    clean["age_band"] = _age_band(clean["age_at_regimen_start"])
+    clean["postcode_district"] = _postcode_district(kept["patient_postcode"])
+    for column in QUARANTINE_ITEM_COLUMNS:
+        if column in dates:
+            clean[column] = dates[column][keep]
+        elif column in NUMERIC_COLUMNS:
+            clean[column] = pd.to_numeric(kept[column], errors="coerce").astype("Float64")
+        elif column in INTEGER_COLUMNS:
+            clean[column] = _to_integer(kept[column])
+        else:
+            clean[column] = kept[column].replace("", pd.NA)
+    clean = clean[list(CLEAN_COLUMNS)].reset_index(drop=True)
+
+    data_quality = _data_quality(kept, clean, nhs[keep], nhs_valid[keep])
+    return CleanedSubmission(
+        clean=clean,
+        quarantine=quarantine.reset_index(drop=True),
+        data_quality=data_quality,
+        raw_rows=len(raw),
+        duplicate_rows=int(duplicated.sum()),
+    )
+
+
+class _Reasons:
+    """Accumulates every quarantine reason per row, vectorised."""
+
+    def __init__(self, index: pd.Index):
+        self._index = index
+        self._rules: list[tuple[np.ndarray, str]] = []
+
+    def add(self, mask: np.ndarray, reason: str) -> None:
+        self._rules.append((np.asarray(mask, dtype=bool), reason))
+
+    def any(self) -> np.ndarray:
+        result = np.zeros(len(self._index), dtype=bool)
+        for mask, _ in self._rules:
+            result |= mask
+        return result
+
+    def text(self) -> pd.Series:
+        text = np.full(len(self._index), "", dtype=object)
+        for mask, reason in self._rules:
+            if mask.any():
+                text[mask] = np.where(text[mask] == "", reason, text[mask] + "; " + reason)
+        return pd.Series(text, index=self._index, dtype="str")
+
+
+def _parse_dates(values: pd.Series) -> pd.Series:
+    """Strict ccyy-mm-dd dates; anything else is NaT. Parsed once per distinct value (dates repeat a lot)."""
+    distinct = pd.Series(values.unique())
+    shaped = distinct.where(distinct.str.fullmatch(r"\d{4}-\d{2}-\d{2}"))
+    parsed = pd.to_datetime(shaped, format="%Y-%m-%d", errors="coerce")
+    lookup = pd.Series(parsed.to_numpy(), index=distinct.to_numpy())
+    return pd.Series(lookup.reindex(values.to_numpy()).to_numpy(), index=values.index).astype("datetime64[s]")
+
+
+def _age_in_years(born: pd.Series, on: pd.Series) -> pd.Series:
+    years = on.dt.year - born.dt.year
+    before_birthday = (on.dt.month < born.dt.month) | ((on.dt.month == born.dt.month) & (on.dt.day < born.dt.day))
+    return (years - before_birthday.astype("int64")).astype("Int64")
+
+
+def _age_band(age: pd.Series) -> pd.Series:
+    low = (age // 5) * 5
+    band = low.astype("str") + "-" + (low + 4).astype("str")
+    return band.where(age.notna(), pd.NA).where(age < 90, "90+").astype("str")
+
+
+def _postcode_district(postcode: pd.Series) -> pd.Series:
+    """Outward code only (e.g. 'LS1 4AP' -> 'LS1'): enough for geography, not enough to locate a home."""
+    compact = postcode.str.upper().str.replace(r"\s+", "", regex=True)
+    district = compact.str[:-3].where(compact.str.len() >= 5)
+    return district.where(district.str.fullmatch(r"[A-Z]{1,2}[0-9][A-Z0-9]?"), pd.NA).astype("str")
+
+
+def _to_integer(values: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.where(numbers == numbers.round()).astype("Int64")
+
+
+def _data_quality(kept: pd.DataFrame, clean: pd.DataFrame, nhs: pd.Series, nhs_valid: np.ndarray) -> pd.DataFrame:
+    """Per item: how many clean rows miss a required item, and how many hold a value outside its rules."""
+    rows = []
+    checked = list(dict.fromkeys(REQUIRED_COLUMNS + tuple(CODED_COLUMNS)))
+    for column in checked:
+        present = kept[column] != ""
+        missing = int((~present).sum()) if column in REQUIRED_COLUMNS else 0
+        if column in CODED_COLUMNS:
+            invalid = int((present & ~kept[column].isin(CODED_COLUMNS[column])).sum())
+        elif column in NUMERIC_COLUMNS or column in INTEGER_COLUMNS or column in REQUIRED_DATES:
+            invalid = int((present.to_numpy() & clean[column].isna().to_numpy()).sum())
+        else:
+            invalid = 0
+        rows.append((header_of(column), missing, invalid))
+    nhs_present = (nhs != "").to_numpy()
+    rows.append((header_of("nhs_number"), int((~nhs_present).sum()), int((nhs_present & ~nhs_valid).sum())))
+    return pd.DataFrame(rows, columns=["item", "missing", "invalid"])

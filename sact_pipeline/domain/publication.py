@@ -1,0 +1,103 @@
+"""The published table: rule R applied to the summary, changes from published values, an ENGLAND row.
+
+Only English organisations are published (Welsh data needs advance permission). Every count passes
+through sact_pipeline.domain.disclosure before it is shown; changes are computed from published cells.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES, format_cell, protect_column, published_change
+
+ENGLAND = "ENGLAND"
+PUBLISHED_COLUMNS: tuple[str, ...] = (
+    "reporting_month", "org_code", "org_name", "submission_status", "submitted_at",
+    *(column for m in MEASURES for column in (m, f"{m}_change")),
+)
+COUNT_COLUMNS: tuple[str, ...] = MEASURES
+CHANGE_COLUMNS: tuple[str, ...] = tuple(f"{m}_change" for m in MEASURES)
+
+ACKNOWLEDGEMENT = (
+    "This work uses data that has been provided by patients and collected by the NHS as part of their care "
+    "and support. The data are collated, maintained and quality assured by the National Disease Registration "
+    "Service, which is part of NHS England."
+)
+
+
+def protected_cells(summary: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """Published cell per measure per English trust (None for a missing submission) plus ENGLAND."""
+    english = summary.loc[summary["is_english"]].sort_values("org_code")
+    submitted = english["patients"].notna().to_numpy()
+    cells: dict[str, dict[str, object]] = {}
+    for measure in MEASURES:
+        counts = [int(v) if ok else 0 for v, ok in zip(english[measure].tolist(), submitted)]
+        column = protect_column(counts)
+        by_trust = {code: (cell if ok else None) for code, cell, ok in
+                    zip(english["org_code"], column.trust_cells, submitted)}
+        by_trust[ENGLAND] = column.england
+        cells[measure] = by_trust
+    return cells
+
+
+def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) -> pd.DataFrame:
+    """The published table for one month: one row per English trust listed in the summary, then ENGLAND."""
+    reporting_month = str(summary["reporting_month"].iloc[0]) if len(summary) else ""
+    english = summary.loc[summary["is_english"]].sort_values("org_code")
+    current = protected_cells(summary)
+    previous = protected_cells(previous_summary) if previous_summary is not None and len(previous_summary) else None
+
+    rows = []
+    for record in english.itertuples(index=False):  # one row per trust (~150), not per activity row
+        row = {
+            "reporting_month": reporting_month,
+            "org_code": record.org_code,
+            "org_name": record.org_name,
+            "submission_status": record.submission_status,
+            "submitted_at": _iso(record.submitted_at) if pd.notna(record.patients) else "",
+        }
+        for measure in MEASURES:
+            cell = current[measure][record.org_code]
+            before = previous[measure].get(record.org_code) if previous else None
+            row[measure] = format_cell(cell)
+            row[f"{measure}_change"] = format_cell(published_change(cell, before))
+        rows.append(row)
+    england = {"reporting_month": reporting_month, "org_code": ENGLAND, "org_name": "England",
+               "submission_status": "", "submitted_at": ""}
+    for measure in MEASURES:
+        cell = current[measure][ENGLAND]
+        england[measure] = format_cell(cell)
+        england[f"{measure}_change"] = format_cell(
+            published_change(cell, previous[measure][ENGLAND] if previous else None)
+        )
+    rows.append(england)
+    return pd.DataFrame(rows, columns=list(PUBLISHED_COLUMNS)).astype("str")
+
+
+def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str]) -> str:
+    """The notes file published beside each table."""
+    lines = [
+        f"SACT submissions: reporting month {reporting_month}",
+        f"Produced {produced_at:%Y-%m-%dT%H:%M:%S} by sact-pipeline.",
+        "",
+        ACKNOWLEDGEMENT,
+        "",
+        "Disclosure control:",
+        *(f"- {note}" for note in NOTES_FOOTNOTES),
+        "",
+        "Only organisations in England are shown. submission_status is judged on the first version received:",
+        "on_time before the end of the month after the reporting month, late after that, missing if none.",
+        "submitted_at is when the version used was submitted. Counts and changes are empty for a missing",
+        "submission; a change is empty when the trust has no submission in the previous month.",
+        "",
+        "Built from these submission file versions (file name, SHA-256):",
+        *(f"- {version}" for version in file_versions),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _iso(value) -> str:
+    return pd.Timestamp(value).isoformat() if pd.notna(value) else ""

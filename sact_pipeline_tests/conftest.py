@@ -1,0 +1,70 @@
+"""Shared fixtures: a real PostgreSQL database, test settings and a pseudonymisation key.
+
+PostgreSQL is required: if it cannot be reached the tests that need it FAIL with the reason (never skip).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sact_pipeline.settings import Settings
+
+TEST_KEY = "test-pseudonymisation-key-0123456789abcdef-not-for-real-data"
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _admin_engine(url: str) -> sa.Engine:
+    parsed = make_url(url).set(drivername="postgresql+psycopg2")
+    return sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(autouse=True)
+def pseudonymisation_key(monkeypatch):
+    """Every test runs with a known key and no demo mode, unless it changes them."""
+    monkeypatch.setenv("SACT_PSEUDONYMISATION_KEY", TEST_KEY)
+    monkeypatch.delenv("SACT_PSEUDONYMISATION_KEY_FILE", raising=False)
+    monkeypatch.delenv("SACT_DEMO_MODE", raising=False)
+    return TEST_KEY
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = os.environ.get("SACT_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    try:
+        with _admin_engine(url).connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except Exception as error:  # the message must say what to do, not just the driver error
+        pytest.fail(
+            f"PostgreSQL is not reachable at {make_url(url).render_as_string(hide_password=True)} "
+            f"(SACT_TEST_DATABASE_URL): {error.__class__.__name__}: {str(error).splitlines()[0]}. Start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or point "
+            "SACT_TEST_DATABASE_URL at a server where the user may create databases.",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url) -> str:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"sact_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(postgres_server_url)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on the embedded default (SQLite warehouse) under a temporary SACT_HOME."""
+    return Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01")

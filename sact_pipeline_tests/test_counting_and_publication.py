@@ -1,0 +1,129 @@
+"""Counting, timeliness, the trust-month summary and the published table built from it."""
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from sact_pipeline.domain.counting import count_activity, submission_deadline, submission_status
+from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.publication import ACKNOWLEDGEMENT, PUBLISHED_COLUMNS, notes_text, publish_month
+from sact_pipeline.domain.summary import summarise_month
+
+ORGANISATIONS = OrganisationRegister.from_ods_etr()
+
+
+def activity(rows):
+    frame = pd.DataFrame(rows, columns=["trust", "patient_key", "regimen", "start_date_of_regimen", "cycle_number",
+                                        "start_date_of_cycle"])
+    return frame
+
+
+def test_counts_follow_the_definitions():
+    clean = activity([
+        ("RR8", "p1", "FEC-T", "2024-01-01", 1, "2024-01-01"),
+        ("RR8", "p1", " fec-t ", "2024-01-01", 1, "2024-01-01"),  # same regimen and cycle, another drug
+        ("RR8", "p1", "FEC-T", "2024-01-01", 2, "2024-01-22"),
+        ("RR8", "p1", "AC", "2024-01-05", 1, "2024-01-05"),
+        ("RR8", "p2", "FEC-T", "2024-01-01", 1, "2024-01-01"),  # same regimen name, another patient
+        ("RBV", "p1", "FEC-T", "2024-01-01", 1, "2024-01-01"),
+    ])
+    counts = count_activity(clean, ["trust"]).set_index("trust")
+    assert counts.loc["RR8"].tolist() == [2, 3, 4, 5]
+    assert counts.loc["RBV"].tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("received, status", [
+    (datetime(2024, 2, 29, 23, 59), "on_time"),
+    (datetime(2024, 3, 1, 0, 0), "late"),
+    (None, "missing"),
+])
+def test_status_is_judged_on_the_deadline(received, status):
+    assert submission_deadline("2024-01") == datetime(2024, 3, 1)
+    assert submission_status(received, "2024-01") == status
+    assert submission_deadline("2024-12", 2) == datetime(2025, 3, 1)
+
+
+def files_frame(rows):
+    return pd.DataFrame(rows, columns=["trust_code", "reporting_month", "submitted_at", "sha256"])
+
+
+def versions_frame(rows):
+    columns = ["trust_code", "file_sha256", "submitted_at", "in_use", "patients", "regimens", "cycles",
+               "drug_administrations", "raw_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_summary_lists_every_trust_seen_so_far_with_status_and_resubmission_change():
+    files = files_frame([
+        ("RR8", "2024-01", pd.Timestamp("2024-02-10"), "a"),
+        ("RR8", "2024-02", pd.Timestamp("2024-04-02"), "b"),  # late first version
+        ("RR8", "2024-02", pd.Timestamp("2024-04-09"), "c"),  # its correction
+        ("RBV", "2024-01", pd.Timestamp("2024-02-10"), "d"),  # did not submit February
+        ("RQF", "2024-02", pd.Timestamp("2024-03-10"), "e"),  # Welsh
+        ("RAJ", "2024-03", pd.Timestamp("2024-04-10"), "f"),  # not yet submitting in February
+    ])
+    clean = activity([("RR8", "p1", "AC", "2024-02-01", 1, "2024-02-01"),
+                      ("RR8", "p2", "AC", "2024-02-01", 1, "2024-02-01"),
+                      ("RQF", "p9", "AC", "2024-02-01", 1, "2024-02-01")])
+    versions = versions_frame([
+        ("RR8", "b", pd.Timestamp("2024-04-02"), False, 1, 1, 1, 1, 3, 1, 1, 0),
+        ("RR8", "c", pd.Timestamp("2024-04-09"), True, 2, 2, 2, 2, 2, 0, 0, 4),
+        ("RQF", "e", pd.Timestamp("2024-03-10"), True, 1, 1, 1, 1, 1, 0, 0, 0),
+    ])
+    summary = summarise_month("2024-02", files, clean, versions, ORGANISATIONS).set_index("org_code")
+    assert list(summary.index) == ["RBV", "RQF", "RR8"]
+    rr8 = summary.loc["RR8"]
+    assert rr8["submission_status"] == "late" and rr8["versions_received"] == 2
+    assert rr8["submitted_at"] == pd.Timestamp("2024-04-09")
+    assert (rr8["patients"], rr8["drug_administrations"], rr8["data_quality_findings"]) == (2, 2, 4)
+    assert rr8["patients_resubmission_change"] == 1
+    assert summary.loc["RBV", "submission_status"] == "missing" and pd.isna(summary.loc["RBV", "patients"])
+    assert summary.loc["RQF", "country"] == "Wales" and not summary.loc["RQF", "is_english"]
+    assert pd.isna(summary.loc["RQF", "patients_resubmission_change"])
+
+
+def summary_rows(month, rows):
+    """rows: (org_code, status, patients, regimens, cycles, drug_administrations, is_english)."""
+    records = []
+    for code, status, *counts, english in rows:
+        records.append({"reporting_month": month, "org_code": code, "org_name": f"Trust {code}",
+                        "is_english": english, "submission_status": status,
+                        "submitted_at": pd.Timestamp(f"{month}-28") if counts[0] is not None else pd.NaT,
+                        **dict(zip(["patients", "regimens", "cycles", "drug_administrations"], counts))})
+    frame = pd.DataFrame(records)
+    for m in ["patients", "regimens", "cycles", "drug_administrations"]:
+        frame[m] = frame[m].astype("Int64")
+    return frame
+
+
+def test_published_table_applies_rule_r_and_changes_come_from_published_values():
+    previous = summary_rows("2024-01", [("RAA", "on_time", 12, 12, 12, 12, True),
+                                        ("RBB", "on_time", 13, 13, 13, 13, True),
+                                        ("RCC", "on_time", 100, 100, 100, 100, True),
+                                        ("RQF", "on_time", 50, 50, 50, 50, False)])
+    current = summary_rows("2024-02", [("RAA", "on_time", 13, 13, 13, 13, True),
+                                       ("RBB", "late", 12, 12, 12, 12, True),
+                                       ("RCC", "missing", None, None, None, None, True),
+                                       ("RDD", "on_time", 3, 3, 3, 3, True),
+                                       ("RQF", "on_time", 60, 60, 60, 60, False)])
+    table = publish_month(current, previous).set_index("org_code")
+    assert list(table.columns) == [c for c in PUBLISHED_COLUMNS if c != "org_code"]
+    assert list(table.index) == ["RAA", "RBB", "RCC", "RDD", "ENGLAND"]  # Welsh trust never published
+    assert table.loc["RAA", ["patients", "patients_change"]].tolist() == ["15", "5"]
+    assert table.loc["RBB", ["patients", "patients_change"]].tolist() == ["10", "-5"]
+    assert table.loc["RCC", ["patients", "patients_change", "submitted_at"]].tolist() == ["", "", ""]
+    assert table.loc["RDD", ["patients", "patients_change"]].tolist() == ["*", ""]
+    # Published cells [15, 10, missing, *] allow totals 22..36; a total of 22 would publish as 20 and
+    # pin the * at exactly 1, so England is withheld, and so is its change.
+    assert table.loc["ENGLAND", ["patients", "patients_change"]].tolist() == ["[c]", "[c]"]
+    without_small = publish_month(current.loc[current["org_code"] != "RDD"], previous).set_index("org_code")
+    assert without_small.loc["ENGLAND", ["patients", "patients_change"]].tolist() == ["25", "-100"]
+    assert table.loc["ENGLAND", "submission_status"] == ""
+
+
+def test_notes_carry_the_acknowledgement_footnotes_and_file_versions():
+    text = notes_text("2024-02", datetime(2024, 3, 5, 8, 0), ["SACT_RR8_202402_20240305080000.csv abc123"])
+    assert ACKNOWLEDGEMENT in text
+    assert "* = 1 to 7" in text or "`*`" in text or "1 to 7" in text
+    assert "SACT_RR8_202402_20240305080000.csv abc123" in text

@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sact-pipeline",
+    version="0.1.0",
+    description="Monitoring pipeline for England's monthly SACT data submissions, on Dagster",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["sact_pipeline_tests*"]),
+    package_data={"sact_pipeline": ["data/*.csv"]},
+    install_requires=[
+        "dagster==1.13.*",
+        "dagster-webserver==1.13.*",
+        "dagster-postgres==0.29.*",  # brings psycopg2, the one PostgreSQL driver the project uses
+        "pandas>=3.0,<4",
+        "pyarrow>=20",
+        "great-expectations>=1.24,<2",
+        "sqlalchemy>=2.1,<2.2",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "nhs-number>=2.2"],
+    },
+    entry_points={"console_scripts": ["sact-pipeline=sact_pipeline.cli:main"]},
+)
