@@ -1,0 +1,41 @@
+# sact-pipeline: the two set-up commands are `make run` and `make test` (see README "Quick start").
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+export SACT_HOME ?= $(CURDIR)/.sact
+export DAGSTER_HOME ?= $(SACT_HOME)/dagster
+
+.PHONY: run test ui clean-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when setup.py changes; the package is installed editable, so code edits need nothing.
+$(VENV)/.installed: setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+## run: generate sample submissions if the landing zone is empty, then refresh everything (SQLite default)
+run: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME)
+	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline generate --if-empty
+	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline refresh
+
+## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL)
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest sact_pipeline_tests
+
+## ui: the Dagster UI on the same instance and warehouse as `make run`
+ui: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME)
+	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/dagster dev -w workspace.yaml
+
+## clean-data: remove the local sample data, warehouse and Dagster instance under .sact
+clean-data:
+	rm -rf $(SACT_HOME)

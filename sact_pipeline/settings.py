@@ -1,0 +1,97 @@
+"""Settings: environment variables with defaults under SACT_HOME; the CLI overrides them with flags.
+
+The pseudonymisation key is deliberately not a field here: it is read when needed (keys.py) so that it
+never travels in run config, resource config or metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot work with."""
+
+
+def _month(value: str, name: str) -> str:
+    try:
+        parsed = date.fromisoformat(f"{value.strip()[:7]}-01")
+    except ValueError as error:
+        raise SettingsError(f"{name} must be a month as YYYY-MM, got {value!r}") from error
+    return parsed.strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    landing_dir: Path
+    output_dir: Path
+    warehouse_url: str
+    dagster_home: Path
+    first_month: str = "2023-01"  # first reporting month the pipeline partitions
+    deadline_months: int = 1  # on time = first version received before the end of this many months after
+    max_quarantine_share: float = 0.5  # a clean partition quarantining more than this fails its suite
+    ods_file: Path | None = None  # a newer ODS etr extract; the packaged copy when unset
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        home = Path(overrides.pop("home", None) or env.get("SACT_HOME") or ".sact").expanduser().resolve()
+
+        def path(key: str, name: str, default: Path) -> Path:
+            value = overrides.pop(name, None) or env.get(key)
+            return Path(value).expanduser().resolve() if value else default
+
+        landing = path("SACT_LANDING_DIR", "landing_dir", home / "landing")
+        output = path("SACT_OUTPUT_DIR", "output_dir", home / "published")
+        dagster_home = path("DAGSTER_HOME", "dagster_home", home / "dagster")
+        warehouse_url = overrides.pop("warehouse_url", None) or env.get("SACT_WAREHOUSE_URL") or (
+            f"sqlite:///{home / 'warehouse.db'}"
+        )
+        ods = overrides.pop("ods_file", None) or env.get("SACT_ODS_FILE")
+        try:
+            settings = cls(
+                home=home,
+                landing_dir=landing,
+                output_dir=output,
+                warehouse_url=warehouse_url,
+                dagster_home=dagster_home,
+                first_month=_month(overrides.pop("first_month", None) or env.get("SACT_FIRST_MONTH", "2023-01"),
+                                   "SACT_FIRST_MONTH"),
+                deadline_months=int(overrides.pop("deadline_months", None) or env.get("SACT_DEADLINE_MONTHS", 1)),
+                max_quarantine_share=float(
+                    overrides.pop("max_quarantine_share", None) or env.get("SACT_MAX_QUARANTINE_SHARE", 0.5)
+                ),
+                ods_file=Path(ods).expanduser().resolve() if ods else None,
+            )
+        except ValueError as error:
+            if isinstance(error, SettingsError):
+                raise
+            raise SettingsError(f"invalid setting: {error}") from error
+        if overrides:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
+        if settings.deadline_months < 0 or not 0 < settings.max_quarantine_share <= 1:
+            raise SettingsError("SACT_DEADLINE_MONTHS must be >= 0 and SACT_MAX_QUARANTINE_SHARE in (0, 1]")
+        return settings
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def export(self) -> dict[str, str]:
+        """Environment that reproduces these settings, for Dagster code loaded in another process."""
+        env = {
+            "SACT_HOME": str(self.home),
+            "SACT_LANDING_DIR": str(self.landing_dir),
+            "SACT_OUTPUT_DIR": str(self.output_dir),
+            "SACT_WAREHOUSE_URL": self.warehouse_url,
+            "DAGSTER_HOME": str(self.dagster_home),
+            "SACT_FIRST_MONTH": self.first_month,
+            "SACT_DEADLINE_MONTHS": str(self.deadline_months),
+            "SACT_MAX_QUARANTINE_SHARE": str(self.max_quarantine_share),
+        }
+        if self.ods_file:
+            env["SACT_ODS_FILE"] = str(self.ods_file)
+        return env

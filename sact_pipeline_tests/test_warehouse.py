@@ -1,0 +1,71 @@
+"""The warehouse on the real PostgreSQL and on SQLite: the same rows back, atomic partition swaps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from sact_pipeline.warehouse import LayerState, Warehouse, clean_file_versions, layer_state, rejected_files
+
+WHERE = {"reporting_month": "2024-01", "trust_code": "RR8"}
+
+
+def versions(*rows) -> pd.DataFrame:
+    records = []
+    for sha, name, rows_in in rows:
+        records.append({**WHERE, "file_sha256": sha, "file_name": name, "submitted_at": datetime(2024, 2, 10, 9, 30),
+                        "in_use": sha == "b" * 64, "patients": 1, "regimens": 2, "cycles": 3,
+                        "drug_administrations": rows_in, "raw_rows": rows_in, "clean_rows": rows_in,
+                        "quarantined_rows": 0, "duplicate_rows": 0, "data_quality_findings": 0,
+                        "pseudonymisation_key_id": "0123456789abcdef"})
+    return pd.DataFrame(records)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    warehouse = Warehouse(url)
+    yield warehouse
+    warehouse.dispose()
+
+
+def test_rows_come_back_typed_the_same_on_both_databases(warehouse):
+    frame = versions(("a" * 64, 'odd, "quoted"\nname.csv', 5), ("b" * 64, "SACT_RR8.csv", 7))
+    warehouse.replace_partition(WHERE, {clean_file_versions: frame}, LayerState("clean", "2024-01", "RR8", "f" * 64, 12))
+    back = warehouse.read(clean_file_versions, **WHERE).sort_values("file_sha256").reset_index(drop=True)
+    assert back["file_name"].tolist() == ['odd, "quoted"\nname.csv', "SACT_RR8.csv"]
+    assert back["in_use"].tolist() == [False, True]
+    assert back["submitted_at"].tolist() == [pd.Timestamp("2024-02-10 09:30")] * 2
+    assert back["drug_administrations"].tolist() == [5, 7]
+    assert str(back["drug_administrations"].dtype) == "Int64"
+    assert warehouse.layer_states("clean") == {("2024-01", "RR8"): "f" * 64}
+
+
+def test_replacing_a_partition_is_atomic(warehouse):
+    warehouse.replace_partition(WHERE, {clean_file_versions: versions(("a" * 64, "first.csv", 5))})
+    broken = versions(("b" * 64, "second.csv", 7))
+    broken["file_name"] = None  # NOT NULL column: the insert fails after the delete ran
+    with pytest.raises(sa.exc.IntegrityError):
+        warehouse.replace_partition(WHERE, {clean_file_versions: broken},
+                                    LayerState("clean", "2024-01", "RR8", "x", 1))
+    assert warehouse.read(clean_file_versions, **WHERE)["file_name"].tolist() == ["first.csv"]
+    assert warehouse.read(layer_state).empty
+
+
+def test_other_partitions_are_left_alone(warehouse):
+    warehouse.replace_partition(WHERE, {clean_file_versions: versions(("a" * 64, "rr8.csv", 5))})
+    other = versions(("c" * 64, "rbv.csv", 3)).assign(trust_code="RBV")
+    warehouse.replace_partition({**WHERE, "trust_code": "RBV"}, {clean_file_versions: other})
+    warehouse.replace_partition(WHERE, {clean_file_versions: versions(("b" * 64, "rr8-v2.csv", 6))})
+    assert sorted(warehouse.read(clean_file_versions)["file_name"]) == ["rbv.csv", "rr8-v2.csv"]
+
+
+def test_registering_files_twice_keeps_one_record(warehouse):
+    rejection = pd.DataFrame([{"sha256": "d" * 64, "relative_path": "x/bad.csv", "file_name": "bad.csv",
+                               "size_bytes": 3, "reason": "empty file", "rejected_at": datetime(2024, 3, 1)}])
+    warehouse.register_files(pd.DataFrame(), rejection)
+    warehouse.register_files(pd.DataFrame(), rejection)
+    assert len(warehouse.read(rejected_files)) == 1
