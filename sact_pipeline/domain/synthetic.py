@@ -1,0 +1,1043 @@
+"""Deterministic synthetic SACT v3 monthly submission files, as trusts send them.
+
+`generate_submissions` writes one CSV per trust and reporting month under ``landing_dir/<YYYYMM>/``
+named ``SACT_<ORG>_<YYYYMM>_<YYYYMMDDHHMMSS>.csv``: the 44 v3 headers of `spec.V3_ITEMS` in spec order,
+then one row per drug administration whose Administration_Date falls in the reporting month. Everything
+comes from one seeded ``numpy.random.Generator``: the same arguments give the same files, byte for byte
+(the only exception: timestamps that would lie in the future are clamped, see below, which can only
+happen when ``end_month`` is one of the last two months).
+
+The simulation is vectorised (numpy, pyarrow): courses of treatment start at a steady rate per trust and
+regimen, run a number of cycles every 7/14/21/28 days (with occasional one- or two-week delays, early
+stops and dose reductions), and every cycle administers each drug of the regimen on its day(s).
+Patients persist across months (same NHS number, local id, name, date of birth, postcode), so a regimen
+started months before the first reporting month still appears with later cycle numbers, and some patients
+go on to a second regimen (FOLFOX -> CAPECITABINE, FEC-T -> TRASTUZUMAB, ...). About
+``patients_per_trust`` patients are active per trust-month, scaled by a skewed trust size (the largest
+trusts are 3-4 times the smallest).
+
+Trusts: ``trusts`` open English trusts from the ODS register (open by the first reporting month), picked
+by the seed, with a 5-character trust (e.g. G6V2S) among them when ``trusts >= 6``, plus the Welsh trust
+RQF (Velindre), which submits like the others (processed, never published). In pick order, the English
+trusts play these roles (indices modulo the number of English trusts):
+
+- #0 writes UTF-8 with a BOM and CRLF line ends; #1 writes Windows-1252 (cp1252) with CRLF; #2 writes UTF-8
+  with LF and stray spaces around ~25% of the values of some columns; everyone else (and RQF) writes UTF-8
+  with LF. Fields are quoted only where needed (free-text outcome reasons hold commas and quotes).
+- #3 is LATE for the second-to-last month (the last month when ``months == 2``; no late file when
+  ``months == 1``): that file is submitted in the second month after its reporting month.
+- #4 RESUBMITS the first month: its first file (kind 'on_time') lacks every row of ~10% of its patients
+  (at least one patient); a second, complete file (kind 'resubmission') follows 2-12 days later, in the
+  same or the next month.
+- #5 does NOT SUBMIT the last month (no file at all). Skipped when it would be the late or resubmitting
+  trust (fewer than three English trusts).
+
+Every other file is submitted in the month after its reporting month (day 1-25, any time): kind 'on_time'.
+A timestamp that would lie in the future is clamped to an hour before now (a late file clamped back into
+the month after its reporting month is then labelled 'on_time': with the default ``end_month`` there is
+no late file when ``months == 2``). A trust-month without administrations (only likely when
+``patients_per_trust`` is below ~20) is still written, as a header-only nil return with ``rows == 0``.
+
+Defects (`DefectRates`, each a probability per data row; a row gets at most one kind of defect, drawn
+independently of everything else, so the four sets of rows are disjoint):
+
+- invalid_nhs_number: NHS_Number replaced by the patient's number with a wrong check digit (fails
+  Modulus 11, never a repeated-digit number); Local_Patient_Identifier is still present.
+- missing_mandatory: exactly one of six kinds, equally likely (`MANDATORY_DEFECT_KINDS`): Regimen blank;
+  Drug_Name blank; Start_Date_Of_Cycle blank; Administration_Date = '2024-02-30'; Primary_Diagnosis AND
+  Morphology_ICD-O blank; NHS_Number AND Local_Patient_Identifier blank.
+- duplicate_rows: the row is written twice, the copy right after it (an exact duplicate). Duplicated rows
+  carry no other defect. Note that FOLFOX legitimately has two FLUOROURACIL administrations on day 1
+  (bolus and infusion, different doses): not duplicates.
+- missing_required: one item of `spec.REQUIRED_COLUMNS`, picked uniformly, left blank, or - half the time
+  when the item has a code list - given an out-of-list code (`BAD_CODES`).
+
+With ``DefectRates(0, 0, 0, 0)`` every row is valid: every mandatory and required item present and in its
+code list, valid NHS numbers, no duplicates (the stray spaces of trust #2 are not defects). Each
+`GeneratedFile` carries the exact counts of its rows in `FileDefects`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sact_pipeline.domain import spec
+from sact_pipeline.domain.nhs_number import generate_valid
+from sact_pipeline.domain.organisations import OrganisationRegister
+
+WELSH_TRUST = "RQF"  # Velindre: submits like the English trusts, processed but never published
+INVALID_DATE = "2024-02-30"
+MANDATORY_DEFECT_KINDS: tuple[str, ...] = (
+    "regimen", "drug_name", "start_date_of_cycle", "administration_date", "diagnosis", "patient_identifier",
+)
+# Out-of-list codes used for missing_required defects on coded items.
+BAD_CODES: dict[str, str] = {
+    "person_stated_gender_code": "3",
+    "adjunctive_therapy": "4",
+    "intent_of_treatment": "06",
+    "performance_status_at_start_of_regimen": "5",
+    "comorbidity_adjustment": "U",
+    "clinical_trial": "03",
+    "performance_status_at_start_of_cycle": "7",
+    "administration_measurement_per_actual_dose": "09",
+    "sact_administration_route": "99",
+}
+MG_SNOMED = "258684004"  # milligram
+ROUTES: dict[str, str] = {"01": "47625008", "02": "26643006", "04": "78421000", "05": "34206005"}  # IV, oral, IM, SC
+STRAY_SPACE_COLUMNS: tuple[str, ...] = (
+    "nhs_number", "person_family_name", "person_given_name", "patient_postcode", "consultant_gmc_code",
+    "primary_diagnosis", "intent_of_treatment", "regimen", "drug_name",
+)
+
+
+@dataclass(frozen=True)
+class DefectRates:
+    """Probability per data row of each kind of defect (see the module docstring)."""
+
+    invalid_nhs_number: float = 0.02
+    missing_mandatory: float = 0.01
+    duplicate_rows: float = 0.01
+    missing_required: float = 0.03
+
+    def __post_init__(self):
+        rates = (self.invalid_nhs_number, self.missing_mandatory, self.duplicate_rows, self.missing_required)
+        if min(rates) < 0 or sum(rates) > 1:
+            raise ValueError("defect rates must be >= 0 and add up to at most 1")
+
+
+@dataclass(frozen=True)
+class FileDefects:
+    """Exact defect counts of one written file (rows of the file, duplicates counted once as extra rows)."""
+
+    invalid_nhs_number: int = 0
+    missing_mandatory: int = 0
+    duplicate_rows: int = 0  # extra copies: rows - distinct rows
+    missing_required: int = 0
+    missing_mandatory_by_kind: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.invalid_nhs_number + self.missing_mandatory + self.duplicate_rows + self.missing_required
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    path: Path
+    org_code: str
+    reporting_month: str  # 'YYYY-MM'
+    submitted_at: datetime
+    rows: int  # data rows, duplicates included
+    kind: str  # 'on_time', 'late' or 'resubmission'
+    encoding: str = "utf-8"  # 'utf-8', 'utf-8-sig' (BOM) or 'cp1252'
+    line_ending: str = "\n"
+    patients: int = 0  # distinct patients with rows in the file
+    defects: FileDefects = field(default_factory=FileDefects)
+
+
+# --------------------------------------------------------------------------------------------------
+# Clinical catalogue
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Site:
+    diagnoses: tuple[tuple[str, float], ...]  # ICD-10, probability
+    morphologies: tuple[tuple[str, float], ...]  # ICD-O-3
+    female: float
+    age: tuple[float, float]  # mean, sd at the start of treatment
+    haematology: bool = False
+    adjuvant: bool = False  # curative treatment is (neo)adjuvant: Adjunctive_Therapy 1/2
+
+
+SITES: dict[str, _Site] = {
+    "breast": _Site((("C50.9", .6), ("C50.4", .25), ("C50.8", .15)), (("8500/3", .8), ("8520/3", .2)),
+                    .99, (58, 12), adjuvant=True),
+    "colorectal": _Site((("C18.9", .45), ("C18.7", .2), ("C20", .35)), (("8140/3", .9), ("8480/3", .1)),
+                        .44, (67, 11), adjuvant=True),
+    "lymphoma": _Site((("C83.3", 1.0),), (("9680/3", 1.0),), .45, (64, 13), haematology=True),
+    "myeloma": _Site((("C90.0", 1.0),), (("9732/3", 1.0),), .42, (70, 9), haematology=True),
+    "lung": _Site((("C34.9", .6), ("C34.1", .4)), (("8140/3", .6), ("8070/3", .3), ("8041/3", .1)),
+                  .48, (69, 9)),
+    "melanoma": _Site((("C43.9", 1.0),), (("8720/3", 1.0),), .5, (63, 14)),
+    "bladder": _Site((("C67.9", 1.0),), (("8120/3", 1.0),), .25, (72, 9)),
+    "prostate": _Site((("C61", 1.0),), (("8140/3", 1.0),), 0.0, (73, 8)),
+    "ovary": _Site((("C56", 1.0),), (("8441/3", 1.0),), 1.0, (63, 11)),
+    "pancreas": _Site((("C25.9", 1.0),), (("8500/3", 1.0),), .48, (68, 10)),
+}
+_SITE_NAMES = tuple(SITES)
+
+
+@dataclass(frozen=True)
+class _Dose:
+    drug: str
+    amount: float
+    basis: str  # 'm2' (per m2 body surface), 'kg', 'flat' or 'auc' (Calvert: AUC x (GFR + 25))
+    route: str = "01"
+    day: int = 0  # day of the cycle, 0 = the cycle start date
+    first_cycle: int = 1
+    last_cycle: int = 999
+    step: float = 1.0  # dose rounding, mg
+    cap: float = float("inf")
+
+
+@dataclass(frozen=True)
+class _Regimen:
+    name: str
+    share: float  # share of active patients
+    interval: int  # days between cycles
+    cycles: tuple[int, int]  # planned cycles, min and max
+    sites: tuple[tuple[str, float], ...]
+    curative: float  # probability that the intent is curative
+    doses: tuple[_Dose, ...]
+    follow_on: tuple[str, float] | None = None  # next regimen for the same patient, probability
+
+
+REGIMENS: tuple[_Regimen, ...] = (
+    _Regimen("FEC-T", .06, 21, (6, 6), (("breast", 1.0),), .95, (
+        _Dose("FLUOROURACIL", 500, "m2", last_cycle=3, step=5),
+        _Dose("EPIRUBICIN", 100, "m2", last_cycle=3),
+        _Dose("CYCLOPHOSPHAMIDE", 500, "m2", last_cycle=3, step=5),
+        _Dose("DOCETAXEL", 100, "m2", first_cycle=4),
+    ), ("TRASTUZUMAB", .25)),
+    _Regimen("AC", .04, 21, (4, 4), (("breast", 1.0),), .9, (
+        _Dose("DOXORUBICIN", 60, "m2"),
+        _Dose("CYCLOPHOSPHAMIDE", 600, "m2", step=5),
+    ), ("PACLITAXEL", .5)),
+    _Regimen("PACLITAXEL", .04, 7, (12, 12), (("breast", 1.0),), .7, (_Dose("PACLITAXEL", 80, "m2"),)),
+    _Regimen("TRASTUZUMAB", .07, 21, (14, 18), (("breast", 1.0),), .85, (
+        _Dose("TRASTUZUMAB", 8, "kg", last_cycle=1),
+        _Dose("TRASTUZUMAB", 6, "kg", first_cycle=2),
+    )),
+    _Regimen("DOCETAXEL", .05, 21, (4, 6), (("prostate", .7), ("breast", .3)), .25, (
+        _Dose("DOCETAXEL", 75, "m2"),
+    )),
+    _Regimen("CAPECITABINE", .06, 21, (4, 8), (("colorectal", .6), ("breast", .4)), .5, (
+        _Dose("CAPECITABINE", 1250, "m2", route="02", step=150),
+    )),
+    _Regimen("FOLFOX", .07, 14, (6, 12), (("colorectal", 1.0),), .6, (
+        _Dose("OXALIPLATIN", 85, "m2"),
+        _Dose("FOLINIC ACID", 350, "flat"),
+        _Dose("FLUOROURACIL", 400, "m2", step=5),
+        _Dose("FLUOROURACIL", 2400, "m2", step=10),
+    ), ("CAPECITABINE", .2)),
+    _Regimen("CAPOX", .06, 21, (4, 8), (("colorectal", 1.0),), .6, (
+        _Dose("OXALIPLATIN", 130, "m2"),
+        _Dose("CAPECITABINE", 1000, "m2", route="02", step=150),
+    ), ("CAPECITABINE", .15)),
+    _Regimen("R-CHOP", .05, 21, (6, 6), (("lymphoma", 1.0),), .95, (
+        _Dose("RITUXIMAB", 375, "m2", step=10),
+        _Dose("CYCLOPHOSPHAMIDE", 750, "m2", step=5),
+        _Dose("DOXORUBICIN", 50, "m2"),
+        _Dose("VINCRISTINE", 1.4, "m2", step=0.1, cap=2.0),
+        _Dose("PREDNISOLONE", 100, "flat", route="02"),
+    )),
+    _Regimen("PEMBROLIZUMAB", .13, 21, (2, 35), (("lung", .6), ("melanoma", .25), ("bladder", .15)), .15, (
+        _Dose("PEMBROLIZUMAB", 200, "flat"),
+    )),
+    _Regimen("CARBOPLATIN PACLITAXEL", .08, 21, (6, 6), (("ovary", .7), ("lung", .3)), .5, (
+        _Dose("PACLITAXEL", 175, "m2"),
+        _Dose("CARBOPLATIN", 5, "auc", step=10),
+    )),
+    _Regimen("PEMETREXED CARBOPLATIN", .04, 21, (4, 4), (("lung", 1.0),), .0, (
+        _Dose("PEMETREXED", 500, "m2", step=5),
+        _Dose("CARBOPLATIN", 5, "auc", step=10),
+    ), ("PEMBROLIZUMAB", .4)),
+    _Regimen("GEMCITABINE", .05, 28, (2, 6), (("pancreas", .7), ("bladder", .3)), .05, (
+        _Dose("GEMCITABINE", 1000, "m2", day=0, step=10),
+        _Dose("GEMCITABINE", 1000, "m2", day=7, step=10),
+        _Dose("GEMCITABINE", 1000, "m2", day=14, step=10),
+    )),
+    _Regimen("ABIRATERONE", .10, 28, (3, 26), (("prostate", 1.0),), .0, (
+        _Dose("ABIRATERONE", 1000, "flat", route="02"),
+    ), ("DOCETAXEL", .15)),
+    _Regimen("BORTEZOMIB", .05, 21, (4, 8), (("myeloma", 1.0),), .0, (
+        _Dose("BORTEZOMIB", 1.3, "m2", route="05", day=0, step=0.1),
+        _Dose("BORTEZOMIB", 1.3, "m2", route="05", day=3, step=0.1),
+        _Dose("BORTEZOMIB", 1.3, "m2", route="05", day=7, step=0.1),
+        _Dose("BORTEZOMIB", 1.3, "m2", route="05", day=10, step=0.1),
+    )),
+)
+_REGIMEN_INDEX = {r.name: i for i, r in enumerate(REGIMENS)}
+
+FEMALE_NAMES = (
+    "Olivia", "Amelia", "Isla", "Ava", "Emily", "Sophie", "Grace", "Lily", "Margaret", "Susan", "Patricia",
+    "Elizabeth", "Jean", "Sarah", "Helen", "Karen", "Julie", "Joanne", "Zoë", "Siân", "Renée", "Chloë",
+    "Aoife", "Niamh", "Bríd", "Anaïs", "Marta", "Priya", "Aisha", "Fatima", "Noémie",
+    "Åsa", "Hélène", "Mary-Jane", "Ann", "Dorothy", "Eleanor", "Gwen", "Ffion", "Carys",
+)
+MALE_NAMES = (
+    "Oliver", "George", "Harry", "Jack", "John", "David", "Michael", "Peter", "Robert", "James", "William",
+    "Stephen", "Paul", "Mark", "Andrew", "Richard", "Thomas", "Christopher", "Seán", "José", "Rhodri",
+    "Dafydd", "Søren", "François", "Jürgen", "Mohammed", "Rajesh", "Kwame", "Piotr", "Tomás", "Éamon",
+    "Brian", "Keith", "Gareth", "Owain", "Iain", "Alan", "Colin", "Derek", "Raymond",
+)
+FAMILY_NAMES = (
+    "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson",
+    "Roberts", "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall",
+    "Lewis", "Harris", "Clarke", "Patel", "Jackson", "Wood", "Turner", "Martin", "Cooper", "Hill", "Ward",
+    "Morris", "Moore", "Clark", "Lee", "King", "Baker", "Harrison", "Morgan", "Allen", "Khan", "Ahmed",
+    "Singh", "Ó Briain", "O'Neill", "O’Brien", "D'Souza", "Müller", "Brontë", "Núñez", "Öztürk", "Lefèvre",
+    "Smith-Jones", "ap Rhys", "Nowak", "Kowalski", "Ferreira", "Gonçalves", "MacDonald", "Ní Bhriain",
+)
+OUTCOME_REASONS = (
+    "Patient choice, declined further treatment",
+    "Toxicity; admitted with neutropenic sepsis",
+    'Patient "felt too unwell" to continue',
+    "Disease progression, referred for radiotherapy",
+    "Moved to another trust",
+)
+POSTCODE_AREAS = (
+    "M", "SK", "OL", "BL", "WN", "L", "CH", "WA", "PR", "BB", "LA", "B", "CV", "WV", "DY", "LS", "BD", "HX",
+    "HD", "WF", "S", "DN", "HU", "YO", "NE", "SR", "DH", "TS", "DL", "NG", "DE", "LE", "LN", "NN", "PE", "CB",
+    "IP", "NR", "CO", "CM", "SS", "LU", "AL", "SG", "HP", "MK", "OX", "RG", "SL", "GU", "PO", "SO", "BH",
+    "SP", "SN", "BS", "BA", "GL", "EX", "PL", "TQ", "TR", "TA", "DT", "BN", "TN", "ME", "CT", "RH", "KT",
+    "CR", "SM", "BR", "DA", "E", "EC", "N", "NW", "SE", "SW", "W", "WC", "EN", "HA", "IG", "RM", "TW", "UB",
+    "CA", "ST", "TF", "SY", "HR", "WR",
+)
+WELSH_POSTCODE_AREAS = ("CF", "NP", "SA", "LD")
+_UNIT_LETTERS = np.array(list("ABDEFGHJLNPQRSTUWXYZ"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------------
+
+def generate_submissions(
+    landing_dir: Path,
+    *,
+    trusts: int = 8,
+    months: int = 4,
+    end_month: str | None = None,
+    patients_per_trust: int = 60,
+    seed: int = 2026,
+    defects: DefectRates = DefectRates(),
+    organisations: OrganisationRegister | None = None,
+) -> list[GeneratedFile]:
+    """Write synthetic SACT v3 submission files under ``landing_dir``; see the module docstring.
+
+    ``end_month`` ('YYYY-MM', default: the month before the current one) is the last reporting month and
+    ``months`` the number of consecutive reporting months ending there. Returns the files written, sorted
+    by reporting month, organisation and submission time.
+    """
+    if trusts < 1 or months < 1 or patients_per_trust < 1:
+        raise ValueError("trusts, months and patients_per_trust must be at least 1")
+    now = datetime.now().replace(microsecond=0)
+    current = date(now.year, now.month, 1)
+    last = _parse_month(end_month) if end_month else _add_months(current, -1)
+    if last >= current:
+        raise ValueError(f"end_month {last:%Y-%m} has not ended yet")
+    month_starts = [_add_months(last, k - months + 1) for k in range(months)]
+    register = organisations or OrganisationRegister.from_ods_etr()
+    rng = np.random.default_rng(seed)
+
+    english = _pick_trusts(register, trusts, month_starts[0], rng)
+    if register.get(WELSH_TRUST) is None:
+        raise ValueError(f"the organisation register has no {WELSH_TRUST} (Velindre)")
+    codes = english + [WELSH_TRUST]
+    world = _simulate(rng, codes, register, month_starts, patients_per_trust)
+    table = _build_rows(rng, world, defects, stray_space_trust=2 % len(english))
+    return _write_files(rng, Path(landing_dir), world, table, english, month_starts, now)
+
+
+# --------------------------------------------------------------------------------------------------
+# Months and trusts
+# --------------------------------------------------------------------------------------------------
+
+def _parse_month(value: str) -> date:
+    try:
+        return datetime.strptime(value.strip()[:7], "%Y-%m").date()
+    except ValueError as error:
+        raise ValueError(f"a month must be YYYY-MM, got {value!r}") from error
+
+
+def _add_months(first: date, count: int) -> date:
+    index = first.year * 12 + first.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _pick_trusts(register: OrganisationRegister, count: int, first_month: date, rng) -> list[str]:
+    opened_by = first_month.strftime("%Y%m%d")
+    candidates = sorted(
+        o.code for o in register
+        if o.is_english and not o.close_date and (o.open_date or "00000000") <= opened_by
+    )
+    if count > len(candidates):
+        raise ValueError(f"only {len(candidates)} open English trusts to pick from, asked for {count}")
+    picked = [candidates[i] for i in rng.permutation(len(candidates))[:count]]
+    five = [c for c in candidates if len(c) == 5]
+    if count >= 6 and five and not any(len(c) == 5 for c in picked):
+        picked[-1] = five[int(rng.integers(len(five)))]
+    return picked
+
+
+# --------------------------------------------------------------------------------------------------
+# Simulation: trusts, courses, cycles, administrations
+# --------------------------------------------------------------------------------------------------
+
+def _day(value: date) -> int:
+    return int(np.datetime64(value, "D").astype(np.int64))
+
+
+@dataclass
+class _World:
+    codes: list[str]  # trust codes, English first, RQF last
+    org_values: list[str]  # trust and site codes (a dictionary)
+    first_day: int
+    last_day: int
+    first_month_index: int  # numpy datetime64[M] integer of the first reporting month
+    # course level
+    c_type: np.ndarray
+    c_trust: np.ndarray
+    c_patient: np.ndarray
+    c_start: np.ndarray
+    c_cycles: np.ndarray
+    c_stopped: np.ndarray
+    c_reduced_from: np.ndarray
+    c_curative: np.ndarray
+    c_weight10: np.ndarray  # weight at start of regimen, tenths of kg
+    c_ps: np.ndarray
+    c_provider: np.ndarray  # index into org_values
+    c_admin_org: np.ndarray
+    # patient level (candidate patients, before restriction to those with rows)
+    p_site: np.ndarray
+    p_female: np.ndarray
+    p_height: np.ndarray  # cm
+    p_weight: np.ndarray  # kg
+    p_trust: np.ndarray
+    p_consultant: np.ndarray
+    consultant_specialty: np.ndarray
+    trust_areas: list[tuple[str, ...]]
+    trust_local_style: np.ndarray
+    # row level (administrations inside the reporting window)
+    r_course: np.ndarray = field(default=None)
+    r_cycle_number: np.ndarray = field(default=None)
+    r_cycle_start: np.ndarray = field(default=None)
+    r_cycle_weight10: np.ndarray = field(default=None)
+    r_cycle_ps: np.ndarray = field(default=None)
+    r_entry: np.ndarray = field(default=None)
+    r_day: np.ndarray = field(default=None)
+    r_dose10: np.ndarray = field(default=None)
+
+
+_ENTRIES = [(ri, d) for ri, r in enumerate(REGIMENS) for d in r.doses]
+E_REGIMEN = np.array([ri for ri, _ in _ENTRIES])
+E_DAY = np.array([d.day for _, d in _ENTRIES])
+E_FIRST = np.array([d.first_cycle for _, d in _ENTRIES])
+E_LAST = np.array([d.last_cycle for _, d in _ENTRIES])
+E_AMOUNT = np.array([d.amount for _, d in _ENTRIES], dtype=float)
+E_BASIS = np.array([("m2", "kg", "flat", "auc").index(d.basis) for _, d in _ENTRIES])
+E_STEP = np.array([d.step for _, d in _ENTRIES], dtype=float)
+E_CAP = np.array([d.cap for _, d in _ENTRIES], dtype=float)
+DRUG_NAMES = sorted({d.drug for _, d in _ENTRIES})
+E_DRUG = np.array([DRUG_NAMES.index(d.drug) for _, d in _ENTRIES])
+ROUTE_CODES = sorted(ROUTES)
+E_ROUTE = np.array([ROUTE_CODES.index(d.route) for _, d in _ENTRIES])
+R_INTERVAL = np.array([r.interval for r in REGIMENS])
+R_MAX_DAY = np.array([max(d.day for d in r.doses) for r in REGIMENS])
+
+
+def _expected_span(r: _Regimen, ri: int) -> tuple[float, float]:
+    """Mean and (nearly) maximum days from first to last administration of a course of this regimen."""
+    planned = sum(r.cycles) / 2
+    mean_cycles = 0.88 * planned + 0.12 * max(planned / 2, 1)
+    mean = (mean_cycles - 1) * r.interval * 1.06 + R_MAX_DAY[ri] + 1
+    longest = (r.cycles[1] - 1) * r.interval * 1.15 + R_MAX_DAY[ri] + 1
+    return mean, longest
+
+
+def _size_multipliers(rng, count: int) -> np.ndarray:
+    """Skewed trust sizes with mean 1: log-normal quantiles, shuffled (largest 3-4x the smallest)."""
+    normal = statistics.NormalDist()
+    z = np.array([normal.inv_cdf((i + 0.5) / count) for i in range(count)])
+    sizes = np.exp(0.48 * z)[rng.permutation(count)]
+    return sizes / sizes.mean()
+
+
+def _choice(rng, options: tuple[tuple[str, float], ...], size: int) -> np.ndarray:
+    probabilities = np.array([p for _, p in options], dtype=float)
+    return rng.choice(len(options), size=size, p=probabilities / probabilities.sum())
+
+
+def _simulate(rng, codes: list[str], register, month_starts: list[date], per_trust: int) -> _World:
+    n_trusts = len(codes)
+    first_day = _day(month_starts[0])
+    last_day = _day(_add_months(month_starts[-1], 1)) - 1
+    window = last_day - first_day + 1
+    sizes = _size_multipliers(rng, n_trusts)
+
+    # Organisation codes: trusts with 3-character codes may have sites (trust code + 2 digits).
+    org_values = list(codes)
+    trust_sites: list[list[int]] = []
+    provider_site_share = np.zeros(n_trusts)
+    for t, code in enumerate(codes):
+        sites = [t]
+        if len(code) == 3 and rng.random() < 0.5:
+            for k in range(1, int(rng.integers(2, 4)) + 1):
+                site = f"{code}{k:02d}"
+                if site not in register:
+                    org_values.append(site)
+                    sites.append(len(org_values) - 1)
+            provider_site_share[t] = 0.3
+        trust_sites.append(sites)
+    trust_areas = [
+        tuple(rng.choice(WELSH_POSTCODE_AREAS if code == WELSH_TRUST else POSTCODE_AREAS, size=2, replace=False))
+        for code in codes
+    ]
+    trust_local_style = rng.integers(0, 3, size=n_trusts)
+
+    # Consultants: an oncology and a haematology pool per trust.
+    onc_size = np.maximum(4, np.rint(10 * sizes)).astype(int)
+    haem_size = np.maximum(2, np.rint(4 * sizes)).astype(int)
+    onc_offset = np.concatenate([[0], np.cumsum(onc_size + haem_size)[:-1]])
+    haem_offset = onc_offset + onc_size
+    n_consultants = int((onc_size + haem_size).sum())
+    consultant_specialty = np.zeros(n_consultants, dtype=int)  # 0 '370', 1 '800', 2 '303'
+    for t in range(n_trusts):
+        consultant_specialty[onc_offset[t]:onc_offset[t] + onc_size[t]] = rng.integers(0, 2, size=onc_size[t])
+        consultant_specialty[haem_offset[t]:haem_offset[t] + haem_size[t]] = 2
+
+    # First courses: a steady stream of starts per regimen and trust, far enough back that courses
+    # begun before the first reporting month are still running in it.
+    types, trusts_, starts = [], [], []
+    for ri, r in enumerate(REGIMENS):
+        mean_span, longest = _expected_span(r, ri)
+        lookback = longest
+        if r.follow_on:
+            follow = REGIMENS[_REGIMEN_INDEX[r.follow_on[0]]]
+            lookback += 42 + _expected_span(follow, _REGIMEN_INDEX[follow.name])[1]
+        rate = per_trust * sizes * r.share / (mean_span + 30.4)  # starts per day per trust
+        counts = rng.poisson(rate * (lookback + window))
+        total = int(counts.sum())
+        types.append(np.full(total, ri))
+        trusts_.append(np.repeat(np.arange(n_trusts), counts))
+        starts.append(first_day - int(lookback) + rng.integers(0, int(lookback) + window, size=total))
+    c_type = np.concatenate(types)
+    c_trust = np.concatenate(trusts_)
+    c_start = np.concatenate(starts)
+    n_first = len(c_type)
+
+    # Patients: one per first course.
+    p_site = np.zeros(n_first, dtype=int)
+    for ri, r in enumerate(REGIMENS):
+        sel = np.flatnonzero(c_type == ri)
+        p_site[sel] = np.array([_SITE_NAMES.index(s) for s, _ in r.sites])[_choice(rng, r.sites, len(sel))]
+    female_p = np.array([SITES[s].female for s in _SITE_NAMES])[p_site]
+    p_female = rng.random(n_first) < female_p
+    p_height = np.clip(np.where(p_female, rng.normal(163, 6.5, n_first), rng.normal(176, 7, n_first)), 150, 195)
+    p_height = np.rint(p_height)
+    p_weight = np.clip(np.where(p_female, rng.normal(70, 14, n_first), rng.normal(83, 15, n_first)), 45, 120)
+    haem = np.array([SITES[s].haematology for s in _SITE_NAMES])[p_site]
+    p_consultant = np.where(
+        haem,
+        haem_offset[c_trust] + (rng.random(n_first) * haem_size[c_trust]).astype(int),
+        onc_offset[c_trust] + (rng.random(n_first) * onc_size[c_trust]).astype(int),
+    )
+    c_patient = np.arange(n_first)
+
+    first = _course_details(rng, c_type, c_start)
+    # Follow-on regimens for the same patient, 2-6 weeks after the end of the first.
+    parents, children = [], []
+    for ri, r in enumerate(REGIMENS):
+        if r.follow_on:
+            sel = np.flatnonzero((c_type == ri) & (rng.random(n_first) < r.follow_on[1]))
+            parents.append(sel)
+            children.append(np.full(len(sel), _REGIMEN_INDEX[r.follow_on[0]]))
+    parent = np.concatenate(parents)
+    f_type = np.concatenate(children)
+    f_start = first["end"][parent] + rng.integers(14, 43, size=len(parent))
+    keep = f_start <= last_day
+    parent, f_type, f_start = parent[keep], f_type[keep], f_start[keep]
+    follow = _course_details(rng, f_type, f_start)
+
+    c_type = np.concatenate([c_type, f_type])
+    c_trust = np.concatenate([c_trust, c_trust[parent]])
+    c_patient = np.concatenate([c_patient, parent])
+    c_start = np.concatenate([c_start, f_start])
+    details = {k: np.concatenate([first[k], follow[k]]) for k in first}
+    n_courses = len(c_type)
+
+    # Course attributes.
+    curative_p = np.array([r.curative for r in REGIMENS])[c_type]
+    c_curative = rng.random(n_courses) < curative_p
+    c_weight = np.clip(p_weight[c_patient] * (1 + rng.normal(0, 0.03, n_courses)), 45, 120)
+    c_weight10 = np.rint(c_weight * 10).astype(np.int64)
+    c_ps = rng.choice(3, size=n_courses, p=[.4, .45, .15])
+    c_gfr = np.clip(rng.normal(80, 20, n_courses), 30, 125)
+    site_count = np.array([len(s) for s in trust_sites])
+    site_table = np.zeros((n_trusts, site_count.max()), dtype=int)
+    for t, sites in enumerate(trust_sites):
+        site_table[t, :len(sites)] = sites
+    site_pick = (rng.random(n_courses) * site_count[c_trust]).astype(int)
+    c_admin_org = site_table[c_trust, site_pick]
+    c_provider = np.where(rng.random(n_courses) < provider_site_share[c_trust], c_admin_org, c_trust)
+
+    world = _World(
+        codes=codes, org_values=org_values, first_day=first_day, last_day=last_day,
+        first_month_index=int(np.datetime64(month_starts[0], "M").astype(np.int64)),
+        c_type=c_type, c_trust=c_trust, c_patient=c_patient, c_start=c_start,
+        c_cycles=details["cycles"], c_stopped=details["stopped"], c_reduced_from=details["reduced_from"],
+        c_curative=c_curative, c_weight10=c_weight10, c_ps=c_ps, c_provider=c_provider,
+        c_admin_org=c_admin_org, p_site=p_site, p_female=p_female, p_height=p_height, p_weight=p_weight,
+        p_trust=c_trust[:n_first].copy(), p_consultant=p_consultant,
+        consultant_specialty=consultant_specialty, trust_areas=trust_areas,
+        trust_local_style=trust_local_style,
+    )
+    _expand_administrations(rng, world, details, c_gfr)
+    return world
+
+
+def _course_details(rng, c_type: np.ndarray, c_start: np.ndarray) -> dict[str, np.ndarray]:
+    """Cycles, delays, early stops and dose reductions of courses; cycle-level arrays included."""
+    n = len(c_type)
+    lo = np.array([r.cycles[0] for r in REGIMENS])[c_type]
+    hi = np.array([r.cycles[1] for r in REGIMENS])[c_type]
+    planned = lo + (rng.random(n) * (hi - lo + 1)).astype(int)
+    stopped = (rng.random(n) < 0.12) & (planned > 1)
+    cycles = np.where(stopped, 1 + (rng.random(n) * (planned - 1)).astype(int), planned)
+    reduced = rng.random(n) < 0.12
+    reduced_from = np.where(reduced & (cycles >= 2), 2 + (rng.random(n) * np.maximum(cycles - 1, 1)).astype(int), 0)
+    reduced_from = np.where(reduced_from > cycles, 0, reduced_from)
+
+    course_of = np.repeat(np.arange(n), cycles)
+    first_index = np.cumsum(cycles) - cycles
+    number = np.arange(len(course_of)) - np.repeat(first_index, cycles) + 1
+    delay = rng.choice(np.array([0, 7, 14]), size=len(course_of), p=[.86, .1, .04])
+    delay[number == 1] = 0
+    cumulative = np.cumsum(delay)
+    cumulative -= np.repeat(cumulative[first_index] if n else cumulative[:0], cycles)
+    cycle_start = c_start[course_of] + (number - 1) * R_INTERVAL[c_type][course_of] + cumulative
+    last_cycle = first_index + cycles - 1
+    end = cycle_start[last_cycle] + R_MAX_DAY[c_type] if n else c_start
+    return {
+        "cycles": cycles, "stopped": stopped, "reduced_from": reduced_from, "end": end,
+        "cycle_course": course_of, "cycle_number": number, "cycle_start": cycle_start,
+    }
+
+
+def _expand_administrations(rng, world: _World, details: dict[str, np.ndarray], c_gfr: np.ndarray) -> None:
+    """One row per administration: every drug entry of the regimen in every cycle it applies to."""
+    # The cycle arrays of first and follow-on courses were built separately: index courses globally.
+    cycle_course = np.repeat(np.arange(len(world.c_type)), world.c_cycles)
+    cycle_start = details["cycle_start"]
+    cycle_type = world.c_type[cycle_course]
+    # Only cycles with an administration that may fall inside the reporting window matter.
+    near = (cycle_start + R_MAX_DAY[cycle_type] >= world.first_day) & (cycle_start <= world.last_day)
+    cycle_course, cycle_start, cycle_type = cycle_course[near], cycle_start[near], cycle_type[near]
+    cycle_number = details["cycle_number"][near]
+
+    by_type = np.argsort(cycle_type, kind="stable")
+    bounds = np.searchsorted(cycle_type[by_type], np.arange(len(REGIMENS) + 1))
+    rows_cycle, rows_entry = [], []
+    for ri in range(len(REGIMENS)):
+        cycles_of_type = by_type[bounds[ri]:bounds[ri + 1]]
+        number = cycle_number[cycles_of_type]
+        for entry in np.flatnonzero(E_REGIMEN == ri):
+            if E_FIRST[entry] > 1 or E_LAST[entry] < 999:
+                sel = cycles_of_type[(number >= E_FIRST[entry]) & (number <= E_LAST[entry])]
+            else:
+                sel = cycles_of_type
+            rows_cycle.append(sel)
+            rows_entry.append(np.full(len(sel), entry))
+    r_cycle = np.concatenate(rows_cycle)
+    r_entry = np.concatenate(rows_entry)
+    r_day = cycle_start[r_cycle] + E_DAY[r_entry]
+    inside = (r_day >= world.first_day) & (r_day <= world.last_day)
+    r_cycle, r_entry, r_day = r_cycle[inside], r_entry[inside], r_day[inside]
+    r_course = cycle_course[r_cycle]
+
+    # Weight and performance status at the start of each cycle (cycle 1: those at the start of the regimen).
+    n_cycles = len(cycle_course)
+    cycle_weight = np.clip(
+        world.c_weight10[cycle_course] / 10 * (1 + rng.normal(0, 0.015, n_cycles)), 45, 120)
+    cycle_weight10 = np.rint(cycle_weight * 10).astype(np.int64)
+    cycle_weight10[cycle_number == 1] = world.c_weight10[cycle_course][cycle_number == 1]
+    shift = (rng.random(n_cycles) < 0.1).astype(int) - (rng.random(n_cycles) < 0.05).astype(int)
+    cycle_ps = np.clip(world.c_ps[cycle_course] + shift, 0, 2)
+    cycle_ps[cycle_number == 1] = world.c_ps[cycle_course][cycle_number == 1]
+
+    # Doses, in tenths of a mg.
+    patient = world.c_patient[r_course]
+    height = world.p_height[patient]
+    weight = world.c_weight10[r_course] / 10
+    bsa = np.minimum(np.sqrt(height * weight / 3600), 2.2)
+    basis = E_BASIS[r_entry]
+    amount = E_AMOUNT[r_entry]
+    dose = np.select(
+        [basis == 0, basis == 1, basis == 3],
+        [amount * bsa, amount * weight, amount * (c_gfr[r_course] + 25)],
+        amount,
+    )
+    dose = np.minimum(dose, E_CAP[r_entry])
+    number = cycle_number[r_cycle]
+    reduced_from = world.c_reduced_from[r_course]
+    reduced = (reduced_from > 0) & (number >= reduced_from)
+    dose = np.where(reduced, dose * 0.8, dose)
+    step = E_STEP[r_entry]
+    dose = np.maximum(np.round(dose / step) * step, step)
+    world.r_course = r_course
+    world.r_cycle_number = number
+    world.r_cycle_start = cycle_start[r_cycle]
+    world.r_cycle_weight10 = cycle_weight10[r_cycle]
+    world.r_cycle_ps = cycle_ps[r_cycle]
+    world.r_entry = r_entry
+    world.r_day = r_day
+    world.r_dose10 = np.rint(dose * 10).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows: columns as (dictionary of strings, codes), defects, CSV lines
+# --------------------------------------------------------------------------------------------------
+
+class _Column:
+    """A text column as a small dictionary of values and one code per row (fast to build and edit)."""
+
+    def __init__(self, values, codes):
+        self.values = list(values)
+        self.codes = np.asarray(codes, dtype=np.int64).copy()
+
+    def code_of(self, value: str) -> int:
+        try:
+            return self.values.index(value)
+        except ValueError:
+            self.values.append(value)
+            return len(self.values) - 1
+
+    def set(self, rows: np.ndarray, value: str) -> None:
+        if len(rows):
+            self.codes[rows] = self.code_of(value)
+
+    def pad(self, rows: np.ndarray, rng) -> None:
+        """Stray spaces: a leading, trailing or both-sides space around the (non-empty) values of rows."""
+        rows = rows[np.asarray([v != "" for v in self.values])[self.codes[rows]]]
+        if not len(rows):
+            return
+        m = len(self.values)
+        self.values = self.values + [" " + v for v in self.values] + [v + " " for v in self.values] + \
+            [" " + v + "  " for v in self.values]
+        self.codes[rows] += m * rng.integers(1, 4, size=len(rows))
+
+    def arrow(self) -> pa.Array:
+        """The column as CSV fields: values holding a comma, quote or line break quoted (quotes doubled)."""
+        values = pa.array(self.values, pa.string())
+        needs_quotes = pc.match_substring_regex(values, '[,"\r\n]')
+        if pc.any(needs_quotes).as_py():
+            quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
+            values = pc.if_else(needs_quotes, quoted, values)
+        return values.take(pa.array(self.codes))
+
+
+@dataclass
+class _Rows:
+    lines: pa.Array  # one CSV line per row (no line end), rows sorted by trust, month, date, patient
+    trust: np.ndarray
+    month: np.ndarray
+    patient: np.ndarray
+    category: np.ndarray  # 0 clean, 1 invalid NHS number, 2 missing mandatory, 3 duplicated, 4 missing required
+    mandatory_kind: np.ndarray
+
+
+def _name_weights(names: tuple[str, ...]) -> np.ndarray:
+    """Names with letters outside ASCII (Zoë, Ó Briain, O’Brien...) are about 1 in 20 of those drawn."""
+    weights = np.array([0.2 if any(ord(ch) > 127 for ch in name) else 1.0 for name in names])
+    return weights / weights.sum()
+
+
+def _date_strings(first: int, last: int) -> list[str]:
+    return np.datetime_as_string(np.arange(first, last + 1).astype("datetime64[D]"), unit="D").tolist()
+
+
+def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) -> _Rows:
+    # Restrict patients to those with rows, then sort rows.
+    r_patient_all = w.c_patient[w.r_course]
+    used, r_patient = np.unique(r_patient_all, return_inverse=True)
+    n_patients = len(used)
+    r_trust = w.c_trust[w.r_course]
+    r_month = w.r_day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) - w.first_month_index
+    order = np.lexsort((w.r_entry, r_patient, w.r_day, r_month, r_trust))
+    course = w.r_course[order]
+    patient = r_patient[order]
+    trust = r_trust[order]
+    month = r_month[order]
+    entry = w.r_entry[order]
+    admin_day = w.r_day[order]
+    cycle_number = w.r_cycle_number[order]
+    cycle_start = w.r_cycle_start[order]
+    n = len(order)
+
+    # Patient identities (only for patients with rows).
+    p_trust = w.p_trust[used]
+    p_site = w.p_site[used]
+    p_female = w.p_female[used]
+    nhs = generate_valid(rng, n_patients)
+    nhs_int = np.array(nhs, dtype=np.int64) if n_patients else np.zeros(0, dtype=np.int64)
+    wrong = (nhs_int % 10 + rng.integers(1, 10, size=n_patients)) % 10
+    invalid = (nhs_int - nhs_int % 10 + wrong).astype(str).tolist()
+    local_numbers = rng.choice(9_000_000, size=n_patients, replace=False) + 1_000_000
+    style = w.trust_local_style[p_trust]
+    local_ids = [
+        (f"K{num}" if s == 0 else f"{num:08d}" if s == 1 else f"MRN{num:07d}")
+        for num, s in zip(local_numbers.tolist(), style.tolist())
+    ]
+    area_pick = rng.integers(0, 2, size=n_patients)
+    district = rng.integers(1, 21, size=n_patients)
+    sector = rng.integers(0, 10, size=n_patients)
+    unit = _UNIT_LETTERS[rng.integers(0, len(_UNIT_LETTERS), size=(n_patients, 2))]
+    postcodes = [
+        f"{w.trust_areas[t][a]}{d} {s}{u0}{u1}"
+        for t, a, d, s, u0, u1 in zip(p_trust.tolist(), area_pick.tolist(), district.tolist(), sector.tolist(),
+                                      unit[:, 0].tolist(), unit[:, 1].tolist())
+    ]
+    given_values = list(FEMALE_NAMES) + list(MALE_NAMES)
+    given = np.where(p_female, rng.choice(len(FEMALE_NAMES), n_patients, p=_name_weights(FEMALE_NAMES)),
+                     len(FEMALE_NAMES) + rng.choice(len(MALE_NAMES), n_patients, p=_name_weights(MALE_NAMES)))
+    family = rng.choice(len(FAMILY_NAMES), n_patients, p=_name_weights(FAMILY_NAMES))
+
+    # Diagnosis per patient.
+    diag_values = sorted({c for s in SITES.values() for c, _ in s.diagnoses})
+    morph_values = sorted({c for s in SITES.values() for c, _ in s.morphologies})
+    p_diag = np.zeros(n_patients, dtype=int)
+    p_morph = np.zeros(n_patients, dtype=int)
+    for si, name in enumerate(_SITE_NAMES):
+        sel = np.flatnonzero(p_site == si)
+        site = SITES[name]
+        p_diag[sel] = np.array([diag_values.index(c) for c, _ in site.diagnoses])[_choice(rng, site.diagnoses, len(sel))]
+        p_morph[sel] = np.array([morph_values.index(c) for c, _ in site.morphologies])[
+            _choice(rng, site.morphologies, len(sel))]
+
+    # Dates: date of birth per patient, decision to treat per course.
+    first_start_of_patient = np.full(n_patients, np.iinfo(np.int64).max)
+    np.minimum.at(first_start_of_patient, patient, w.c_start[course])
+    age_mean = np.array([SITES[s].age[0] for s in _SITE_NAMES])[p_site]
+    age_sd = np.array([SITES[s].age[1] for s in _SITE_NAMES])[p_site]
+    age_days = np.rint(np.clip(rng.normal(age_mean, age_sd), 19, 94) * 365.25).astype(np.int64)
+    dob = first_start_of_patient - age_days
+    n_courses = len(w.c_type)
+    c_dtt = w.c_start - rng.integers(3, 29, size=n_courses)
+    lo = int(min(dob.min(initial=w.first_day), c_dtt.min(initial=w.first_day)))
+    hi = int(max(w.last_day, admin_day.max(initial=w.last_day)))
+    date_values = _date_strings(lo, hi)
+
+    def dates(days: np.ndarray) -> _Column:
+        return _Column(date_values, days - lo)
+
+    # Course-level codes.
+    c_site = w.p_site[w.c_patient]
+    adjuvant_site = np.array([SITES[s].adjuvant for s in _SITE_NAMES])[c_site]
+    c_adjunctive = np.where(
+        w.c_curative & adjuvant_site, np.where(rng.random(n_courses) < 0.7, 0, 1), 2)  # '1', '2', '3'
+    c_adjunctive = np.where(rng.random(n_courses) < 0.02, 3, c_adjunctive)  # '9'
+    c_intent = np.where(w.c_curative, 0, rng.choice([1, 2, 3, 4], size=n_courses, p=[.6, .2, .1, .1]))
+    c_intent = np.where(rng.random(n_courses) < 0.01, 5, c_intent)  # '99'
+    c_comorbidity = (rng.random(n_courses) < 0.1).astype(int)  # 'N', 'Y'
+    c_trial = np.where(rng.random(n_courses) < 0.05, 0, 1)  # '01', '02'
+    c_height = w.p_height[w.c_patient].astype(int) - 150  # index into height strings
+    c_toxicity = w.c_stopped & (rng.random(n_courses) < 0.5)
+    c_reason = rng.integers(0, len(OUTCOME_REASONS), size=n_courses)
+
+    weight_values = [f"{t / 10:.1f}" for t in range(0, 1201)]
+    consultant_ids = rng.choice(9_000_000, size=len(w.consultant_specialty), replace=False) + 1_000_000
+    gmc_values = [f"C{i}" for i in consultant_ids.tolist()]
+    p_consultant = w.p_consultant[used]
+    dose_unique, dose_codes = np.unique(w.r_dose10[order], return_inverse=True)
+    dose_values = [str(t // 10) if t % 10 == 0 else f"{t / 10:.1f}" for t in dose_unique.tolist()]
+
+    last_cycle = cycle_number == w.c_cycles[course]
+    curative_row = w.c_curative[course]
+    completed = np.where(last_cycle & curative_row, np.where(w.c_stopped[course], 1, 0), 2)  # Y, N, ''
+    reason = np.where(last_cycle & curative_row & w.c_stopped[course], 1 + c_reason[course], 0)
+    toxicity = np.where(last_cycle, np.where(c_toxicity[course], 0, 1), 2)
+    reduced = (w.c_reduced_from[course] > 0) & (cycle_number >= w.c_reduced_from[course])
+
+    zeros = np.zeros(n, dtype=np.int64)
+    columns: dict[str, _Column] = {
+        "nhs_number": _Column(nhs + invalid, patient),
+        "local_patient_identifier": _Column(local_ids, patient),
+        "nhs_number_status_indicator_code": _Column(["01"], zeros),
+        "person_family_name": _Column(FAMILY_NAMES, family[patient]),
+        "person_given_name": _Column(given_values, given[patient]),
+        "date_of_birth": dates(dob[patient]),
+        "person_stated_gender_code": _Column(["2", "1"], (~p_female[patient]).astype(int)),
+        "patient_postcode": _Column(postcodes, patient),
+        "consultant_gmc_code": _Column(gmc_values, p_consultant[patient]),
+        "consultant_specialty_code": _Column(["370", "800", "303"], w.consultant_specialty[p_consultant[patient]]),
+        "organisation_identifier_code_of_provider": _Column(w.org_values, w.c_provider[course]),
+        "primary_diagnosis": _Column(diag_values, p_diag[patient]),
+        "morphology_icd_o": _Column(morph_values, p_morph[patient]),
+        "diagnosis_code_snomed_ct": _Column([""], zeros),
+        "adjunctive_therapy": _Column(["1", "2", "3", "9"], c_adjunctive[course]),
+        "intent_of_treatment": _Column(["01", "02", "03", "04", "05", "99"], c_intent[course]),
+        "regimen": _Column([r.name for r in REGIMENS], w.c_type[course]),
+        "height_at_start_of_regimen": _Column([f"{h / 100:.2f}" for h in range(150, 196)], c_height[course]),
+        "weight_at_start_of_regimen": _Column(weight_values, w.c_weight10[course]),
+        "performance_status_at_start_of_regimen": _Column(["0", "1", "2"], w.c_ps[course]),
+        "comorbidity_adjustment": _Column(["N", "Y"], c_comorbidity[course]),
+        "date_decision_to_treat": dates(c_dtt[course]),
+        "start_date_of_regimen": dates(w.c_start[course]),
+        "clinical_trial": _Column(["01", "02"], c_trial[course]),
+        "cycle_number": _Column([str(k) for k in range(int(cycle_number.max(initial=1)) + 1)], cycle_number),
+        "start_date_of_cycle": dates(cycle_start),
+        "weight_at_start_of_cycle": _Column(weight_values, w.r_cycle_weight10[order]),
+        "performance_status_at_start_of_cycle": _Column(["0", "1", "2"], w.r_cycle_ps[order]),
+        "drug_name": _Column(DRUG_NAMES, E_DRUG[entry]),
+        "dm_d": _Column([""], zeros),
+        "actual_dose_per_administration": _Column(dose_values, dose_codes),
+        "administration_measurement_per_actual_dose": _Column(["01"], zeros),
+        "other_administration_measurement_per_actual_dose": _Column([""], zeros),
+        "unit_of_measurement_snomed_ct_dm_d": _Column([MG_SNOMED], zeros),
+        "sact_administration_route": _Column(ROUTE_CODES, E_ROUTE[entry]),
+        "route_of_administration_snomed_ct_dm_d": _Column([ROUTES[c] for c in ROUTE_CODES], E_ROUTE[entry]),
+        "administration_date": dates(admin_day),
+        "organisation_identifier_of_sact_administration": _Column(w.org_values, w.c_admin_org[course]),
+        "regimen_modification_dose_reduction": _Column(["N", "Y"], reduced.astype(int)),
+        "regimen_outcome_summary_curative_completed_as_planned": _Column(["Y", "N", ""], completed),
+        "regimen_outcome_summary_curative_not_completed_reason": _Column([""], zeros),
+        "other_regimen_outcome_summary_curative_not_completed_reason": _Column([""] + list(OUTCOME_REASONS), reason),
+        "regimen_outcome_summary_non_curative": _Column([""], zeros),
+        "regimen_outcome_summary_toxicity": _Column(["Y", "N", ""], toxicity),
+    }
+    assert tuple(columns) == spec.ITEM_COLUMNS
+
+    # Defects: one uniform draw per row splits the rows into disjoint categories.
+    u = rng.random(n)
+    bounds = np.cumsum([defects.invalid_nhs_number, defects.missing_mandatory, defects.duplicate_rows,
+                        defects.missing_required])
+    category = np.searchsorted(bounds, u, side="right") + 1
+    category[category == 5] = 0
+    kind = rng.integers(0, len(MANDATORY_DEFECT_KINDS), size=n)
+    required_pick = rng.integers(0, len(spec.REQUIRED_COLUMNS), size=n)
+    bad_code = rng.random(n) < 0.5
+
+    rows = np.flatnonzero(category == 1)
+    columns["nhs_number"].codes[rows] = n_patients + patient[rows]
+    mandatory = category == 2
+    blank = {
+        "regimen": ("regimen",), "drug_name": ("drug_name",), "start_date_of_cycle": ("start_date_of_cycle",),
+        "diagnosis": ("primary_diagnosis", "morphology_icd_o"),
+        "patient_identifier": ("nhs_number", "local_patient_identifier"),
+    }
+    for k, name in enumerate(MANDATORY_DEFECT_KINDS):
+        rows = np.flatnonzero(mandatory & (kind == k))
+        if name == "administration_date":
+            columns["administration_date"].set(rows, INVALID_DATE)
+        for column in blank.get(name, ()):
+            columns[column].set(rows, "")
+    required = category == 4
+    for k, column in enumerate(spec.REQUIRED_COLUMNS):
+        rows_k = required & (required_pick == k)
+        if column in BAD_CODES:
+            columns[column].set(np.flatnonzero(rows_k & bad_code), BAD_CODES[column])
+            columns[column].set(np.flatnonzero(rows_k & ~bad_code), "")
+        else:
+            columns[column].set(np.flatnonzero(rows_k), "")
+
+    # Stray spaces in one trust's file.
+    in_trust = np.flatnonzero(trust == stray_space_trust)
+    for column in STRAY_SPACE_COLUMNS:
+        columns[column].pad(in_trust[rng.random(len(in_trust)) < 0.25], rng)
+
+    arrays = [columns[c].arrow() for c in spec.ITEM_COLUMNS]
+    lines = pc.binary_join_element_wise(*arrays, ",") if n else pa.array([], pa.string())
+    return _Rows(lines=lines, trust=trust, month=month, patient=patient, category=category,
+                 mandatory_kind=np.where(mandatory, kind, -1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+
+def _joined(lines: pa.Array, eol: str) -> bytes:
+    if len(lines) == 0:
+        return b""
+    with_eol = pc.binary_join_element_wise(lines, pa.scalar(""), eol)  # line + eol + ''
+    array = with_eol.combine_chunks() if isinstance(with_eol, pa.ChunkedArray) else with_eol
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    return array.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def _write_files(rng, landing: Path, w: _World, rows: _Rows, english: list[str], month_starts: list[date],
+                 now: datetime) -> list[GeneratedFile]:
+    n_english = len(english)
+    n_trusts = len(w.codes)
+    months = len(month_starts)
+    late = (3 % n_english, months - 2 if months >= 3 else 1) if months >= 2 else None
+    resub = (4 % n_english, 0)
+    missing = (5 % n_english, months - 1)
+    if (late is not None and missing[0] == late[0]) or missing[0] == resub[0]:
+        missing = None
+    encodings = {0: ("utf-8-sig", "\r\n"), 1 % n_english: ("cp1252", "\r\n")} if n_english > 1 else \
+        {0: ("utf-8-sig", "\r\n")}
+
+    # Submission times, drawn for every trust-month whatever its role (determinism).
+    days = rng.integers(0, 25, size=(n_trusts, months))
+    seconds = rng.integers(0, 86400, size=(n_trusts, months))
+    resub_delay = timedelta(days=int(rng.integers(2, 13)), seconds=int(rng.integers(0, 86400)))
+    latest = now - timedelta(hours=1)
+
+    # Duplicate rows: each duplicated row is followed by its copy.
+    final = np.sort(np.concatenate([np.arange(len(rows.trust)), np.flatnonzero(rows.category == 3)]), kind="stable")
+    key = rows.trust[final] * months + rows.month[final]
+    header = ",".join(item.header for item in spec.V3_ITEMS)
+    written: list[GeneratedFile] = []
+    for t, code in enumerate(w.codes):
+        encoding, eol = encodings.get(t, ("utf-8", "\n")) if t < n_english else ("utf-8", "\n")
+        for m, start in enumerate(month_starts):
+            if missing is not None and (t, m) == missing:
+                continue
+            lo, hi = np.searchsorted(key, [t * months + m, t * months + m + 1])
+            indices = final[lo:hi]
+            is_late = late is not None and (t, m) == late
+            submitted = datetime.combine(_add_months(start, 2 if is_late else 1), datetime.min.time()) + \
+                timedelta(days=int(days[t, m]), seconds=int(seconds[t, m]))
+            submitted = min(submitted, latest)
+            is_late = is_late and (submitted.year * 12 + submitted.month) - (start.year * 12 + start.month) >= 2
+            versions = [(indices, submitted, "late" if is_late else "on_time")]
+            if (t, m) == resub and t < n_english:
+                patients = np.unique(rows.patient[indices])
+                dropped = rng.choice(patients, size=max(1, round(0.1 * len(patients))), replace=False) \
+                    if len(patients) else patients
+                first = indices[~np.isin(rows.patient[indices], dropped)]
+                second_time = min(submitted + resub_delay, now - timedelta(minutes=30))
+                if second_time <= submitted:
+                    second_time = submitted + timedelta(seconds=1)
+                versions = [(first, submitted, "on_time"), (indices, second_time, "resubmission")]
+            for selected, stamp, kind in versions:
+                written.append(_write_one(landing, code, start, stamp, kind, selected, rows, header, encoding, eol))
+    written.sort(key=lambda f: (f.reporting_month, f.org_code, f.submitted_at))
+    return written
+
+
+def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str, selected: np.ndarray,
+               rows: _Rows, header: str, encoding: str, eol: str) -> GeneratedFile:
+    text = (header + eol).encode("utf-8") + _joined(rows.lines.take(pa.array(selected)), eol)
+    if encoding == "cp1252":
+        data = text.decode("utf-8").encode("cp1252")
+    elif encoding == "utf-8-sig":
+        data = b"\xef\xbb\xbf" + text
+    else:
+        data = text
+    folder = landing / f"{month:%Y%m}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"SACT_{code}_{month:%Y%m}_{stamp:%Y%m%d%H%M%S}.csv"
+    path.write_bytes(data)
+    category = rows.category[selected]
+    kinds = rows.mandatory_kind[selected]
+    distinct = len(np.unique(selected))
+    defects = FileDefects(
+        invalid_nhs_number=int((category == 1).sum()),
+        missing_mandatory=int((category == 2).sum()),
+        duplicate_rows=len(selected) - distinct,
+        missing_required=int((category == 4).sum()),
+        missing_mandatory_by_kind=tuple(
+            (name, int((kinds == k).sum())) for k, name in enumerate(MANDATORY_DEFECT_KINDS)),
+    )
+    return GeneratedFile(
+        path=path, org_code=code, reporting_month=f"{month:%Y-%m}", submitted_at=stamp, rows=len(selected),
+        kind=kind, encoding=encoding, line_ending=eol, patients=len(np.unique(rows.patient[selected])),
+        defects=defects,
+    )
