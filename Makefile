@@ -23,7 +23,6 @@ $(VENV)/.installed-test: setup.py | $(BIN)/python
 
 ## run: generate sample submissions if the landing zone is empty, then refresh everything (SQLite default)
 run: $(VENV)/.installed
-	mkdir -p $(DAGSTER_HOME)
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline generate --if-empty
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline refresh
 
@@ -33,7 +32,7 @@ test: $(VENV)/.installed-test
 
 ## ui: the Dagster UI on the same instance and warehouse as `make run`
 ui: $(VENV)/.installed
-	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -c 'import os, pathlib; from sact_pipeline.cli import prepare_dagster_home; prepare_dagster_home(pathlib.Path(os.environ["DAGSTER_HOME"]))'
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/dagster dev -w workspace.yaml
 
 ## clean-data: remove the local sample data, warehouse and Dagster instance under .sact

@@ -7,7 +7,7 @@ never travels in run config, resource config or metadata.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -76,22 +76,3 @@ class Settings:
         if settings.deadline_months < 0 or not 0 < settings.max_quarantine_share <= 1:
             raise SettingsError("SACT_DEADLINE_MONTHS must be >= 0 and SACT_MAX_QUARANTINE_SHARE in (0, 1]")
         return settings
-
-    def with_overrides(self, **changes) -> "Settings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def export(self) -> dict[str, str]:
-        """Environment that reproduces these settings, for Dagster code loaded in another process."""
-        env = {
-            "SACT_HOME": str(self.home),
-            "SACT_LANDING_DIR": str(self.landing_dir),
-            "SACT_OUTPUT_DIR": str(self.output_dir),
-            "SACT_WAREHOUSE_URL": self.warehouse_url,
-            "DAGSTER_HOME": str(self.dagster_home),
-            "SACT_FIRST_MONTH": self.first_month,
-            "SACT_DEADLINE_MONTHS": str(self.deadline_months),
-            "SACT_MAX_QUARANTINE_SHARE": str(self.max_quarantine_share),
-        }
-        if self.ods_file:
-            env["SACT_ODS_FILE"] = str(self.ods_file)
-        return env

@@ -115,6 +115,7 @@ def test_required_items_missing_or_off_their_code_list_are_findings_not_rejectio
     assert dq.loc["Cycle_Number", "invalid"] == 1
     assert dq.loc["Comorbidity_Adjustment", "invalid"] == 0  # case does not matter
     assert result.clean.iloc[0]["clinical_trial"] == "02"
+    assert pd.isna(result.clean.iloc[0]["intent_of_treatment"])  # off-list codes are held as unknown
     assert pd.isna(result.clean.iloc[0]["cycle_number"])
     assert result.data_quality_findings == int(result.data_quality[["missing", "invalid"]].to_numpy().sum())
 

@@ -139,6 +139,8 @@ def clean_submission(
             clean[column] = pd.to_numeric(kept[column], errors="coerce").astype("Float64")
         elif column in INTEGER_COLUMNS:
             clean[column] = _to_integer(kept[column])
+        elif column in CODED_COLUMNS:  # off-list codes are findings (counted below), held as unknown
+            clean[column] = kept[column].where(kept[column].isin(CODED_COLUMNS[column]), pd.NA)
         else:
             clean[column] = kept[column].replace("", pd.NA)
     clean = clean[list(CLEAN_COLUMNS)].reset_index(drop=True)

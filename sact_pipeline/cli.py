@@ -1,0 +1,220 @@
+"""`sact-pipeline`: refresh the pipeline through Dagster, or generate sample submissions.
+
+`refresh` runs on the configured Dagster instance (DAGSTER_HOME), so every run it makes is visible in
+the Dagster UI (`make ui`). It only re-runs what changed: a second refresh with no new files does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sact_pipeline.settings import Settings, SettingsError
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override the environment variables)")
+    group.add_argument("--home", help="base folder for the defaults (SACT_HOME, default ./.sact)")
+    group.add_argument("--landing-dir", help="landing zone (SACT_LANDING_DIR)")
+    group.add_argument("--output-dir", help="published files (SACT_OUTPUT_DIR)")
+    group.add_argument("--warehouse-url", help="SQLAlchemy URL of the warehouse (SACT_WAREHOUSE_URL)")
+    group.add_argument("--dagster-home", help="Dagster instance folder (DAGSTER_HOME)")
+    group.add_argument("--first-month", help="first reporting month covered, YYYY-MM (SACT_FIRST_MONTH)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(home=args.home, landing_dir=args.landing_dir, output_dir=args.output_dir,
+                             warehouse_url=args.warehouse_url, dagster_home=args.dagster_home,
+                             first_month=args.first_month)
+
+
+LOCAL_INSTANCE_YAML = """\
+# Written by sact-pipeline for a new local instance: storage stays the SQLite default in this folder.
+# Telemetry is off: nothing about NHS data work leaves this machine.
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_dagster_home(dagster_home: Path) -> None:
+    """Create a missing instance folder with telemetry off; an existing dagster.yaml is never touched."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(LOCAL_INSTANCE_YAML, encoding="utf-8")
+
+
+@dataclass
+class RefreshReport:
+    failures: list[str]
+    rejected_new: list[tuple[str, str]]
+    trust_months: int
+    months: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.rejected_new
+
+
+def _run_failure(result) -> str:
+    """The first step failure of an in-process run, as one line."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+    return "run failed"
+
+
+def refresh(settings: Settings, *, log=print) -> RefreshReport:
+    """Discover, then materialise every affected trust-month and month through Dagster."""
+    from dagster import DagsterInstance, MultiPartitionKey
+
+    from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+    from sact_pipeline.layers import Pipeline
+
+    prepare_dagster_home(settings.dagster_home)
+    pipeline = Pipeline(settings)
+    pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
+    defs = build_definitions(settings)
+    failures: list[str] = []
+    tags = {"sact/trigger": "cli-refresh"}
+    # The console shows our progress lines; Dagster's own events still go to the instance (and the UI).
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        started = time.monotonic()
+        since = datetime.now().replace(microsecond=0)
+        result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance, raise_on_error=False,
+                                                                          tags=tags, run_config=quiet)
+        if not result.success:
+            failures.append(f"discovery: {_run_failure(result)}")
+            return RefreshReport(failures, [], 0, [])
+        rejected = pipeline.rejected_in_landing_zone()
+        rejected_new = [(p, r) for p, r, at in rejected if at >= since]
+        for path, reason, at in rejected:
+            if at >= since:
+                log(f"REJECTED {path}: {reason}")
+            else:
+                log(f"still rejected (recorded {at:%Y-%m-%d %H:%M}, left in place) {path}: {reason}")
+
+        trust_months = pipeline.affected_trust_months()
+        job = defs.resolve_job_def(TRUST_MONTH_JOB)
+        for number, (month, trust) in enumerate(trust_months, 1):
+            step_started = time.monotonic()
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
+                partition_key=MultiPartitionKey({"month": f"{month}-01", "trust": trust}),
+            )
+            status = "ok" if result.success else "FAILED"
+            log(f"[{number}/{len(trust_months)}] {month} {trust}: {status} ({time.monotonic() - step_started:.1f}s)")
+            if not result.success:
+                failures.append(f"{month} {trust}: {_run_failure(result)}")
+
+        months = pipeline.affected_months()
+        job = defs.resolve_job_def(MONTH_JOB)
+        for month in months:
+            result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
+                                            partition_key=f"{month}-01")
+            log(f"month {month}: {'published' if result.success else 'FAILED'}")
+            if not result.success:
+                failures.append(f"{month}: {_run_failure(result)}")
+        log(f"refresh took {time.monotonic() - started:.1f}s: {len(trust_months)} trust-months, "
+            f"{len(months)} months re-published")
+    return RefreshReport(failures, rejected_new, len(trust_months), months)
+
+
+def print_summary(settings: Settings, log=print) -> None:
+    """Per-month picture from the published tables (published values only) and the file paths."""
+    from sact_pipeline.layers import Pipeline
+    from sact_pipeline.warehouse import published_submissions
+
+    pipeline = Pipeline(settings)
+    published = pipeline.warehouse.read(published_submissions)
+    if published.empty:
+        log("nothing published yet")
+        return
+    log("")
+    log(f"{'month':<8} {'trusts':>6} {'on_time':>7} {'late':>5} {'missing':>7} "
+        f"{'patients':>9} {'regimens':>9} {'cycles':>9} {'drug_admins':>11}  published file")
+    for month, table in published.groupby("reporting_month"):
+        trusts = table.loc[table["org_code"] != "ENGLAND"]
+        england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
+        status = trusts["submission_status"].value_counts()
+        csv_path, _ = pipeline.output_paths(month)
+        log(f"{month:<8} {len(trusts):>6} {status.get('on_time', 0):>7} {status.get('late', 0):>5} "
+            f"{status.get('missing', 0):>7} {england['patients']:>9} {england['regimens']:>9} "
+            f"{england['cycles']:>9} {england['drug_administrations']:>11}  {csv_path}")
+    log("(England figures after disclosure control; notes files sit beside each table)")
+
+
+def _refresh_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
+    from sact_pipeline.keys import is_demo_key
+
+    if is_demo_key(settings.home):
+        print(f"note: using the local DEMO pseudonymisation key in {settings.home} (SACT_DEMO_MODE=1); "
+              "set SACT_PSEUDONYMISATION_KEY or SACT_PSEUDONYMISATION_KEY_FILE for real data")
+    try:
+        report = refresh(settings)
+    except PseudonymisationKeyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_summary(settings)
+    for failure in report.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    for path, reason in report.rejected_new:
+        print(f"REJECTED {path}: {reason}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _generate_command(args: argparse.Namespace) -> int:
+    from sact_pipeline.domain.synthetic import DefectRates, generate_submissions
+
+    settings = _settings(args)
+    landing = settings.landing_dir
+    if args.if_empty and landing.exists() and any(p.is_file() for p in landing.rglob("*")):
+        print(f"landing zone {landing} already holds files: nothing generated")
+        return 0
+    defects = DefectRates() if args.defect_scale == 1 else DefectRates(
+        **{k: v * args.defect_scale for k, v in DefectRates().__dict__.items()})
+    files = generate_submissions(landing, trusts=args.trusts, months=args.months, end_month=args.end_month,
+                                 patients_per_trust=args.patients, seed=args.seed, defects=defects)
+    rows = sum(f.rows for f in files)
+    print(f"generated {len(files)} submission files ({rows} rows) in {landing}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sact-pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    refresh_parser = commands.add_parser("refresh", help="discover submissions and refresh every affected layer")
+    _settings_arguments(refresh_parser)
+    refresh_parser.set_defaults(handler=_refresh_command)
+
+    generate = commands.add_parser("generate", help="write realistic synthetic submissions into the landing zone")
+    _settings_arguments(generate)
+    generate.add_argument("--trusts", type=int, default=8, help="English trusts (a Welsh one is always added)")
+    generate.add_argument("--months", type=int, default=4, help="consecutive reporting months")
+    generate.add_argument("--end-month", help="last reporting month, YYYY-MM (default: last month)")
+    generate.add_argument("--patients", type=int, default=60, help="patients per trust per month (average)")
+    generate.add_argument("--seed", type=int, default=2026)
+    generate.add_argument("--defect-scale", type=float, default=1.0,
+                          help="multiply the default defect rates (0 for clean data)")
+    generate.add_argument("--if-empty", action="store_true", help="do nothing if the landing zone holds files")
+    generate.set_defaults(handler=_generate_command)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""The work of each layer, with its Great Expectations gate: write-audit-publish per partition.
+
+Each step builds the rows a layer is about to publish, validates them with the layer's GX suites, and
+only when every suite passes swaps them into the live tables in one transaction. A failing suite
+raises LayerGateFailed and the live tables keep their last good rows. Dagster assets are thin wrappers
+around these functions, so the same work runs (and is tested) without Dagster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from sact_pipeline import quality
+from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
+from sact_pipeline.domain.counting import MEASURES, count_activity, previous_month
+from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
+from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.publication import CHANGE_COLUMNS, COUNT_COLUMNS, notes_text, publish_month
+from sact_pipeline.domain.spec import ITEM_COLUMNS
+from sact_pipeline.domain.summary import summarise_month
+from sact_pipeline.keys import load_pseudonymiser
+from sact_pipeline.settings import Settings
+from sact_pipeline.warehouse import (
+    LayerState,
+    Warehouse,
+    clean_activity,
+    clean_data_quality,
+    clean_file_versions,
+    clean_quarantine,
+    published_submissions,
+    raw_submissions,
+    rejected_files,
+    submission_files,
+    trust_month_summary,
+)
+
+RAW, CLEAN, SUMMARY, PUBLISHED = "raw", "clean", "summary", "published"
+
+
+class LayerGateFailed(Exception):
+    """A layer's rows failed its suite, so they were not published to the live table."""
+
+    def __init__(self, layer: str, partition: str, outcome: "LayerOutcome"):
+        failed = "; ".join(s.message() for s in outcome.suites if not s.success)
+        super().__init__(f"{layer} layer for {partition} failed its Great Expectations suite and was not "
+                         f"published: {failed}")
+        self.layer, self.partition, self.outcome = layer, partition, outcome
+
+
+@dataclass
+class LayerOutcome:
+    layer: str
+    partition: str
+    rows: int
+    suites: list[quality.SuiteOutcome] = field(default_factory=list)
+    metadata: dict[str, object] = field(default_factory=dict)
+    skipped: bool = False
+
+    @property
+    def success(self) -> bool:
+        return all(s.success for s in self.suites)
+
+    def gate(self) -> None:
+        if not self.success:
+            raise LayerGateFailed(self.layer, self.partition, self)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    accepted_new: list[str]
+    rejected_new: list[tuple[str, str]]  # (relative path, reason)
+    rejected_known: list[tuple[str, str]]
+    trusts: list[str]
+
+
+def _fingerprint(parts) -> str:
+    return hashlib.sha256("\n".join(sorted(map(str, parts))).encode("utf-8")).hexdigest()
+
+
+class Pipeline:
+    """Everything one process needs to run the layers: settings, warehouse, organisations and key."""
+
+    def __init__(self, settings: Settings, *, today: date | None = None):
+        self.settings = settings
+        self.today = today or date.today()
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings.warehouse_url)
+
+    @cached_property
+    def organisations(self) -> OrganisationRegister:
+        return OrganisationRegister.from_ods_etr(self.settings.ods_file)
+
+    @cached_property
+    def pseudonymiser(self):
+        return load_pseudonymiser(self.settings.home)
+
+    # --- landing zone -----------------------------------------------------------------------------------
+    def discover(self) -> Discovery:
+        """Register every new file version in the landing zone, accepted or rejected with its reason."""
+        landing = self.settings.landing_dir
+        landing.mkdir(parents=True, exist_ok=True)
+        known_files = self.warehouse.read(submission_files)
+        known_rejections = self.warehouse.read(rejected_files)
+        known = set(zip(known_files["relative_path"], known_files["sha256"])) | set(
+            zip(known_rejections["relative_path"], known_rejections["sha256"])
+        )
+        accepted, rejected, still_rejected = [], [], []
+        now = datetime.now().replace(microsecond=0)
+        present_rejections = {}
+        for path in find_candidate_files(landing):
+            data = path.read_bytes()
+            relative = path.relative_to(landing).as_posix()
+            digest = sha256_of(data)
+            if (relative, digest) in known:
+                present_rejections[(relative, digest)] = True
+                continue
+            try:
+                submission, _ = read_submission(path, landing, self.organisations,
+                                                first_month=self.settings.first_month, today=self.today, data=data)
+            except SubmissionRejected as rejection:
+                rejected.append({"sha256": digest, "relative_path": relative, "file_name": path.name,
+                                 "size_bytes": len(data), "reason": rejection.reason, "rejected_at": now})
+                continue
+            accepted.append({
+                "sha256": submission.sha256, "relative_path": relative, "file_name": submission.file_name,
+                "org_code": submission.org_code, "trust_code": submission.trust_code,
+                "reporting_month": submission.reporting_month, "submitted_at": submission.submitted_at,
+                "size_bytes": submission.size_bytes, "encoding": submission.encoding,
+                "header_version": submission.header_version, "data_rows": submission.data_rows,
+                "ignored_columns": ", ".join(submission.ignored_columns), "registered_at": now,
+            })
+        self.warehouse.register_files(pd.DataFrame(accepted), pd.DataFrame(rejected))
+        for record in known_rejections.itertuples():
+            if (record.relative_path, record.sha256) in present_rejections:
+                still_rejected.append((record.relative_path, record.reason))
+        return Discovery(
+            accepted_new=[a["relative_path"] for a in accepted],
+            rejected_new=[(r["relative_path"], r["reason"]) for r in rejected],
+            rejected_known=still_rejected,
+            trusts=sorted(set(self.accepted_files()["trust_code"])),
+        )
+
+    def rejected_in_landing_zone(self) -> list[tuple[str, str, datetime]]:
+        """Rejected file versions still lying in the landing zone: (relative path, reason, when rejected)."""
+        rejected = self.warehouse.read(rejected_files).sort_values("rejected_at")
+        return [(r.relative_path, r.reason, r.rejected_at.to_pydatetime()) for r in rejected.itertuples()
+                if (self.settings.landing_dir / r.relative_path).exists()]
+
+    def accepted_files(self) -> pd.DataFrame:
+        """Accepted file versions, one per distinct content per trust-month (copies of a file count once)."""
+        files = self.warehouse.read(submission_files)
+        files = files.sort_values(["submitted_at", "registered_at", "relative_path"])
+        return files.drop_duplicates(["trust_code", "reporting_month", "sha256"], keep="first").reset_index(drop=True)
+
+    # --- what needs doing ---------------------------------------------------------------------------------
+    def trust_month_fingerprints(self) -> dict[tuple[str, str], str]:
+        files = self.accepted_files()
+        return {
+            (month, trust): _fingerprint(f"{sha}|{at}" for sha, at in zip(group["sha256"], group["submitted_at"]))
+            for (month, trust), group in files.groupby(["reporting_month", "trust_code"])
+        }
+
+    def affected_trust_months(self) -> list[tuple[str, str]]:
+        """Trust-months whose accepted file versions differ from what the clean layer was built from."""
+        current = self.trust_month_fingerprints()
+        key_id = self.pseudonymiser.key_id
+        done = self.warehouse.layer_states(CLEAN)
+        return sorted(k for k, f in current.items() if done.get(k) != _fingerprint([f, key_id]))
+
+    def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None) -> str:
+        """What a month's summary and publication depend on: the clean partitions of it and the month
+        before, the trusts listed (anything submitted up to the month) and the timeliness setting."""
+        clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
+        files = self.accepted_files() if files is None else files
+        before = previous_month(month)
+        parts = [f"{m}|{t}|{f}" for (m, t), f in clean_states.items() if m in (month, before)]
+        parts += [f"trust|{t}" for t in files.loc[files["reporting_month"] <= month, "trust_code"].unique()]
+        parts += [f"versions|{m}|{t}|{s}|{a}" for m, t, s, a in
+                  files.loc[files["reporting_month"] == month, ["reporting_month", "trust_code", "sha256",
+                                                               "submitted_at"]].itertuples(index=False)]
+        parts.append(f"deadline|{self.settings.deadline_months}")
+        return _fingerprint(parts)
+
+    def months_with_data(self) -> list[str]:
+        files = self.accepted_files()
+        if files.empty:
+            return []
+        first = files["reporting_month"].min()
+        last = files["reporting_month"].max()
+        months = [first]
+        while months[-1] < last:
+            year, month = map(int, months[-1].split("-"))
+            months.append(f"{year + month // 12}-{month % 12 + 1:02d}")
+        return months
+
+    def affected_months(self) -> list[str]:
+        clean_states = self.warehouse.layer_states(CLEAN)
+        files = self.accepted_files()
+        published = self.warehouse.layer_states(PUBLISHED)
+        return [m for m in self.months_with_data()
+                if published.get((m, "")) != self.month_fingerprint(m, clean_states, files)]
+
+    # --- raw ----------------------------------------------------------------------------------------------
+    def load_raw(self, month: str, trust: str) -> LayerOutcome:
+        """Load every accepted version of a trust-month not yet in the raw layer, as text, with its hash."""
+        partition = f"{month}|{trust}"
+        files = self.accepted_files()
+        versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        if versions.empty:
+            raise ValueError(f"no accepted submission file for {trust} {month} in the landing zone register")
+        loaded_versions = self._raw_versions(month, trust)
+        frames = []
+        for version in versions.itertuples(index=False):
+            if version.sha256 in loaded_versions:
+                continue
+            path = self.settings.landing_dir / version.relative_path
+            data = path.read_bytes()
+            if sha256_of(data) != version.sha256:
+                raise ValueError(f"{version.relative_path} changed on disk after it was registered "
+                                 f"(SHA-256 differs); run discovery again")
+            submission, frame = read_submission(path, self.settings.landing_dir, self.organisations,
+                                                first_month=self.settings.first_month, today=self.today, data=data)
+            frame.insert(0, "reporting_month", month)
+            frame.insert(1, "trust_code", trust)
+            frame.insert(2, "file_name", submission.file_name)
+            frame.insert(3, "file_sha256", submission.sha256)
+            frame.insert(4, "submitted_at", pd.Timestamp(submission.submitted_at))
+            frame.insert(5, "header_version", submission.header_version)
+            frames.append(frame)
+        new_rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        outcome = LayerOutcome(RAW, partition, rows=len(new_rows), metadata={
+            "file_versions": len(versions), "new_file_versions": len(frames), "new_rows": len(new_rows),
+        })
+        if new_rows.empty:
+            outcome.skipped = True
+            return outcome
+        outcome.suites.append(quality.validate_frame("raw_submissions", quality.raw_expectations(ITEM_COLUMNS),
+                                                     new_rows))
+        outcome.gate()
+        self.warehouse.replace(
+            [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_sha256": sha}, rows)
+             for sha, rows in new_rows.groupby("file_sha256", sort=False)],
+            LayerState(RAW, month, trust, _fingerprint(set(versions["sha256"])), len(new_rows)),
+        )
+        return outcome
+
+    def _raw_versions(self, month: str, trust: str) -> set[str]:
+        query = sa.select(raw_submissions.c.file_sha256).distinct().where(
+            raw_submissions.c.reporting_month == month, raw_submissions.c.trust_code == trust)
+        with self.warehouse.engine.connect() as connection:
+            return {row[0] for row in connection.execute(query)}
+
+    # --- clean --------------------------------------------------------------------------------------------
+    def clean(self, month: str, trust: str) -> LayerOutcome:
+        """Clean every raw version of a trust-month; the latest one becomes the trust's clean data."""
+        partition = f"{month}|{trust}"
+        raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
+        if raw.empty:
+            raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
+        versions = raw[["file_sha256", "file_name", "submitted_at"]].drop_duplicates("file_sha256")
+        versions = versions.sort_values(["submitted_at", "file_name"]).reset_index(drop=True)
+        in_use_sha = versions["file_sha256"].iloc[-1]
+        pseudonymiser = self.pseudonymiser
+        version_rows, reconciliation = [], []
+        chosen = None
+        for version in versions.itertuples(index=False):
+            rows = raw.loc[raw["file_sha256"] == version.file_sha256].sort_values("row_number")
+            cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
+                                       pseudonymiser=pseudonymiser)
+            counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
+            measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
+            version_rows.append({
+                "reporting_month": month, "trust_code": trust, "file_sha256": version.file_sha256,
+                "file_name": version.file_name, "submitted_at": version.submitted_at,
+                "in_use": version.file_sha256 == in_use_sha, **measures,
+                "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
+                "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
+                "data_quality_findings": cleaned.data_quality_findings,
+                "pseudonymisation_key_id": pseudonymiser.key_id,
+            })
+            reconciliation.append({
+                "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
+                "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
+                "opted_out_rows": 0,
+                "accounted_rows": cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows,
+                "quarantine_share": cleaned.quarantined_rows / max(cleaned.raw_rows, 1),
+            })
+            if version.file_sha256 == in_use_sha:
+                chosen = cleaned
+        assert chosen is not None
+        partition_columns = {"reporting_month": month, "trust_code": trust}
+        clean = chosen.clean.assign(**partition_columns, file_sha256=in_use_sha)
+        quarantine = chosen.quarantine.assign(**partition_columns, file_sha256=in_use_sha)
+        data_quality = chosen.data_quality.assign(**partition_columns)
+        last = version_rows[-1]
+        outcome = LayerOutcome(CLEAN, partition, rows=len(clean), metadata={
+            "file_versions": len(versions), "raw_rows": last["raw_rows"], "clean_rows": last["clean_rows"],
+            "quarantined_rows": last["quarantined_rows"], "duplicate_rows": last["duplicate_rows"],
+            "data_quality_findings": last["data_quality_findings"],
+            **{m: last[m] for m in MEASURES},
+        })
+        month_start = pd.Timestamp(f"{month}-01")
+        outcome.suites.append(quality.validate_frame(
+            "clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
+                                                         month_start + pd.offsets.MonthEnd(0)), clean))
+        outcome.suites.append(quality.validate_frame(
+            "clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
+            pd.DataFrame(reconciliation)))
+        outcome.gate()
+        fingerprint = self.trust_month_fingerprints().get((month, trust), "")
+        self.warehouse.replace_partition(
+            partition_columns,
+            {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
+             clean_file_versions: pd.DataFrame(version_rows)},
+            LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
+        )
+        return outcome
+
+    # --- summary ------------------------------------------------------------------------------------------
+    def summarise(self, month: str) -> LayerOutcome:
+        files = self.accepted_files()
+        clean_month = self._clean_rows_for_counting(month)
+        versions = self.warehouse.read(clean_file_versions, reporting_month=month)
+        summary = summarise_month(month, files, clean_month, versions, self.organisations,
+                                  self.settings.deadline_months)
+        outcome = LayerOutcome(SUMMARY, month, rows=len(summary), metadata={
+            "trusts": len(summary),
+            **{status: int((summary["submission_status"] == status).sum()) for status in ("on_time", "late",
+                                                                                           "missing")},
+        })
+        outcome.suites.append(quality.validate_frame(
+            "trust_month_summary", quality.summary_expectations(MEASURES), summary))
+        outcome.gate()
+        self.warehouse.replace_partition(
+            {"reporting_month": month}, {trust_month_summary: summary},
+            LayerState(SUMMARY, month, "", self.month_fingerprint(month, files=files), len(summary)),
+        )
+        return outcome
+
+    def _clean_rows_for_counting(self, month: str) -> pd.DataFrame:
+        columns = ["trust_code", "patient_key", "regimen", "start_date_of_regimen", "cycle_number",
+                   "start_date_of_cycle"]
+        query = sa.select(*(clean_activity.c[c] for c in columns)).where(clean_activity.c.reporting_month == month)
+        with self.warehouse.engine.connect() as connection:
+            frame = pd.read_sql(query, connection)
+        return frame.rename(columns={"trust_code": "trust"})
+
+    # --- published ----------------------------------------------------------------------------------------
+    def output_paths(self, month: str) -> tuple[Path, Path]:
+        folder = self.settings.output_dir / month
+        return folder / f"sact_submissions_{month}.csv", folder / f"sact_submissions_{month}_notes.txt"
+
+    def publish(self, month: str) -> LayerOutcome:
+        """Disclosure-controlled table with changes from the previous month's published values."""
+        summaries = self.warehouse.read_months(trust_month_summary, [month, previous_month(month)])
+        current = summaries.loc[summaries["reporting_month"] == month]
+        if current.empty:
+            raise ValueError(f"no trust-month summary for {month}: materialise trust_month_summary first")
+        previous = summaries.loc[summaries["reporting_month"] == previous_month(month)]
+        table = publish_month(current, previous if len(previous) else None)
+        english = self.organisations.english_codes()
+        outcome = LayerOutcome(PUBLISHED, month, rows=len(table), metadata={"organisations": len(table) - 1})
+        outcome.suites.append(quality.validate_frame(
+            "published_submissions", quality.published_expectations(COUNT_COLUMNS, CHANGE_COLUMNS, english), table))
+        outcome.gate()
+
+        files = self.accepted_files()
+        versions = self.warehouse.read(clean_file_versions, reporting_month=month)
+        used = versions.loc[versions["in_use"]].sort_values("file_name")
+        csv_path, notes_path = self.output_paths(month)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        notes = notes_text(month, datetime.now().replace(microsecond=0),
+                           [f"{n} {s}" for n, s in zip(used["file_name"], used["file_sha256"])])
+        staged = [_stage(csv_path, table.to_csv(index=False, lineterminator="\n")), _stage(notes_path, notes)]
+        try:
+            self.warehouse.replace_partition(
+                {"reporting_month": month}, {published_submissions: table},
+                LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)),
+            )
+        except BaseException:
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
+            raise
+        for temporary, final in staged:
+            os.replace(temporary, final)
+        england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
+        outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
+                                 **{f"england_{m}": england[m] for m in MEASURES}})
+        outcome.metadata["table"] = table
+        return outcome
+
+
+def _stage(final: Path, text: str) -> tuple[Path, Path]:
+    """Write beside the final file so the later rename is atomic on the same file system."""
+    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+        stream.write(text)
+    return Path(name), final

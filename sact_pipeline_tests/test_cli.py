@@ -1,0 +1,207 @@
+"""`sact-pipeline` end to end on generated data, through Dagster, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance, RunsFilter
+
+from sact_pipeline.cli import main
+from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
+from sact_pipeline.settings import Settings
+from sact_pipeline.warehouse import Warehouse, clean_activity, clean_quarantine, rejected_files
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+MONTHS = ["2024-01", "2024-02", "2024-03"]
+GENERATE = ["generate", "--trusts", "6", "--months", "3", "--end-month", "2024-03", "--patients", "25",
+            "--seed", "11"]
+SETTING_VARIABLES = ("SACT_HOME", "SACT_LANDING_DIR", "SACT_OUTPUT_DIR", "SACT_WAREHOUSE_URL", "DAGSTER_HOME",
+                     "SACT_FIRST_MONTH", "SACT_DEADLINE_MONTHS", "SACT_MAX_QUARANTINE_SHARE", "SACT_ODS_FILE")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch):
+    """refresh exports its settings to the environment (for Dagster): undo that after each test."""
+    for name in SETTING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def published(home: Path, month: str) -> pd.DataFrame:
+    path = home / "published" / month / f"sact_submissions_{month}.csv"
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """One generated landing zone, copied into each test's SACT_HOME."""
+    home = tmp_path_factory.mktemp("generated")
+    assert main([*GENERATE, "--home", str(home)]) == 0
+    return home / "landing"
+
+
+def home_with_landing(tmp_path: Path, generated: Path) -> Path:
+    home = tmp_path / "sact"
+    shutil.copytree(generated, home / "landing")
+    return home
+
+
+def test_refresh_publishes_every_month_and_a_second_refresh_changes_nothing(tmp_path, generated, capsys):
+    home = home_with_landing(tmp_path, generated)
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 0, err
+    for month in MONTHS:
+        assert f"month {month}: published" in out
+        assert str(home / "published" / month / f"sact_submissions_{month}.csv") in out
+
+    files = sorted(p for p in (home / "landing").rglob("*.csv"))
+    late_trust = None
+    for month in MONTHS:
+        table = published(home, month)
+        assert list(table.columns) == list(PUBLISHED_COLUMNS)
+        assert table["org_code"].iloc[-1] == "ENGLAND"
+        assert table["org_code"].iloc[:-1].tolist() == sorted(table["org_code"].iloc[:-1])
+        assert "RQF" not in set(table["org_code"])  # Welsh trust processed, never published
+        assert (table["reporting_month"] == month).all()
+        counts = table[["patients", "regimens", "cycles", "drug_administrations"]].to_numpy().ravel()
+        assert not [c for c in counts if re.fullmatch(r"[1-7]", c)]
+        assert all(re.fullmatch(r"|0|\*|\[c\]|[1-9][0-9]*[05]", c) for c in counts)
+        if "late" in set(table["submission_status"]):
+            late_trust = table.loc[table["submission_status"] == "late", "org_code"].iloc[0]
+        notes = (home / "published" / month / f"sact_submissions_{month}_notes.txt").read_text()
+        assert "National Disease Registration Service" in notes and "[c]" in notes
+    assert late_trust is not None, "the generated late submission is published as late"
+    march = published(home, "2024-03").set_index("org_code")
+    assert "missing" in set(march["submission_status"])
+    missing = march.loc[march["submission_status"] == "missing"].iloc[0]
+    assert missing[["patients", "patients_change", "submitted_at"]].tolist() == ["", "", ""]
+    february = published(home, "2024-02").set_index("org_code")
+    assert february.loc["ENGLAND", "patients_change"] != ""  # changes from the published January figures
+
+    instance_home = home / "dagster"
+    with DagsterInstance.from_config(str(instance_home)) as instance:
+        runs_before = len(instance.get_runs())
+        assert len(instance.get_runs(RunsFilter(job_name="trust_month_refresh"))) == 7 * 3 - 1
+        assert len(instance.get_runs(RunsFilter(job_name="month_publication"))) == 3
+    before = {p: p.read_bytes() for p in (home / "published").rglob("*")if p.is_file()}
+
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 0, err
+    assert "0 trust-months, 0 months re-published" in out
+    assert {p: p.read_bytes() for p in (home / "published").rglob("*") if p.is_file()} == before
+    with DagsterInstance.from_config(str(instance_home)) as instance:
+        assert len(instance.get_runs()) == runs_before + 1  # only the discovery run
+    assert files == sorted(p for p in (home / "landing").rglob("*.csv"))  # the landing zone is never touched
+
+
+def test_a_late_resubmission_republishes_its_month_and_the_next(tmp_path, generated, capsys):
+    home = home_with_landing(tmp_path, generated)
+    assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
+    march_before = (home / "published" / "2024-03" / "sact_submissions_2024-03.csv").read_bytes()
+    january_file = next((home / "landing").rglob("SACT_*_202401_*.csv"))
+    org = january_file.name.split("_")[1]
+    lines = january_file.read_bytes().splitlines(keepends=True)
+    corrected = home / "landing" / "late" / f"SACT_{org}_202401_20240420120000.csv"
+    corrected.parent.mkdir()
+    corrected.write_bytes(b"".join(lines[: max(2, len(lines) // 2)]))  # a correction with half the rows
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 0, err
+    assert f"[1/1] 2024-01 {org}: ok" in out
+    assert "month 2024-01: published" in out and "month 2024-02: published" in out
+    assert "month 2024-03" not in out
+    assert (home / "published" / "2024-03" / "sact_submissions_2024-03.csv").read_bytes() == march_before
+    assert str(corrected.name) in (home / "published" / "2024-01" / "sact_submissions_2024-01_notes.txt").read_text()
+
+
+def test_a_rejected_file_is_recorded_left_in_place_and_fails_the_refresh(tmp_path, generated, capsys):
+    home = home_with_landing(tmp_path, generated)
+    bad = home / "landing" / "SACT_ZZZ_202402_20240305100000.csv"
+    shutil.copy(next((home / "landing").rglob("SACT_*_202402_*.csv")), bad)
+    empty = home / "landing" / "SACT_RR8_202402_20240306100000.csv"
+    empty.write_bytes(b"")
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 1
+    assert "REJECTED SACT_ZZZ_202402_20240305100000.csv: unknown organisation ZZZ" in err
+    assert "REJECTED SACT_RR8_202402_20240306100000.csv: empty file" in err
+    assert bad.exists() and empty.exists()
+    assert (home / "published" / "2024-02" / "sact_submissions_2024-02.csv").exists()  # the rest still ran
+    settings = Settings.from_env(env={}, home=str(home))
+    rejected = Warehouse(settings.warehouse_url).read(rejected_files)
+    assert sorted(rejected["file_name"]) == [empty.name, bad.name]
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 0 and "still rejected" in out  # reported again, but not a new failure
+
+
+def test_refresh_refuses_to_run_without_a_key(tmp_path, generated, capsys, monkeypatch):
+    monkeypatch.delenv("SACT_PSEUDONYMISATION_KEY")
+    home = home_with_landing(tmp_path, generated)
+    code, out, err = run(capsys, "refresh", "--home", str(home))
+    assert code == 2
+    assert "no pseudonymisation key" in err
+    assert not (home / "published").exists()
+
+
+def test_no_identifier_reaches_clean_tables_published_files_or_dagster_storage(tmp_path, generated, capsys,
+                                                                                pseudonymisation_key):
+    home = home_with_landing(tmp_path, generated)
+    assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
+    landing = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False, encoding="cp1252")
+                         if "\ufffd" in p.read_bytes().decode("utf-8", "replace")
+                         else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+                         for p in (home / "landing").rglob("*.csv")])
+    landing.columns = [c.strip().lower() for c in landing.columns]
+    identifiers = {v.strip() for column in ("nhs_number", "local_patient_identifier", "patient_postcode")
+                   for v in landing[column] if len(v.strip()) >= 6}
+    assert len(identifiers) > 100
+    warehouse = Warehouse(Settings.from_env(env={}, home=str(home)).warehouse_url)
+    downstream = "\n".join(warehouse.read(t).to_csv() for t in (clean_activity, clean_quarantine))
+    downstream += "\n".join(p.read_text() for p in (home / "published").rglob("*.*"))
+    dagster_storage = b"".join(p.read_bytes() for p in (home / "dagster").rglob("*") if p.is_file())
+    downstream += dagster_storage.decode("utf-8", "replace")
+    leaked = [v for v in identifiers if v in downstream]
+    assert leaked == []
+    assert pseudonymisation_key not in downstream
+
+
+def test_postgresql_warehouse_and_dagster_instance_give_the_same_publication(tmp_path, generated, capsys,
+                                                                             postgres_url, monkeypatch):
+    sqlite_home = home_with_landing(tmp_path / "a", generated)
+    assert run(capsys, "refresh", "--home", str(sqlite_home), "--first-month", "2023-06")[0] == 0
+
+    pg_home = home_with_landing(tmp_path / "b", generated)
+    dagster_home = tmp_path / "dagster-pg"
+    dagster_home.mkdir()
+    shutil.copy(REPOSITORY / "dagster.yaml", dagster_home / "dagster.yaml")
+    url = sa.engine.make_url(postgres_url)
+    for name, value in {"DAGSTER_PG_USERNAME": url.username, "DAGSTER_PG_PASSWORD": url.password or "",
+                        "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port or 5432),
+                        "DAGSTER_PG_DB": url.database}.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "refresh", "--home", str(pg_home), "--first-month", "2023-06",
+                         "--warehouse-url", postgres_url, "--dagster-home", str(dagster_home))
+    assert code == 0, err
+    for month in MONTHS:
+        pd.testing.assert_frame_equal(published(pg_home, month), published(sqlite_home, month))
+    engine = sa.create_engine(sa.engine.make_url(postgres_url).set(drivername="postgresql+psycopg2"))
+    with engine.connect() as connection:  # the Dagster runs are stored in PostgreSQL, not in SQLite files
+        runs = connection.execute(sa.text("select count(*) from runs where status = 'SUCCESS'")).scalar()
+        published_rows = connection.execute(sa.text("select count(*) from published_submissions")).scalar()
+    engine.dispose()
+    assert runs == 1 + (7 * 3 - 1) + 3
+    assert published_rows == sum(len(published(pg_home, m)) for m in MONTHS)
+    assert not list(dagster_home.glob("**/*.db"))

@@ -1,0 +1,116 @@
+"""The Dagster definitions on a real test instance: partitions, materialisations, GX checks as gates."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from dagster import AssetCheckKey, AssetKey, Definitions, MultiPartitionKey, instance_for_test
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+from sact_pipeline.layers import Pipeline
+from sact_pipeline.warehouse import clean_activity, clean_file_versions, published_submissions, raw_submissions
+from sact_pipeline_tests.builders import write_submission
+
+JANUARY = "2024-01"
+
+
+def patients(prefix: str, count: int, **overrides) -> list[dict]:
+    """Rows for `count` distinct patients (local identifiers, so any count is valid)."""
+    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}", **overrides} for i in range(count)]
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as instance:
+        yield instance
+
+
+def run_all(defs: Definitions, instance, month=JANUARY, trusts=("RBV", "RR8")):
+    assert defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+    results = {}
+    for trust in trusts:
+        results[trust] = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False,
+            partition_key=MultiPartitionKey({"month": f"{month}-01", "trust": trust}))
+    results[month] = defs.resolve_job_def(MONTH_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, partition_key=f"{month}-01")
+    return results
+
+
+def check_status(instance, asset: str, check: str, partition: str):
+    key = AssetCheckKey(AssetKey(asset), check)
+    info = instance.event_log_storage.get_asset_check_partition_info([key])
+    return {i.partition_key: i.latest_execution_status for i in info}.get(partition)
+
+
+def test_definitions_load_with_every_layer_and_job(settings):
+    defs = build_definitions(settings)
+    Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"submission_files", "raw_submissions", "clean_activity", "trust_month_summary",
+                    "published_submissions"}
+    for job in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB):
+        assert defs.resolve_job_def(job)
+
+
+def test_materialise_trust_months_and_a_month_through_dagster(settings, instance):
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 12))
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240310093000.csv", patients("B", 3))  # late
+    defs = build_definitions(settings)
+    results = run_all(defs, instance)
+    assert all(result.success for result in results.values())
+    assert set(instance.get_dynamic_partitions("trusts")) == {"RBV", "RR8"}
+
+    partition = f"{JANUARY}-01|RR8"
+    assert instance.get_latest_materialization_event(AssetKey("clean_activity")) is not None
+    assert check_status(instance, "clean_activity", "gx_clean_activity", partition) == \
+        AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert check_status(instance, "published_submissions", "gx_published_submissions", f"{JANUARY}-01") == \
+        AssetCheckExecutionRecordStatus.SUCCEEDED
+
+    pipeline = Pipeline(settings)
+    csv_path, notes_path = pipeline.output_paths(JANUARY)
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False).set_index("org_code")
+    assert list(table.index) == ["RBV", "RR8", "ENGLAND"]
+    assert table.loc["RR8", ["submission_status", "patients", "drug_administrations"]].tolist() == \
+        ["on_time", "10", "10"]
+    assert table.loc["RBV", ["submission_status", "patients"]].tolist() == ["late", "*"]
+    assert table.loc["ENGLAND", "patients"] in {"15", "[c]"}
+    assert "National Disease Registration Service" in notes_path.read_text()
+    warehouse_table = pipeline.warehouse.read(published_submissions, reporting_month=JANUARY)
+    assert warehouse_table.set_index("org_code").loc["RR8", "patients"] == "10"
+
+
+def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(settings, instance):
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 20))
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", patients("B", 20))
+    defs = build_definitions(settings)
+    assert all(r.success for r in run_all(defs, instance).values())
+    pipeline = Pipeline(settings)
+    csv_path, _ = pipeline.output_paths(JANUARY)
+    published_before = csv_path.read_bytes()
+    clean_before = pipeline.warehouse.read(clean_activity, reporting_month=JANUARY, trust_code="RR8")
+
+    # A resubmission whose rows almost all fail mandatory checks: quarantine share over the limit.
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240215093000.csv",
+                     patients("A", 18, regimen="") + patients("C", 2))
+    results = run_all(defs, instance, trusts=("RR8",))
+    assert not results["RR8"].success
+    partition = f"{JANUARY}-01|RR8"
+    assert check_status(instance, "clean_activity", "gx_clean_reconciliation", partition) == \
+        AssetCheckExecutionRecordStatus.FAILED
+    failure = next(e for e in results["RR8"].all_events if e.is_step_failure)
+    assert "quarantine_share" in failure.step_failure_data.error.message
+
+    # The raw layer keeps both versions; the clean layer still holds the last good one.
+    raw = pipeline.warehouse.read(raw_submissions, reporting_month=JANUARY, trust_code="RR8")
+    assert raw["file_sha256"].nunique() == 2
+    clean_after = pipeline.warehouse.read(clean_activity, reporting_month=JANUARY, trust_code="RR8")
+    pd.testing.assert_frame_equal(clean_after, clean_before)
+    versions = pipeline.warehouse.read(clean_file_versions, reporting_month=JANUARY, trust_code="RR8")
+    assert len(versions) == 1
+    # The month run re-publishes from the unchanged clean layer: same figures as before.
+    assert results[JANUARY].success
+    assert csv_path.read_bytes() == published_before
+    assert pipeline.affected_trust_months() == [(JANUARY, "RR8")]  # retried by the next refresh
