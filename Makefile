@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export SACT_HOME ?= $(CURDIR)/.sact
 export DAGSTER_HOME ?= $(SACT_HOME)/dagster
 
-.PHONY: run test ui clean-data
+.PHONY: run test ui bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,7 @@ ui: $(VENV)/.installed
 ## clean-data: remove the local sample data, warehouse and Dagster instance under .sact
 clean-data:
 	rm -rf $(SACT_HOME)
+
+## bench: time a refresh on generated data against a bare floor (not part of the tests)
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/refresh_benchmark.py --trusts 20 --months 3 --patients 200

@@ -76,7 +76,7 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline.for_settings(settings)
     pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
     defs = build_definitions(settings)
     failures: list[str] = []
@@ -131,7 +131,7 @@ def print_summary(settings: Settings, log=print) -> None:
     from sact_pipeline.layers import Pipeline
     from sact_pipeline.warehouse import published_submissions
 
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline.for_settings(settings)
     published = pipeline.warehouse.read(published_submissions)
     if published.empty:
         log("nothing published yet")
@@ -179,16 +179,29 @@ def _generate_command(args: argparse.Namespace) -> int:
     if args.if_empty and landing.exists() and any(p.is_file() for p in landing.rglob("*")):
         print(f"landing zone {landing} already holds files: nothing generated")
         return 0
-    defects = DefectRates() if args.defect_scale == 1 else DefectRates(
-        **{k: v * args.defect_scale for k, v in DefectRates().__dict__.items()})
-    files = generate_submissions(landing, trusts=args.trusts, months=args.months, end_month=args.end_month,
-                                 patients_per_trust=args.patients, seed=args.seed, defects=defects)
+    rates = {name: getattr(args, name) for name in DEFECT_NAMES}
+    try:
+        defects = DefectRates(**{name: rate * args.defect_scale for name, rate in rates.items()})
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        files = generate_submissions(landing, trusts=args.trusts, months=args.months, end_month=args.end_month,
+                                     patients_per_trust=args.patients, seed=args.seed, defects=defects)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows = sum(f.rows for f in files)
     print(f"generated {len(files)} submission files ({rows} rows) in {landing}")
     return 0
 
 
+DEFECT_NAMES = ("invalid_nhs_number", "missing_mandatory", "duplicate_rows", "missing_required")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from sact_pipeline.domain.synthetic import DefectRates
+
     parser = argparse.ArgumentParser(prog="sact-pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -203,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--end-month", help="last reporting month, YYYY-MM (default: last month)")
     generate.add_argument("--patients", type=int, default=60, help="patients per trust per month (average)")
     generate.add_argument("--seed", type=int, default=2026)
+    defaults = DefectRates()
+    for name in DEFECT_NAMES:
+        generate.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(defaults, name),
+                              help=f"share of rows with this defect (default {getattr(defaults, name)})")
     generate.add_argument("--defect-scale", type=float, default=1.0,
-                          help="multiply the default defect rates (0 for clean data)")
+                          help="multiply every defect rate (0 for clean data)")
     generate.add_argument("--if-empty", action="store_true", help="do nothing if the landing zone holds files")
     generate.set_defaults(handler=_generate_command)
 

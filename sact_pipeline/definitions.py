@@ -16,6 +16,7 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    BetaWarning,
     ConfigurableResource,
     Definitions,
     EnvVar,
@@ -26,13 +27,16 @@ from dagster import (
     MonthlyPartitionsDefinition,
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
+    PreviewWarning,
     TimeWindowPartitionMapping,
     asset,
     define_asset_job,
 )
 
-# Partitioned asset checks are "preview" in Dagster 1.13 but are what gives per-partition results.
-warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+# Partitioned asset checks (preview) and the month mappings (beta) are what give per-partition results
+# and month-level lineage in Dagster 1.13; the warnings say so on every load, to every user.
+warnings.filterwarnings("ignore", category=PreviewWarning)
+warnings.filterwarnings("ignore", category=BetaWarning)
 
 from sact_pipeline.layers import LayerGateFailed, LayerOutcome, Pipeline
 from sact_pipeline.settings import Settings
@@ -68,7 +72,7 @@ class SactPipelineResource(ConfigurableResource):
                                      first_month=self.first_month, deadline_months=self.deadline_months,
                                      max_quarantine_share=self.max_quarantine_share,
                                      ods_file=self.ods_file or None)
-        return Pipeline(settings)
+        return Pipeline.for_settings(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SactPipelineResource":

@@ -82,6 +82,9 @@ class Discovery:
     trusts: list[str]
 
 
+_PIPELINES: dict[tuple[Settings, date], "Pipeline"] = {}
+
+
 def _fingerprint(parts) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, parts))).encode("utf-8")).hexdigest()
 
@@ -92,6 +95,15 @@ class Pipeline:
     def __init__(self, settings: Settings, *, today: date | None = None):
         self.settings = settings
         self.today = today or date.today()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "Pipeline":
+        """One pipeline (engine, ODS register, key) per settings per process, shared by every step and run
+        in it: an in-process refresh makes dozens of runs, and each would otherwise connect afresh."""
+        key = (settings, date.today())
+        if key not in _PIPELINES:
+            _PIPELINES[key] = cls(settings)
+        return _PIPELINES[key]
 
     @cached_property
     def warehouse(self) -> Warehouse:
