@@ -113,37 +113,36 @@ def clean_submission(
     reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth")
 
     quarantined = reasons.any()
-    quarantine = pd.DataFrame({
-        "row_number": row_number[quarantined],
-        "reasons": reasons.text()[quarantined],
-        "patient_key": patient_key[quarantined],
-    })
-    for column in QUARANTINE_ITEM_COLUMNS:
-        quarantine[column] = items.loc[quarantined, column]
+    # Frames are built from whole columns at once: column-by-column inserts cost more than the rows.
+    quarantine = pd.concat([
+        pd.DataFrame({"row_number": row_number[quarantined], "reasons": reasons.text()[quarantined],
+                      "patient_key": patient_key[quarantined]}),
+        items.loc[quarantined, list(QUARANTINE_ITEM_COLUMNS)],
+    ], axis=1)
 
     keep = ~quarantined
     kept = items.loc[keep]
-    clean = pd.DataFrame({
+    age = _age_in_years(dates["date_of_birth"][keep], dates["start_date_of_regimen"][keep])
+    columns = {
         "row_number": row_number[keep],
         "patient_key": patient_key[keep],
         "patient_key_source": pd.Series(key_source[keep], index=kept.index, dtype="str"),
-    })
-    dob = dates["date_of_birth"][keep]
-    clean["age_at_regimen_start"] = _age_in_years(dob, dates["start_date_of_regimen"][keep])
-    clean["age_band"] = _age_band(clean["age_at_regimen_start"])
-    clean["postcode_district"] = _postcode_district(kept["patient_postcode"])
+        "age_at_regimen_start": age,
+        "age_band": _age_band(age),
+        "postcode_district": _postcode_district(kept["patient_postcode"]),
+    }
     for column in QUARANTINE_ITEM_COLUMNS:
         if column in dates:
-            clean[column] = dates[column][keep]
+            columns[column] = dates[column][keep]
         elif column in NUMERIC_COLUMNS:
-            clean[column] = pd.to_numeric(kept[column], errors="coerce").astype("Float64")
+            columns[column] = pd.to_numeric(kept[column], errors="coerce").astype("Float64")
         elif column in INTEGER_COLUMNS:
-            clean[column] = _to_integer(kept[column])
+            columns[column] = _to_integer(kept[column])
         elif column in CODED_COLUMNS:  # off-list codes are findings (counted below), held as unknown
-            clean[column] = kept[column].where(kept[column].isin(CODED_COLUMNS[column]), pd.NA)
+            columns[column] = kept[column].where(kept[column].isin(CODED_COLUMNS[column]), pd.NA)
         else:
-            clean[column] = kept[column].replace("", pd.NA)
-    clean = clean[list(CLEAN_COLUMNS)].reset_index(drop=True)
+            columns[column] = kept[column].replace("", pd.NA)
+    clean = pd.DataFrame(columns)[list(CLEAN_COLUMNS)].reset_index(drop=True)
 
     data_quality = _data_quality(kept, clean, nhs[keep], nhs_valid[keep])
     return CleanedSubmission(
