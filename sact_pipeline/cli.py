@@ -51,13 +51,13 @@ def prepare_dagster_home(dagster_home: Path) -> None:
 @dataclass
 class RefreshReport:
     failures: list[str]
-    rejected_new: list[tuple[str, str]]
+    rejected: list[tuple[str, str]]  # rejected files lying in the landing zone now
     trust_months: int
     months: list[str]
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.rejected_new
+        return not self.failures and not self.rejected
 
 
 def _run_failure(result) -> str:
@@ -92,13 +92,9 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
         if not result.success:
             failures.append(f"discovery: {_run_failure(result)}")
             return RefreshReport(failures, [], 0, [])
-        rejected = pipeline.rejected_in_landing_zone()
-        rejected_new = [(p, r) for p, r, at in rejected if at >= since]
-        for path, reason, at in rejected:
-            if at >= since:
-                log(f"REJECTED {path}: {reason}")
-            else:
-                log(f"still rejected (recorded {at:%Y-%m-%d %H:%M}, left in place) {path}: {reason}")
+        rejected = [(path, reason) for path, reason, _ in pipeline.rejected_in_landing_zone(seen_since=since)]
+        for path, reason in rejected:
+            log(f"REJECTED {path}: {reason}")
 
         trust_months = pipeline.affected_trust_months()
         job = defs.resolve_job_def(TRUST_MONTH_JOB)
@@ -113,9 +109,12 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
             if not result.success:
                 failures.append(f"{month} {trust}: {_run_failure(result)}")
 
-        months = pipeline.affected_months()
+        months = []
         job = defs.resolve_job_def(MONTH_JOB)
-        for month in months:
+        for month in pipeline.months_with_data():  # in order: a month's changes read the month before
+            if not pipeline.month_is_affected(month):
+                continue
+            months.append(month)
             result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
                                             partition_key=f"{month}-01")
             log(f"month {month}: {'published' if result.success else 'FAILED'}")
@@ -123,7 +122,7 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
                 failures.append(f"{month}: {_run_failure(result)}")
         log(f"refresh took {time.monotonic() - started:.1f}s: {len(trust_months)} trust-months, "
             f"{len(months)} months re-published")
-    return RefreshReport(failures, rejected_new, len(trust_months), months)
+    return RefreshReport(failures, rejected, len(trust_months), months)
 
 
 def print_summary(settings: Settings, log=print) -> None:
@@ -166,8 +165,9 @@ def _refresh_command(args: argparse.Namespace) -> int:
     print_summary(settings)
     for failure in report.failures:
         print(f"FAILED {failure}", file=sys.stderr)
-    for path, reason in report.rejected_new:
-        print(f"REJECTED {path}: {reason}", file=sys.stderr)
+    for path, reason in report.rejected:
+        print(f"REJECTED {path}: {reason} (recorded in rejected_files; move the file out of the landing zone "
+              f"once dealt with)", file=sys.stderr)
     return 0 if report.ok else 1
 
 

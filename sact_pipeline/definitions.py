@@ -43,7 +43,7 @@ from sact_pipeline.settings import Settings
 
 TRUSTS = DynamicPartitionsDefinition(name="trusts")
 SUITES = {
-    "raw_submissions": ("raw_submissions",),
+    "raw_submissions": ("raw_submissions", "raw_reconciliation"),
     "clean_activity": ("clean_activity", "clean_reconciliation"),
     "trust_month_summary": ("trust_month_summary",),
     "published_submissions": ("published_submissions",),
@@ -142,6 +142,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             context.instance.add_dynamic_partitions(TRUSTS.name, new_trusts)
         for path, reason in discovery.rejected_new:
             context.log.error(f"rejected {path}: {reason}")
+        for path, reason in discovery.rejected_known:
+            context.log.warning(f"still rejected, left in the landing zone: {path}: {reason}")
         return MaterializeResult(metadata={
             "new_file_versions": len(discovery.accepted_new), "new_rejected_files": len(discovery.rejected_new),
             "rejected_files_in_landing_zone": len(discovery.rejected_new) + len(discovery.rejected_known),

@@ -25,8 +25,9 @@ def load_pseudonymiser(home: Path, env: dict[str, str] | None = None) -> Pseudon
         key_path = Path(home) / DEMO_KEY_NAME
         if not key_path.exists():
             key_path.parent.mkdir(parents=True, exist_ok=True)
-            key_path.write_text(secrets.token_hex(32) + "\n", encoding="ascii")
-            key_path.chmod(0o600)
+            descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never world-readable
+            with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+                stream.write(secrets.token_hex(32) + "\n")
         key_file = str(key_path)
     if not key_file:
         raise PseudonymisationKeyError(

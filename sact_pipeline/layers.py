@@ -124,19 +124,17 @@ class Pipeline:
         landing.mkdir(parents=True, exist_ok=True)
         known_files = self.warehouse.read(submission_files)
         known_rejections = self.warehouse.read(rejected_files)
-        known = set(zip(known_files["relative_path"], known_files["sha256"])) | set(
-            zip(known_rejections["relative_path"], known_rejections["sha256"])
-        )
-        accepted, rejected, still_rejected = [], [], []
+        accepted_keys = set(zip(known_files["relative_path"], known_files["sha256"]))
+        accepted, rejected, recovered = [], [], []
         now = datetime.now().replace(microsecond=0)
-        present_rejections = {}
         for path in find_candidate_files(landing):
             data = path.read_bytes()
             relative = path.relative_to(landing).as_posix()
             digest = sha256_of(data)
-            if (relative, digest) in known:
-                present_rejections[(relative, digest)] = True
+            if (relative, digest) in accepted_keys:
                 continue
+            # Rejected files are checked again: some reasons pass with time or configuration (a month that
+            # has now ended, a newer ODS register, SACT_FIRST_MONTH).
             try:
                 submission, _ = read_submission(path, landing, self.organisations,
                                                 first_month=self.settings.first_month, today=self.today, data=data)
@@ -144,6 +142,12 @@ class Pipeline:
                 rejected.append({"sha256": digest, "relative_path": relative, "file_name": path.name,
                                  "size_bytes": len(data), "reason": rejection.reason, "rejected_at": now})
                 continue
+            except Exception as error:  # never let one unreadable file stop the others; no data in the reason
+                rejected.append({"sha256": digest, "relative_path": relative, "file_name": path.name,
+                                 "size_bytes": len(data), "rejected_at": now,
+                                 "reason": f"could not be read as CSV ({type(error).__name__})"})
+                continue
+            recovered.append((relative, digest))
             accepted.append({
                 "sha256": submission.sha256, "relative_path": relative, "file_name": submission.file_name,
                 "org_code": submission.org_code, "trust_code": submission.trust_code,
@@ -152,34 +156,40 @@ class Pipeline:
                 "header_version": submission.header_version, "data_rows": submission.data_rows,
                 "ignored_columns": ", ".join(submission.ignored_columns), "registered_at": now,
             })
-        self.warehouse.register_files(pd.DataFrame(accepted), pd.DataFrame(rejected))
-        for record in known_rejections.itertuples():
-            if (record.relative_path, record.sha256) in present_rejections:
-                still_rejected.append((record.relative_path, record.reason))
+        known_rejected = set(zip(known_rejections["relative_path"], known_rejections["sha256"]))
+        self.warehouse.register_files(pd.DataFrame(accepted), pd.DataFrame(rejected), accepted_again=recovered)
         return Discovery(
             accepted_new=[a["relative_path"] for a in accepted],
-            rejected_new=[(r["relative_path"], r["reason"]) for r in rejected],
-            rejected_known=still_rejected,
+            rejected_new=[(r["relative_path"], r["reason"]) for r in rejected
+                          if (r["relative_path"], r["sha256"]) not in known_rejected],
+            rejected_known=[(r["relative_path"], r["reason"]) for r in rejected
+                            if (r["relative_path"], r["sha256"]) in known_rejected],
             trusts=sorted(set(self.accepted_files()["trust_code"])),
         )
 
-    def rejected_in_landing_zone(self) -> list[tuple[str, str, datetime]]:
-        """Rejected file versions still lying in the landing zone: (relative path, reason, when rejected)."""
+    def rejected_in_landing_zone(self, seen_since: datetime) -> list[tuple[str, str, datetime]]:
+        """Rejected files the scan since `seen_since` found in the landing zone: (path, reason, first rejected)."""
         rejected = self.warehouse.read(rejected_files).sort_values("rejected_at")
         return [(r.relative_path, r.reason, r.rejected_at.to_pydatetime()) for r in rejected.itertuples()
-                if (self.settings.landing_dir / r.relative_path).exists()]
+                if r.last_seen_at >= pd.Timestamp(seen_since)]
 
     def accepted_files(self) -> pd.DataFrame:
-        """Accepted file versions, one per distinct content per trust-month (copies of a file count once)."""
+        """Accepted file versions (file name + SHA-256), oldest first; the last of a trust-month is in use.
+
+        Copies of one file in two folders count once. The same content sent again under a later
+        timestamp is a new version (a trust re-sending an earlier file makes it current again).
+        """
         files = self.warehouse.read(submission_files)
         files = files.sort_values(["submitted_at", "registered_at", "relative_path"])
-        return files.drop_duplicates(["trust_code", "reporting_month", "sha256"], keep="first").reset_index(drop=True)
+        return files.drop_duplicates(["trust_code", "reporting_month", "file_name", "sha256"],
+                                     keep="first").reset_index(drop=True)
 
     # --- what needs doing ---------------------------------------------------------------------------------
     def trust_month_fingerprints(self) -> dict[tuple[str, str], str]:
         files = self.accepted_files()
         return {
-            (month, trust): _fingerprint(f"{sha}|{at}" for sha, at in zip(group["sha256"], group["submitted_at"]))
+            (month, trust): _fingerprint(f"{name}|{sha}|{at}" for name, sha, at in
+                                         zip(group["file_name"], group["sha256"], group["submitted_at"]))
             for (month, trust), group in files.groupby(["reporting_month", "trust_code"])
         }
 
@@ -202,7 +212,15 @@ class Pipeline:
                   files.loc[files["reporting_month"] == month, ["reporting_month", "trust_code", "sha256",
                                                                "submitted_at"]].itertuples(index=False)]
         parts.append(f"deadline|{self.settings.deadline_months}")
+        parts.append(f"organisations|{self.organisations_fingerprint}")
+        # The published changes read the stored summary of the month before: when it is rebuilt, re-publish.
+        parts.append(f"previous-summary|{self.warehouse.layer_states(SUMMARY).get((before, ''), '')}")
         return _fingerprint(parts)
+
+    @cached_property
+    def organisations_fingerprint(self) -> str:
+        """Names and countries shown or used for publication: a new ODS extract re-publishes."""
+        return _fingerprint(f"{o.code}|{o.name}|{o.country}" for o in self.organisations)
 
     def months_with_data(self) -> list[str]:
         files = self.accepted_files()
@@ -216,12 +234,12 @@ class Pipeline:
             months.append(f"{year + month // 12}-{month % 12 + 1:02d}")
         return months
 
+    def month_is_affected(self, month: str) -> bool:
+        """Ask again after publishing the month before: its new summary can affect this month."""
+        return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
+
     def affected_months(self) -> list[str]:
-        clean_states = self.warehouse.layer_states(CLEAN)
-        files = self.accepted_files()
-        published = self.warehouse.layer_states(PUBLISHED)
-        return [m for m in self.months_with_data()
-                if published.get((m, "")) != self.month_fingerprint(m, clean_states, files)]
+        return [m for m in self.months_with_data() if self.month_is_affected(m)]
 
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
@@ -232,15 +250,17 @@ class Pipeline:
         if versions.empty:
             raise ValueError(f"no accepted submission file for {trust} {month} in the landing zone register")
         loaded_versions = self._raw_versions(month, trust)
-        frames = []
+        frames, reconciliation, unavailable = [], [], []
         for version in versions.itertuples(index=False):
-            if version.sha256 in loaded_versions:
+            if (version.file_name, version.sha256) in loaded_versions:
                 continue
             path = self.settings.landing_dir / version.relative_path
-            data = path.read_bytes()
+            data = path.read_bytes() if path.is_file() else b""
             if sha256_of(data) != version.sha256:
-                raise ValueError(f"{version.relative_path} changed on disk after it was registered "
-                                 f"(SHA-256 differs); run discovery again")
+                # Overwritten in place or removed before it was loaded: the registered content is gone,
+                # and a newer registration of the path (if any) is a version of its own.
+                unavailable.append(version.relative_path)
+                continue
             submission, frame = read_submission(path, self.settings.landing_dir, self.organisations,
                                                 first_month=self.settings.first_month, today=self.today, data=data)
             frame.insert(0, "reporting_month", month)
@@ -250,28 +270,33 @@ class Pipeline:
             frame.insert(4, "submitted_at", pd.Timestamp(submission.submitted_at))
             frame.insert(5, "header_version", submission.header_version)
             frames.append(frame)
+            reconciliation.append({"registered_rows": int(version.data_rows), "loaded_rows": len(frame)})
         new_rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         outcome = LayerOutcome(RAW, partition, rows=len(new_rows), metadata={
             "file_versions": len(versions), "new_file_versions": len(frames), "new_rows": len(new_rows),
+            "unavailable_file_versions": len(unavailable),
         })
         if new_rows.empty:
             outcome.skipped = True
             return outcome
         outcome.suites.append(quality.validate_frame("raw_submissions", quality.raw_expectations(ITEM_COLUMNS),
                                                      new_rows))
+        outcome.suites.append(quality.validate_frame("raw_reconciliation", quality.raw_reconciliation_expectations(),
+                                                     pd.DataFrame(reconciliation)))
         outcome.gate()
         self.warehouse.replace(
-            [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_sha256": sha}, rows)
-             for sha, rows in new_rows.groupby("file_sha256", sort=False)],
+            [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_name": name,
+                                "file_sha256": sha}, rows)
+             for (name, sha), rows in new_rows.groupby(["file_name", "file_sha256"], sort=False)],
             LayerState(RAW, month, trust, _fingerprint(set(versions["sha256"])), len(new_rows)),
         )
         return outcome
 
-    def _raw_versions(self, month: str, trust: str) -> set[str]:
-        query = sa.select(raw_submissions.c.file_sha256).distinct().where(
+    def _raw_versions(self, month: str, trust: str) -> set[tuple[str, str]]:
+        query = sa.select(raw_submissions.c.file_name, raw_submissions.c.file_sha256).distinct().where(
             raw_submissions.c.reporting_month == month, raw_submissions.c.trust_code == trust)
         with self.warehouse.engine.connect() as connection:
-            return {row[0] for row in connection.execute(query)}
+            return {(name, sha) for name, sha in connection.execute(query)}
 
     # --- clean --------------------------------------------------------------------------------------------
     def clean(self, month: str, trust: str) -> LayerOutcome:
@@ -280,14 +305,22 @@ class Pipeline:
         raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
         if raw.empty:
             raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
-        versions = raw[["file_sha256", "file_name", "submitted_at"]].drop_duplicates("file_sha256")
-        versions = versions.sort_values(["submitted_at", "file_name"]).reset_index(drop=True)
-        in_use_sha = versions["file_sha256"].iloc[-1]
+        # Version order comes from the register (timestamp, then registration), so that the file in use is
+        # the latest submitted, whatever order the raw rows were loaded in.
+        files = self.accepted_files()
+        versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust),
+                             ["file_name", "sha256", "submitted_at"]].rename(columns={"sha256": "file_sha256"})
+        in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
+        versions = versions.loc[[key in in_raw for key in zip(versions["file_name"], versions["file_sha256"])]]
+        versions = versions.reset_index(drop=True)
+        in_use = (versions["file_name"].iloc[-1], versions["file_sha256"].iloc[-1])
+        in_use_sha = in_use[1]
         pseudonymiser = self.pseudonymiser
         version_rows, reconciliation = [], []
         chosen = None
         for version in versions.itertuples(index=False):
-            rows = raw.loc[raw["file_sha256"] == version.file_sha256].sort_values("row_number")
+            key = (version.file_name, version.file_sha256)
+            rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
             cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
                                        pseudonymiser=pseudonymiser)
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
@@ -295,7 +328,7 @@ class Pipeline:
             version_rows.append({
                 "reporting_month": month, "trust_code": trust, "file_sha256": version.file_sha256,
                 "file_name": version.file_name, "submitted_at": version.submitted_at,
-                "in_use": version.file_sha256 == in_use_sha, **measures,
+                "in_use": key == in_use, **measures,
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
                 "data_quality_findings": cleaned.data_quality_findings,
@@ -308,7 +341,7 @@ class Pipeline:
                 "accounted_rows": cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows,
                 "quarantine_share": cleaned.quarantined_rows / max(cleaned.raw_rows, 1),
             })
-            if version.file_sha256 == in_use_sha:
+            if key == in_use:
                 chosen = cleaned
         assert chosen is not None
         partition_columns = {"reporting_month": month, "trust_code": trust}
@@ -356,7 +389,8 @@ class Pipeline:
         outcome.gate()
         self.warehouse.replace_partition(
             {"reporting_month": month}, {trust_month_summary: summary},
-            LayerState(SUMMARY, month, "", self.month_fingerprint(month, files=files), len(summary)),
+            # The content, not the inputs: the next month re-publishes only when these figures change.
+            LayerState(SUMMARY, month, "", _fingerprint([summary.to_csv(index=False)]), len(summary)),
         )
         return outcome
 
@@ -389,23 +423,36 @@ class Pipeline:
 
         files = self.accepted_files()
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
-        used = versions.loc[versions["in_use"]].sort_values("file_name")
+        used = versions.loc[versions["in_use"] & versions["trust_code"].isin(english)].sort_values("file_name")
         csv_path, notes_path = self.output_paths(month)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         notes = notes_text(month, datetime.now().replace(microsecond=0),
                            [f"{n} {s}" for n, s in zip(used["file_name"], used["file_sha256"])])
         staged = [_stage(csv_path, table.to_csv(index=False, lineterminator="\n")), _stage(notes_path, notes)]
+        # Files first, then the table and its state in one transaction; if that fails, the previous files
+        # come back, so the outputs and the recorded state never disagree.
+        backups = []
         try:
+            for temporary, final in staged:
+                backup = final.with_name(f".{final.name}.previous")
+                if final.exists():
+                    os.replace(final, backup)
+                    backups.append((backup, final))
+                os.replace(temporary, final)
             self.warehouse.replace_partition(
                 {"reporting_month": month}, {published_submissions: table},
                 LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)),
             )
         except BaseException:
-            for temporary, _ in staged:
+            for temporary, final in staged:
                 temporary.unlink(missing_ok=True)
+                if not any(final == f for _, f in backups):
+                    final.unlink(missing_ok=True)
+            for backup, final in backups:
+                os.replace(backup, final)
             raise
-        for temporary, final in staged:
-            os.replace(temporary, final)
+        for backup, _ in backups:
+            backup.unlink(missing_ok=True)
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
                                  **{f"england_{m}": england[m] for m in MEASURES}})

@@ -27,6 +27,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sact_pipeline.domain.cleaning import EARLIEST_ADMINISTRATION as _EARLIEST
+from sact_pipeline.domain.cleaning import MAX_AGE
+
 if TYPE_CHECKING:  # pragma: no cover - typing only; GX is imported lazily at run time
     import great_expectations as gx
     import pandas as pd
@@ -62,7 +65,8 @@ CLEAN_DATE_COLUMNS: tuple[str, ...] = ("administration_date", "start_date_of_cyc
 NESTED_MEASURES: tuple[str, ...] = ("patients", "regimens", "cycles", "drug_administrations")
 SUBMISSION_STATUSES: tuple[str, ...] = ("on_time", "late", "missing")
 ENGLAND = "ENGLAND"
-EARLIEST_ADMINISTRATION = dt.datetime(1990, 1, 1)
+# The same bounds cleaning quarantines on, so a suite failure means a cleaning defect, not one odd row.
+EARLIEST_ADMINISTRATION = _EARLIEST.to_pydatetime()
 # GX compares numpy dtypes exactly: "datetime64" alone does not match datetime64[s] (the clean layer's unit).
 DATETIME_DTYPES: tuple[str, ...] = ("datetime64[s]", "datetime64[ms]", "datetime64[us]", "datetime64[ns]")
 
@@ -549,11 +553,20 @@ def clean_expectations(
             )
         )
     expectations += [
-        ge.ExpectColumnValuesToBeBetween(column="age_at_regimen_start", min_value=0, max_value=120),
+        ge.ExpectColumnValuesToBeBetween(column="age_at_regimen_start", min_value=0, max_value=MAX_AGE),
         ge.ExpectColumnValuesToNotBeNull(column="drug_name"),
         ge.ExpectColumnValuesToNotBeNull(column="regimen"),
     ]
     return expectations
+
+
+def raw_reconciliation_expectations() -> list[gx.expectations.Expectation]:
+    """One row per newly loaded file version: rows loaded equal the rows counted when it was registered."""
+    ge = _gx().expectations
+    return [
+        ge.ExpectColumnPairValuesToBeEqual(column_A="registered_rows", column_B="loaded_rows"),
+        ge.ExpectColumnValuesToBeBetween(column="loaded_rows", min_value=1),
+    ]
 
 
 def reconciliation_expectations(max_quarantine_share: float) -> list[gx.expectations.Expectation]:

@@ -39,19 +39,25 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         env = dict(os.environ if env is None else env)
-        home = Path(overrides.pop("home", None) or env.get("SACT_HOME") or ".sact").expanduser().resolve()
 
-        def path(key: str, name: str, default: Path) -> Path:
-            value = overrides.pop(name, None) or env.get(key)
+        def pick(name: str, key: str, default=None):
+            """A flag given (even 0) wins over the variable, which wins over the default."""
+            value = overrides.pop(name, None)
+            if value is None or value == "":
+                value = env.get(key)
+            return default if value is None or value == "" else value
+
+        home = Path(pick("home", "SACT_HOME", ".sact")).expanduser().resolve()
+
+        def path(name: str, key: str, default: Path) -> Path:
+            value = pick(name, key)
             return Path(value).expanduser().resolve() if value else default
 
-        landing = path("SACT_LANDING_DIR", "landing_dir", home / "landing")
-        output = path("SACT_OUTPUT_DIR", "output_dir", home / "published")
-        dagster_home = path("DAGSTER_HOME", "dagster_home", home / "dagster")
-        warehouse_url = overrides.pop("warehouse_url", None) or env.get("SACT_WAREHOUSE_URL") or (
-            f"sqlite:///{home / 'warehouse.db'}"
-        )
-        ods = overrides.pop("ods_file", None) or env.get("SACT_ODS_FILE")
+        landing = path("landing_dir", "SACT_LANDING_DIR", home / "landing")
+        output = path("output_dir", "SACT_OUTPUT_DIR", home / "published")
+        dagster_home = path("dagster_home", "DAGSTER_HOME", home / "dagster")
+        warehouse_url = pick("warehouse_url", "SACT_WAREHOUSE_URL", f"sqlite:///{home / 'warehouse.db'}")
+        ods = pick("ods_file", "SACT_ODS_FILE")
         try:
             settings = cls(
                 home=home,
@@ -59,12 +65,9 @@ class Settings:
                 output_dir=output,
                 warehouse_url=warehouse_url,
                 dagster_home=dagster_home,
-                first_month=_month(overrides.pop("first_month", None) or env.get("SACT_FIRST_MONTH", "2023-01"),
-                                   "SACT_FIRST_MONTH"),
-                deadline_months=int(overrides.pop("deadline_months", None) or env.get("SACT_DEADLINE_MONTHS", 1)),
-                max_quarantine_share=float(
-                    overrides.pop("max_quarantine_share", None) or env.get("SACT_MAX_QUARANTINE_SHARE", 0.5)
-                ),
+                first_month=_month(str(pick("first_month", "SACT_FIRST_MONTH", "2023-01")), "SACT_FIRST_MONTH"),
+                deadline_months=int(pick("deadline_months", "SACT_DEADLINE_MONTHS", 1)),
+                max_quarantine_share=float(pick("max_quarantine_share", "SACT_MAX_QUARANTINE_SHARE", 0.5)),
                 ods_file=Path(ods).expanduser().resolve() if ods else None,
             )
         except ValueError as error:

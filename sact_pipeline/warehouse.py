@@ -56,6 +56,7 @@ rejected_files = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("rejected_at", sa.DateTime, nullable=False),
+    sa.Column("last_seen_at", sa.DateTime, nullable=False),  # still in the landing zone at that scan
 )
 
 raw_submissions = sa.Table(
@@ -177,8 +178,9 @@ def engine_for(url: str) -> sa.Engine:
             from pathlib import Path
 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        return sa.create_engine(parsed, connect_args={"timeout": 60})
-    return sa.create_engine(parsed, pool_pre_ping=True)
+        return sa.create_engine(parsed, connect_args={"timeout": 60}, hide_parameters=True)
+    # hide_parameters: a failed INSERT must not print raw rows (patient identifiers) into error messages.
+    return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
 
 class Warehouse:
@@ -213,15 +215,31 @@ class Warehouse:
             return {(m, t): f for m, t, f in connection.execute(query)}
 
     # --- the file register --------------------------------------------------------------------------------
-    def register_files(self, files: pd.DataFrame, rejections: pd.DataFrame) -> None:
-        """Add new accepted and rejected file versions (keyed by SHA-256 and path) in one transaction."""
+    def register_files(self, files: pd.DataFrame, rejections: pd.DataFrame,
+                       accepted_again: list[tuple[str, str]] = ()) -> None:
+        """Record one landing-zone scan in one transaction: new accepted versions, rejections (new ones
+        inserted, known ones marked as seen again), and earlier rejections that now pass."""
         with self.engine.begin() as connection:
-            for table, frame in ((submission_files, files), (rejected_files, rejections)):
-                if len(frame):
-                    existing = pd.read_sql(sa.select(table.c.sha256, table.c.relative_path), connection)
-                    keys = set(zip(existing["sha256"], existing["relative_path"]))
-                    new = frame.loc[[(s, p) not in keys for s, p in zip(frame["sha256"], frame["relative_path"])]]
-                    self._append(connection, table, new)
+            if len(files):
+                existing = pd.read_sql(sa.select(submission_files.c.sha256, submission_files.c.relative_path),
+                                       connection)
+                keys = set(zip(existing["sha256"], existing["relative_path"]))
+                new = files.loc[[(s, p) not in keys for s, p in zip(files["sha256"], files["relative_path"])]]
+                self._append(connection, submission_files, new)
+            for path, digest in accepted_again:
+                connection.execute(sa.delete(rejected_files).where(
+                    rejected_files.c.relative_path == path, rejected_files.c.sha256 == digest))
+            if len(rejections):
+                existing = pd.read_sql(sa.select(rejected_files.c.sha256, rejected_files.c.relative_path), connection)
+                keys = set(zip(existing["sha256"], existing["relative_path"]))
+                known = [(s, p) in keys for s, p in zip(rejections["sha256"], rejections["relative_path"])]
+                rejections = rejections.assign(last_seen_at=rejections["rejected_at"])
+                self._append(connection, rejected_files, rejections.loc[[not k for k in known]])
+                for record in rejections.loc[known].itertuples():
+                    connection.execute(sa.update(rejected_files).where(
+                        rejected_files.c.sha256 == record.sha256,
+                        rejected_files.c.relative_path == record.relative_path,
+                    ).values(last_seen_at=record.last_seen_at.to_pydatetime()))
 
     # --- replacing a partition -------------------------------------------------------------------------------
     def replace_partition(
@@ -293,8 +311,11 @@ def _copy_into(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) 
     cursor = connection.connection.dbapi_connection.cursor()
     try:
         cursor.copy_expert(statement, buffer)
-    except dbapi.Error as error:  # raise what SQLAlchemy raises for INSERTs (IntegrityError, ...)
-        raise sa.exc.DBAPIError.instance(statement, None, error, dbapi.Error) from None
+    except dbapi.Error as error:
+        # Raise what SQLAlchemy raises for INSERTs (IntegrityError, ...), with PostgreSQL's primary message
+        # only: its DETAIL and CONTEXT quote the failing row, which can hold patient identifiers.
+        primary = getattr(getattr(error, "diag", None), "message_primary", None) or type(error).__name__
+        raise sa.exc.DBAPIError.instance(statement, None, type(error)(primary), dbapi.Error) from None
     finally:
         cursor.close()
 

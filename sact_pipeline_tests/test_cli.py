@@ -15,7 +15,17 @@ from dagster import DagsterInstance, RunsFilter
 from sact_pipeline.cli import main
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, clean_activity, clean_quarantine, rejected_files
+from sact_pipeline.warehouse import (
+    Warehouse,
+    clean_activity,
+    clean_data_quality,
+    clean_file_versions,
+    clean_quarantine,
+    published_submissions,
+    rejected_files,
+    submission_files,
+    trust_month_summary,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MONTHS = ["2024-01", "2024-02", "2024-03"]
@@ -113,7 +123,9 @@ def test_a_late_resubmission_republishes_its_month_and_the_next(tmp_path, genera
     home = home_with_landing(tmp_path, generated)
     assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
     march_before = (home / "published" / "2024-03" / "sact_submissions_2024-03.csv").read_bytes()
-    january_file = next((home / "landing").rglob("SACT_*_202401_*.csv"))
+    january_before = published(home, "2024-01").set_index("org_code")
+    january_file = next(p for p in sorted((home / "landing").rglob("SACT_*_202401_*.csv"))
+                        if p.name.split("_")[1] in january_before.index)  # an English trust's file
     org = january_file.name.split("_")[1]
     lines = january_file.read_bytes().splitlines(keepends=True)
     corrected = home / "landing" / "late" / f"SACT_{org}_202401_20240420120000.csv"
@@ -126,6 +138,10 @@ def test_a_late_resubmission_republishes_its_month_and_the_next(tmp_path, genera
     assert "month 2024-03" not in out
     assert (home / "published" / "2024-03" / "sact_submissions_2024-03.csv").read_bytes() == march_before
     assert str(corrected.name) in (home / "published" / "2024-01" / "sact_submissions_2024-01_notes.txt").read_text()
+    january = published(home, "2024-01").set_index("org_code")
+    assert january.loc[org, "submitted_at"] == "2024-04-20T12:00:00"
+    assert january.loc[org, "submission_status"] == january_before.loc[org, "submission_status"]  # first version
+    assert int(january.loc[org, "drug_administrations"]) < int(january_before.loc[org, "drug_administrations"])
 
 
 def test_a_rejected_file_is_recorded_left_in_place_and_fails_the_refresh(tmp_path, generated, capsys):
@@ -144,7 +160,11 @@ def test_a_rejected_file_is_recorded_left_in_place_and_fails_the_refresh(tmp_pat
     rejected = Warehouse(settings.warehouse_url).read(rejected_files)
     assert sorted(rejected["file_name"]) == [empty.name, bad.name]
     code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
-    assert code == 0 and "still rejected" in out  # reported again, but not a new failure
+    assert code == 1 and "REJECTED SACT_ZZZ_202402_20240305100000.csv" in err  # until it is moved out
+    assert "0 trust-months, 0 months re-published" in out
+    bad.unlink()
+    empty.unlink()
+    assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
 
 
 def test_refresh_refuses_to_run_without_a_key(tmp_path, generated, capsys, monkeypatch):
@@ -159,20 +179,26 @@ def test_refresh_refuses_to_run_without_a_key(tmp_path, generated, capsys, monke
 def test_no_identifier_reaches_clean_tables_published_files_or_dagster_storage(tmp_path, generated, capsys,
                                                                                 pseudonymisation_key):
     home = home_with_landing(tmp_path, generated)
-    assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
+    code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
+    assert code == 0
+    output = out + err
     landing = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False, encoding="cp1252")
                          if "\ufffd" in p.read_bytes().decode("utf-8", "replace")
                          else pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
                          for p in (home / "landing").rglob("*.csv")])
     landing.columns = [c.strip().lower() for c in landing.columns]
-    identifiers = {v.strip() for column in ("nhs_number", "local_patient_identifier", "patient_postcode")
+    identifiers = {v.strip() for column in ("nhs_number", "local_patient_identifier", "patient_postcode",
+                                            "person_family_name", "date_of_birth")
                    for v in landing[column] if len(v.strip()) >= 6}
     assert len(identifiers) > 100
     warehouse = Warehouse(Settings.from_env(env={}, home=str(home)).warehouse_url)
-    downstream = "\n".join(warehouse.read(t).to_csv() for t in (clean_activity, clean_quarantine))
+    tables = (clean_activity, clean_quarantine, clean_data_quality, clean_file_versions, trust_month_summary,
+              published_submissions, submission_files, rejected_files)
+    downstream = "\n".join(warehouse.read(t).to_csv() for t in tables)
     downstream += "\n".join(p.read_text() for p in (home / "published").rglob("*.*"))
     dagster_storage = b"".join(p.read_bytes() for p in (home / "dagster").rglob("*") if p.is_file())
     downstream += dagster_storage.decode("utf-8", "replace")
+    downstream += output
     leaked = [v for v in identifiers if v in downstream]
     assert leaked == []
     assert pseudonymisation_key not in downstream

@@ -5,6 +5,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
+from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES
 from sact_pipeline.domain.counting import count_activity, submission_deadline, submission_status
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.publication import ACKNOWLEDGEMENT, PUBLISHED_COLUMNS, notes_text, publish_month
@@ -125,5 +126,6 @@ def test_published_table_applies_rule_r_and_changes_come_from_published_values()
 def test_notes_carry_the_acknowledgement_footnotes_and_file_versions():
     text = notes_text("2024-02", datetime(2024, 3, 5, 8, 0), ["SACT_RR8_202402_20240305080000.csv abc123"])
     assert ACKNOWLEDGEMENT in text
-    assert "* = 1 to 7" in text or "`*`" in text or "1 to 7" in text
+    for footnote in NOTES_FOOTNOTES:
+        assert f"- {footnote}" in text
     assert "SACT_RR8_202402_20240305080000.csv abc123" in text

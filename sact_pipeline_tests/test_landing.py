@@ -56,6 +56,15 @@ def test_encodings_and_line_ends_read_the_same(tmp_path, encoding, newline, bom)
     assert len(submission.sha256) == 64
 
 
+def test_windows_1252_with_a_byte_order_mark(tmp_path):
+    path = write_submission(tmp_path / "SACT_RR8_202401_20240210093000.csv", [{"person_given_name": "Renée"}],
+                            encoding="cp1252", newline="\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    submission, frame = read(path, tmp_path)
+    assert submission.encoding == "cp1252"
+    assert frame.loc[0, "person_given_name"] == "Renée"
+
+
 def test_headers_match_case_insensitively_in_any_order_and_extras_are_noted(tmp_path):
     headers = [h.upper() for h in reversed(HEADERS)] + ["Local_Notes"]
     path = write_submission(tmp_path / "SACT_RR801_202401_20240210093000.csv", [{}], headers=headers)

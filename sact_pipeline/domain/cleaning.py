@@ -30,6 +30,8 @@ from sact_pipeline.domain.spec import (
     V3_ITEMS,
 )
 
+MAX_AGE = 120
+EARLIEST_ADMINISTRATION = pd.Timestamp("1990-01-01")  # the clean suite's lower bound (SACT began in 2012)
 CODED_COLUMNS: dict[str, tuple[str, ...]] = {
     i.column: i.codes for i in V3_ITEMS if i.codes is not None and not i.identifying
 }
@@ -111,6 +113,12 @@ def clean_submission(
     reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
                 "Administration_Date after the submission date")
     reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth")
+    # Implausible values that would otherwise fail the clean suite for the whole file: one row, one reason.
+    age = _age_in_years(dates["date_of_birth"], dates["start_date_of_regimen"])
+    reasons.add(((age < 0) | (age > MAX_AGE)).fillna(False).to_numpy(dtype=bool),
+                f"Date_Of_Birth gives an age outside 0-{MAX_AGE} at Start_Date_Of_Regimen")
+    reasons.add((administered < EARLIEST_ADMINISTRATION).to_numpy(),
+                f"Administration_Date before {EARLIEST_ADMINISTRATION:%Y-%m-%d}")
 
     quarantined = reasons.any()
     # Frames are built from whole columns at once: column-by-column inserts cost more than the rows.
