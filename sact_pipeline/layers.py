@@ -300,7 +300,8 @@ class Pipeline:
 
     # --- clean --------------------------------------------------------------------------------------------
     def clean(self, month: str, trust: str) -> LayerOutcome:
-        """Clean every raw version of a trust-month; the latest one becomes the trust's clean data."""
+        """Clean every raw version of a trust-month; the latest version from each submitting organisation
+        (the trust, or each of its sites) becomes the trust's clean data."""
         partition = f"{month}|{trust}"
         raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
         if raw.empty:
@@ -309,15 +310,15 @@ class Pipeline:
         # the latest submitted, whatever order the raw rows were loaded in.
         files = self.accepted_files()
         versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust),
-                             ["file_name", "sha256", "submitted_at"]].rename(columns={"sha256": "file_sha256"})
+                             ["org_code", "file_name", "sha256", "submitted_at"]]
+        versions = versions.rename(columns={"sha256": "file_sha256"})
         in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
         versions = versions.loc[[key in in_raw for key in zip(versions["file_name"], versions["file_sha256"])]]
         versions = versions.reset_index(drop=True)
-        in_use = (versions["file_name"].iloc[-1], versions["file_sha256"].iloc[-1])
-        in_use_sha = in_use[1]
+        latest = versions.groupby("org_code").tail(1)  # files from one organisation are resubmissions
+        in_use = set(zip(latest["file_name"], latest["file_sha256"]))
         pseudonymiser = self.pseudonymiser
-        version_rows, reconciliation = [], []
-        chosen = None
+        version_rows, reconciliation, chosen = [], [], []
         for version in versions.itertuples(index=False):
             key = (version.file_name, version.file_sha256)
             rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
@@ -326,9 +327,9 @@ class Pipeline:
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
             measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
             version_rows.append({
-                "reporting_month": month, "trust_code": trust, "file_sha256": version.file_sha256,
-                "file_name": version.file_name, "submitted_at": version.submitted_at,
-                "in_use": key == in_use, **measures,
+                "reporting_month": month, "trust_code": trust, "org_code": version.org_code,
+                "file_sha256": version.file_sha256, "file_name": version.file_name, "submitted_at": version.submitted_at,
+                "in_use": key in in_use, **measures,
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
                 "data_quality_findings": cleaned.data_quality_findings,
@@ -341,19 +342,22 @@ class Pipeline:
                 "accounted_rows": cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows,
                 "quarantine_share": cleaned.quarantined_rows / max(cleaned.raw_rows, 1),
             })
-            if key == in_use:
-                chosen = cleaned
-        assert chosen is not None
+            if key in in_use:
+                chosen.append((version.file_sha256, cleaned))
         partition_columns = {"reporting_month": month, "trust_code": trust}
-        clean = chosen.clean.assign(**partition_columns, file_sha256=in_use_sha)
-        quarantine = chosen.quarantine.assign(**partition_columns, file_sha256=in_use_sha)
-        data_quality = chosen.data_quality.assign(**partition_columns)
-        last = version_rows[-1]
+        clean = pd.concat([c.clean.assign(**partition_columns, file_sha256=sha) for sha, c in chosen],
+                          ignore_index=True)
+        quarantine = pd.concat([c.quarantine.assign(**partition_columns, file_sha256=sha) for sha, c in chosen],
+                               ignore_index=True)
+        data_quality = (pd.concat([c.data_quality for _, c in chosen]).groupby("item", as_index=False, sort=False)
+                        [["missing", "invalid"]].sum().assign(**partition_columns))
+        used = pd.DataFrame([v for v in version_rows if v["in_use"]])
+        totals = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings"]].sum()
+        counts = count_activity(clean.assign(_all=1), ["_all"]) if len(clean) else None
         outcome = LayerOutcome(CLEAN, partition, rows=len(clean), metadata={
-            "file_versions": len(versions), "raw_rows": last["raw_rows"], "clean_rows": last["clean_rows"],
-            "quarantined_rows": last["quarantined_rows"], "duplicate_rows": last["duplicate_rows"],
-            "data_quality_findings": last["data_quality_findings"],
-            **{m: last[m] for m in MEASURES},
+            "file_versions": len(versions), "files_in_use": len(used),
+            **{k: int(v) for k, v in totals.items()},
+            **{m: int(counts[m].iloc[0]) if counts is not None else 0 for m in MEASURES},
         })
         month_start = pd.Timestamp(f"{month}-01")
         outcome.suites.append(quality.validate_frame(

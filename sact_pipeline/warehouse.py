@@ -112,6 +112,7 @@ clean_data_quality = sa.Table(
 clean_file_versions = sa.Table(
     "clean_file_versions", metadata,
     *_partition_columns(),
+    sa.Column("org_code", sa.String(5), nullable=False),  # the trust, or the site that sent the file
     sa.Column("file_sha256", sa.String(64), nullable=False),
     sa.Column("file_name", sa.Text, nullable=False),
     sa.Column("submitted_at", sa.DateTime, nullable=False),

@@ -9,7 +9,13 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
 from sact_pipeline.layers import Pipeline
-from sact_pipeline.warehouse import clean_activity, clean_file_versions, published_submissions, raw_submissions
+from sact_pipeline.warehouse import (
+    clean_activity,
+    clean_file_versions,
+    published_submissions,
+    raw_submissions,
+    trust_month_summary,
+)
 from sact_pipeline_tests.builders import write_submission
 
 JANUARY = "2024-01"
@@ -121,7 +127,6 @@ def test_a_failing_published_suite_keeps_the_last_publication(settings, instance
     """A wrong upstream (a Welsh trust flagged English in the summary) must not reach the public."""
     import sqlalchemy as sa
 
-    from sact_pipeline.warehouse import trust_month_summary
 
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 20))
     write_submission(settings.landing_dir / "SACT_RQF_202401_20240210093000.csv", patients("W", 20))
@@ -169,3 +174,23 @@ def test_the_latest_version_is_used_even_when_it_repeats_an_earlier_file(setting
     assert table.loc["RR8", "submitted_at"] == "2024-02-12T09:30:00"
     versions = pipeline.warehouse.read(clean_file_versions, reporting_month=JANUARY, trust_code="RR8")
     assert len(versions) == 3 and versions["in_use"].sum() == 1
+
+
+def test_files_from_a_trusts_sites_add_up_and_each_site_resubmits_its_own(settings, instance):
+    write_submission(settings.landing_dir / "SACT_RR801_202401_20240210093000.csv", patients("A", 12))
+    write_submission(settings.landing_dir / "SACT_RR802_202401_20240211093000.csv", patients("B", 30))
+    defs = build_definitions(settings)
+    assert all(r.success for r in run_all(defs, instance, trusts=("RR8",)).values())
+    pipeline = Pipeline(settings)
+    table = pipeline.warehouse.read(published_submissions, reporting_month=JANUARY).set_index("org_code")
+    assert table.loc["RR8", "patients"] == "40"  # 42 patients from two sites, not one site's file
+
+    write_submission(settings.landing_dir / "SACT_RR801_202401_20240215093000.csv", patients("A", 20))
+    assert all(r.success for r in run_all(defs, instance, trusts=("RR8",)).values())
+    table = pipeline.warehouse.read(published_submissions, reporting_month=JANUARY).set_index("org_code")
+    assert table.loc["RR8", ["patients", "submitted_at"]].tolist() == ["50", "2024-02-15T09:30:00"]
+    summary = pipeline.warehouse.read(trust_month_summary, reporting_month=JANUARY).set_index("org_code")
+    assert summary.loc["RR8", "versions_received"] == 3
+    assert summary.loc["RR8", "patients_resubmission_change"] == 8  # the site's 12 patients became 20
+    clean = pipeline.warehouse.read(clean_activity, reporting_month=JANUARY, trust_code="RR8")
+    assert clean["file_sha256"].nunique() == 2 and len(clean) == 50

@@ -16,7 +16,7 @@ WHERE = {"reporting_month": "2024-01", "trust_code": "RR8"}
 def versions(*rows) -> pd.DataFrame:
     records = []
     for sha, name, rows_in in rows:
-        records.append({**WHERE, "file_sha256": sha, "file_name": name, "submitted_at": datetime(2024, 2, 10, 9, 30),
+        records.append({**WHERE, "org_code": "RR8", "file_sha256": sha, "file_name": name, "submitted_at": datetime(2024, 2, 10, 9, 30),
                         "in_use": sha == "b" * 64, "patients": 1, "regimens": 2, "cycles": 3,
                         "drug_administrations": rows_in, "raw_rows": rows_in, "clean_rows": rows_in,
                         "quarantined_rows": 0, "duplicate_rows": 0, "data_quality_findings": 0,

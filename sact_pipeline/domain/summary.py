@@ -43,11 +43,13 @@ def summarise_month(
     summary = pd.DataFrame({"org_code": trusts}).set_index("org_code", drop=False)
     summary = summary.join(received)
 
-    in_use = versions.loc[versions["in_use"]].set_index("trust_code")
-    summary = summary.join(
-        in_use[["submitted_at", "file_sha256", "raw_rows", "quarantined_rows", "duplicate_rows",
-                "data_quality_findings"]]
+    # A trust's sites may each send a file: every file in use counts, the latest says when it updated.
+    in_use = versions.loc[versions["in_use"]].sort_values("submitted_at").groupby("trust_code").agg(
+        submitted_at=("submitted_at", "max"), file_sha256=("file_sha256", ",".join),
+        raw_rows=("raw_rows", "sum"), quarantined_rows=("quarantined_rows", "sum"),
+        duplicate_rows=("duplicate_rows", "sum"), data_quality_findings=("data_quality_findings", "sum"),
     )
+    summary = summary.join(in_use)
     if len(clean_month):
         counts = count_activity(clean_month.rename(columns={"trust": "trust_code"}), ["trust_code"])
         summary = summary.join(counts.set_index("trust_code"))
@@ -57,10 +59,9 @@ def summarise_month(
     for measure in MEASURES:  # a version can be clean with zero usable rows: count 0, not missing
         summary[measure] = summary[measure].astype("Int64").mask(has_clean & summary[measure].isna(), 0)
 
-    previous = _previous_versions(versions)
+    changes = _previous_versions(versions)
     for measure in MEASURES:
-        change = summary[measure] - previous[measure].reindex(summary.index).astype("Int64")
-        summary[f"{measure}_resubmission_change"] = change
+        summary[f"{measure}_resubmission_change"] = changes[measure].reindex(summary.index).astype("Int64")
 
     deadline = pd.Timestamp(submission_deadline(reporting_month, deadline_months))
     first = summary["first_submitted_at"]
@@ -81,10 +82,22 @@ def summarise_month(
 
 
 def _previous_versions(versions: pd.DataFrame) -> pd.DataFrame:
-    """Counts of the version received just before the one in use, per trust (resubmission change)."""
+    """What each trust's counts were before its latest file replaced an earlier one (resubmission change).
+
+    With one submitting organisation per trust (the usual case) this is the version received just before
+    the one in use. Where sites send their own files, the latest file's change against its own site's
+    previous file is applied to the trust's counts (an approximation: patients can span sites).
+    """
+    if versions.empty or "org_code" not in versions:
+        versions = versions.assign(org_code=versions.get("trust_code"))
     if versions.empty:
         return pd.DataFrame(columns=list(MEASURES))
-    used_at = versions.loc[versions["in_use"]].set_index("trust_code")["submitted_at"]
-    earlier = versions.loc[versions["submitted_at"] < versions["trust_code"].map(used_at)]
-    latest_earlier = earlier.sort_values("submitted_at").groupby("trust_code").tail(1)
-    return latest_earlier.set_index("trust_code")[list(MEASURES)]
+    ordered = versions.sort_values("submitted_at")
+    latest = ordered.loc[ordered["in_use"]].groupby("trust_code").tail(1)
+    rows = {}
+    for record in latest.itertuples(index=False):  # one per trust
+        same_org = ordered.loc[(ordered["trust_code"] == record.trust_code) & (ordered["org_code"] == record.org_code)
+                               & (ordered["submitted_at"] < record.submitted_at)]
+        if len(same_org):
+            rows[record.trust_code] = {m: getattr(record, m) - same_org.iloc[-1][m] for m in MEASURES}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(MEASURES))
