@@ -86,7 +86,7 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         started = time.monotonic()
-        since = datetime.now().replace(microsecond=0)
+        since = datetime.now()  # full precision: scans a second apart must differ
         result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance, raise_on_error=False,
                                                                           tags=tags, run_config=quiet)
         if not result.success:

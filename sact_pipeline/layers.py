@@ -126,7 +126,7 @@ class Pipeline:
         known_rejections = self.warehouse.read(rejected_files)
         accepted_keys = set(zip(known_files["relative_path"], known_files["sha256"]))
         accepted, rejected, recovered = [], [], []
-        now = datetime.now().replace(microsecond=0)
+        now = datetime.now()
         for path in find_candidate_files(landing):
             data = path.read_bytes()
             relative = path.relative_to(landing).as_posix()

@@ -327,7 +327,9 @@ def _typed(table: sa.Table, frame: pd.DataFrame) -> pd.DataFrame:
         name = column.name
         if name not in frame:
             continue
-        if isinstance(column.type, (sa.Date, sa.DateTime)):
+        if isinstance(column.type, sa.DateTime):
+            frame[name] = pd.to_datetime(frame[name]).astype("datetime64[us]")
+        elif isinstance(column.type, sa.Date):
             frame[name] = pd.to_datetime(frame[name]).astype("datetime64[s]")
         elif isinstance(column.type, sa.BigInteger):
             frame[name] = pd.to_numeric(frame[name]).astype("Int64")
