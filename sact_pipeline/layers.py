@@ -238,9 +238,6 @@ class Pipeline:
         """Ask again after publishing the month before: its new summary can affect this month."""
         return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
 
-    def affected_months(self) -> list[str]:
-        return [m for m in self.months_with_data() if self.month_is_affected(m)]
-
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
         """Load every accepted version of a trust-month not yet in the raw layer, as text, with its hash."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 import pandas as pd
 
@@ -50,10 +50,6 @@ def submission_status(first_received: datetime | None, reporting_month: str, dea
     if first_received is None or pd.isna(first_received):
         return MISSING
     return ON_TIME if first_received < submission_deadline(reporting_month, deadline_months) else LATE
-
-
-def month_start(reporting_month: str) -> date:
-    return date.fromisoformat(f"{reporting_month}-01")
 
 
 def previous_month(reporting_month: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sact_pipeline.domain.counting import MEASURES, count_activity, submission_deadline
+from sact_pipeline.domain.counting import MEASURES, count_activity, submission_status
 from sact_pipeline.domain.organisations import OrganisationRegister
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -63,14 +63,9 @@ def summarise_month(
     for measure in MEASURES:
         summary[f"{measure}_resubmission_change"] = changes[measure].reindex(summary.index).astype("Int64")
 
-    deadline = pd.Timestamp(submission_deadline(reporting_month, deadline_months))
-    first = summary["first_submitted_at"]
-    summary["submission_status"] = (
-        pd.Series("missing", index=summary.index, dtype="str")
-        .mask(first.notna() & (first < deadline), "on_time")
-        .mask(first.notna() & (first >= deadline), "late")
-    )
-    # Rows without a usable version in the clean layer stay 'missing' for counts but keep their status.
+    summary["submission_status"] = [  # one per trust, not per activity row
+        submission_status(first, reporting_month, deadline_months) for first in summary["first_submitted_at"]
+    ]
     organisations_by_code = {code: organisations.get(code) for code in trusts}
     summary["org_name"] = [o.name if o else "" for o in organisations_by_code.values()]
     summary["country"] = [o.country if o else "Other" for o in organisations_by_code.values()]
