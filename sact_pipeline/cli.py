@@ -68,8 +68,25 @@ def _run_failure(result) -> str:
     return "run failed"
 
 
-def refresh(settings: Settings, *, log=print) -> RefreshReport:
-    """Discover, then materialise every affected trust-month and month through Dagster."""
+@dataclass(frozen=True)
+class Backfill:
+    """Re-run a range of months whatever the fingerprints say (something upstream was wrong)."""
+
+    first_month: str
+    last_month: str
+    trusts: tuple[str, ...] = ()
+
+    def covers(self, month: str, trust: str | None = None) -> bool:
+        return self.first_month <= month <= self.last_month and (trust is None or not self.trusts
+                                                                  or trust in self.trusts)
+
+
+def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) -> RefreshReport:
+    """Discover, then materialise every affected trust-month and month through Dagster.
+
+    With a backfill, every trust-month with files in its range (and trusts) is re-run, then its months
+    and the month after the range, whose changes read the last month of it.
+    """
     from dagster import DagsterInstance, MultiPartitionKey
 
     from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
@@ -96,7 +113,14 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
         for path, reason in rejected:
             log(f"REJECTED {path}: {reason}")
 
-        trust_months = pipeline.affected_trust_months()
+        if backfill is None:
+            trust_months = pipeline.affected_trust_months()
+        else:
+            trust_months = sorted(pipeline.trust_month_fingerprints())
+            trust_months = [(m, t) for m, t in trust_months if backfill.covers(m, t)]
+            unknown = set(backfill.trusts) - {t for _, t in pipeline.trust_month_fingerprints()}
+            if unknown:
+                failures.append(f"backfill: no accepted submission from {', '.join(sorted(unknown))}")
         job = defs.resolve_job_def(TRUST_MONTH_JOB)
         for number, (month, trust) in enumerate(trust_months, 1):
             step_started = time.monotonic()
@@ -111,8 +135,11 @@ def refresh(settings: Settings, *, log=print) -> RefreshReport:
 
         months = []
         job = defs.resolve_job_def(MONTH_JOB)
-        for month in pipeline.months_with_data():  # in order: a month's changes read the month before
-            if not pipeline.month_is_affected(month):
+        all_months = pipeline.months_with_data()
+        for number, month in enumerate(all_months):  # in order: a month's changes read the month before
+            forced = backfill is not None and (backfill.covers(month) or (
+                number > 0 and all_months[number - 1] == backfill.last_month))
+            if not forced and not pipeline.month_is_affected(month):
                 continue
             months.append(month)
             result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
@@ -171,6 +198,31 @@ def _refresh_command(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _backfill_command(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
+    from sact_pipeline.settings import parse_month
+
+    try:
+        first, last = parse_month(args.from_month, "--from"), parse_month(args.to_month, "--to")
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if first > last:
+        print(f"error: --from {first} is after --to {last}", file=sys.stderr)
+        return 2
+    trusts = tuple(code.strip().upper() for code in args.trust or ())
+    try:
+        report = refresh(settings, backfill=Backfill(first, last, trusts))
+    except PseudonymisationKeyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_summary(settings)
+    for failure in report.failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 0 if not report.failures else 1
+
+
 def _generate_command(args: argparse.Namespace) -> int:
     from sact_pipeline.domain.synthetic import DefectRates, generate_submissions
 
@@ -208,6 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     refresh_parser = commands.add_parser("refresh", help="discover submissions and refresh every affected layer")
     _settings_arguments(refresh_parser)
     refresh_parser.set_defaults(handler=_refresh_command)
+
+    backfill = commands.add_parser("backfill", help="re-run a range of months (and trusts) whatever changed")
+    _settings_arguments(backfill)
+    backfill.add_argument("--from", dest="from_month", required=True, help="first reporting month, YYYY-MM")
+    backfill.add_argument("--to", dest="to_month", required=True, help="last reporting month, YYYY-MM")
+    backfill.add_argument("--trust", action="append", metavar="CODE",
+                          help="only this trust (repeatable); months are re-published for all trusts")
+    backfill.set_defaults(handler=_backfill_command)
 
     generate = commands.add_parser("generate", help="write realistic synthetic submissions into the landing zone")
     _settings_arguments(generate)

@@ -16,7 +16,8 @@ class SettingsError(ValueError):
     """A setting has a value the pipeline cannot work with."""
 
 
-def _month(value: str, name: str) -> str:
+def parse_month(value: str, name: str) -> str:
+    """YYYY-MM (a longer ISO date is cut to its month); the error names the setting."""
     try:
         parsed = date.fromisoformat(f"{value.strip()[:7]}-01")
     except ValueError as error:
@@ -65,7 +66,7 @@ class Settings:
                 output_dir=output,
                 warehouse_url=warehouse_url,
                 dagster_home=dagster_home,
-                first_month=_month(str(pick("first_month", "SACT_FIRST_MONTH", "2023-01")), "SACT_FIRST_MONTH"),
+                first_month=parse_month(str(pick("first_month", "SACT_FIRST_MONTH", "2023-01")), "SACT_FIRST_MONTH"),
                 deadline_months=int(pick("deadline_months", "SACT_DEADLINE_MONTHS", 1)),
                 max_quarantine_share=float(pick("max_quarantine_share", "SACT_MAX_QUARANTINE_SHARE", 0.5)),
                 ods_file=Path(ods).expanduser().resolve() if ods else None,

@@ -143,6 +143,21 @@ def test_a_late_resubmission_republishes_its_month_and_the_next(tmp_path, genera
     assert january.loc[org, "submission_status"] == january_before.loc[org, "submission_status"]  # first version
     assert int(january.loc[org, "drug_administrations"]) < int(january_before.loc[org, "drug_administrations"])
 
+    # A backfill re-runs what it names, whatever the fingerprints say, and re-publishes the month after.
+    january_csv = (home / "published" / "2024-01" / "sact_submissions_2024-01.csv").read_bytes()
+    code, out, err = run(capsys, "backfill", "--home", str(home), "--first-month", "2023-06",
+                         "--from", "2024-01", "--to", "2024-01", "--trust", org.lower())
+    assert code == 0, err
+    assert f"[1/1] 2024-01 {org}: ok" in out
+    assert "month 2024-01: published" in out and "month 2024-02: published" in out
+    assert "month 2024-03" not in out
+    assert (home / "published" / "2024-01" / "sact_submissions_2024-01.csv").read_bytes() == january_csv
+    code, out, err = run(capsys, "backfill", "--home", str(home), "--from", "2024-02", "--to", "2024-01")
+    assert code == 2 and "is after" in err
+    code, out, err = run(capsys, "backfill", "--home", str(home), "--first-month", "2023-06",
+                         "--from", "2024-03", "--to", "2024-03", "--trust", "RZZ")
+    assert code == 1 and "no accepted submission from RZZ" in err
+
 
 def test_a_rejected_file_is_recorded_left_in_place_and_fails_the_refresh(tmp_path, generated, capsys):
     home = home_with_landing(tmp_path, generated)
