@@ -18,6 +18,7 @@ from dagster import (
     AssetExecutionContext,
     BetaWarning,
     ConfigurableResource,
+    DefaultSensorStatus,
     Definitions,
     EnvVar,
     DynamicPartitionsDefinition,
@@ -30,7 +31,9 @@ from dagster import (
     PreviewWarning,
     TimeWindowPartitionMapping,
     asset,
+    RunFailureSensorContext,
     define_asset_job,
+    run_failure_sensor,
 )
 
 # Partitioned asset checks (preview) and the month mappings (beta) are what give per-partition results
@@ -38,6 +41,7 @@ from dagster import (
 warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
+from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
 from sact_pipeline.layers import LayerGateFailed, LayerOutcome, Pipeline
 from sact_pipeline.settings import Settings
 
@@ -128,6 +132,20 @@ def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterato
                             check_results=_check_results(asset_name, outcome))
 
 
+@run_failure_sensor(name="run_failure_alerts", default_status=DefaultSensorStatus.RUNNING,
+                    description=f"Alert on every failed run: to the log, and to ${WEBHOOK_VARIABLE} when set.")
+def run_failure_alerts(context: RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    failures = tuple(
+        f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0]}"
+        for event in context.get_step_failure_events()
+        if event.step_failure_data and event.step_failure_data.error
+    )
+    alert = RunFailureAlert(run.run_id, run.job_name, run.tags.get("dagster/partition", ""), failures)
+    context.log.error(alert.text())
+    raise_alert(alert, os.environ.get(WEBHOOK_VARIABLE))
+
+
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     months = MonthlyPartitionsDefinition(start_date=f"{settings.first_month}-01", end_offset=0)
@@ -190,6 +208,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             define_asset_job(TRUST_MONTH_JOB, selection=[raw_submissions, clean_activity]),
             define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions]),
         ],
+        sensors=[run_failure_alerts],
         resources={"sact": SactPipelineResource.from_settings(settings)},
     )
 
