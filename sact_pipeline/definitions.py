@@ -6,7 +6,6 @@ never submits a month does not hold the month back.
 """
 
 
-import os
 import warnings
 from collections.abc import Iterator
 
@@ -17,10 +16,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     BetaWarning,
-    ConfigurableResource,
-    DefaultSensorStatus,
     Definitions,
-    EnvVar,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -31,9 +27,7 @@ from dagster import (
     PreviewWarning,
     TimeWindowPartitionMapping,
     asset,
-    RunFailureSensorContext,
     define_asset_job,
-    run_failure_sensor,
 )
 
 # Partitioned asset checks (preview) and the month mappings (beta) are what give per-partition results
@@ -41,11 +35,12 @@ from dagster import (
 warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
-from sact_pipeline.layers import LayerGateFailed, LayerOutcome, Pipeline
+from sact_pipeline.automation import build_automation, build_run_failure_alerts
+from sact_pipeline.layers import LayerGateFailed, LayerOutcome
+from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.settings import Settings
 
-TRUSTS = DynamicPartitionsDefinition(name="trusts")
+TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 SUITES = {
     "raw_submissions": ("raw_submissions", "raw_reconciliation"),
     "clean_activity": ("clean_activity", "clean_reconciliation"),
@@ -55,39 +50,6 @@ SUITES = {
 TRUST_MONTH_JOB = "trust_month_refresh"
 MONTH_JOB = "month_publication"
 DISCOVERY_JOB = "discover_submissions"
-
-
-class SactPipelineResource(ConfigurableResource):
-    """Where the pipeline reads and writes. The pseudonymisation key is not here: it is read from the
-    environment at run time so it never appears in resource or run config."""
-
-    home: str
-    landing_dir: str
-    output_dir: str
-    warehouse_url: str
-    first_month: str
-    deadline_months: int
-    max_quarantine_share: float
-    ods_file: str = ""
-
-    def pipeline(self) -> Pipeline:
-        settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
-                                     output_dir=self.output_dir, warehouse_url=self.warehouse_url,
-                                     first_month=self.first_month, deadline_months=self.deadline_months,
-                                     max_quarantine_share=self.max_quarantine_share,
-                                     ods_file=self.ods_file or None)
-        return Pipeline.for_settings(settings)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SactPipelineResource":
-        # A warehouse URL from the environment may carry a password: show the variable's name, not its value.
-        from_env = os.environ.get("SACT_WAREHOUSE_URL") == settings.warehouse_url
-        return cls(home=str(settings.home), landing_dir=str(settings.landing_dir),
-                   output_dir=str(settings.output_dir),
-                   warehouse_url=EnvVar("SACT_WAREHOUSE_URL") if from_env else settings.warehouse_url,
-                   first_month=settings.first_month, deadline_months=settings.deadline_months,
-                   max_quarantine_share=settings.max_quarantine_share,
-                   ods_file=str(settings.ods_file or ""))
 
 
 def month_of(partition_key: str) -> str:
@@ -132,32 +94,19 @@ def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterato
                             check_results=_check_results(asset_name, outcome))
 
 
-@run_failure_sensor(name="run_failure_alerts", default_status=DefaultSensorStatus.RUNNING,
-                    description=f"Alert on every failed run: to the log, and to ${WEBHOOK_VARIABLE} when set.")
-def run_failure_alerts(context: RunFailureSensorContext) -> None:
-    run = context.dagster_run
-    failures = tuple(
-        f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0]}"
-        for event in context.get_step_failure_events()
-        if event.step_failure_data and event.step_failure_data.error
-    )
-    alert = RunFailureAlert(run.run_id, run.job_name, run.tags.get("dagster/partition", ""), failures)
-    context.log.error(alert.text())
-    raise_alert(alert, os.environ.get(WEBHOOK_VARIABLE))
-
-
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     months = MonthlyPartitionsDefinition(start_date=f"{settings.first_month}-01", end_offset=0)
-    trust_months = MultiPartitionsDefinition({"month": months, "trust": TRUSTS})
+    # Built per Definitions: partition definitions cache the instance they were last evaluated against.
+    trust_months = MultiPartitionsDefinition({"month": months, "trust": DynamicPartitionsDefinition(name=TRUSTS)})
 
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
     def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
         discovery = sact.pipeline().discover()
-        new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS.name, t)]
+        new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
         if new_trusts:
-            context.instance.add_dynamic_partitions(TRUSTS.name, new_trusts)
+            context.instance.add_dynamic_partitions(TRUSTS, new_trusts)
         for path, reason in discovery.rejected_new:
             context.log.error(f"rejected {path}: {reason}")
         for path, reason in discovery.rejected_known:
@@ -201,6 +150,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     def published_submissions(context: AssetExecutionContext, sact: SactPipelineResource):
         yield from _run_layer(context, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
 
+    landing_zone_sensor, monthly_refresh = build_automation(DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB)
+    run_failure_alerts = build_run_failure_alerts()
     return Definitions(
         assets=[submission_files, raw_submissions, clean_activity, trust_month_summary, published_submissions],
         jobs=[
@@ -208,7 +159,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             define_asset_job(TRUST_MONTH_JOB, selection=[raw_submissions, clean_activity]),
             define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions]),
         ],
-        sensors=[run_failure_alerts],
+        sensors=[run_failure_alerts, landing_zone_sensor],
+        schedules=[monthly_refresh],
         resources={"sact": SactPipelineResource.from_settings(settings)},
     )
 

@@ -68,3 +68,15 @@ def postgres_url(postgres_server_url) -> str:
 def settings(tmp_path: Path) -> Settings:
     """Settings on the embedded default (SQLite warehouse) under a temporary SACT_HOME."""
     return Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01")
+
+
+@pytest.fixture(autouse=True)
+def no_stale_dagster_state_storage():
+    """Dagster 1.13 keeps the last instance's definitions-state storage in a context variable; a test that
+    evaluates schedules or sensors on an instance_for_test can leave it pointing at the closed instance,
+    and the next Definitions load fails with "undefined DagsterInstance weakref". Start each test clean."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    token = _current_storage.set(None)
+    yield
+    _current_storage.reset(token)

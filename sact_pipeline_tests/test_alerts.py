@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from sact_pipeline.alerts import WEBHOOK_VARIABLE
-from sact_pipeline.definitions import DISCOVERY_JOB, TRUST_MONTH_JOB, build_definitions, run_failure_alerts
+from sact_pipeline.definitions import DISCOVERY_JOB, TRUST_MONTH_JOB, build_definitions
 from sact_pipeline_tests.builders import write_submission
 
 
@@ -56,16 +56,17 @@ def failed_run_context(settings, instance):
     assert not result.success
     run = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))[0]
     event = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[0].dagster_event
-    return run, build_run_status_sensor_context(
+    context = build_run_status_sensor_context(
         sensor_name="run_failure_alerts", dagster_event=event, dagster_instance=instance, dagster_run=run,
     ).for_run_failure()
+    return run, context, defs.resolve_sensor_def("run_failure_alerts")
 
 
 def test_a_failed_run_raises_an_alert_in_the_log_and_on_the_webhook(settings, webhook, monkeypatch, caplog):
     url, received = webhook
     monkeypatch.setenv(WEBHOOK_VARIABLE, url)
     with instance_for_test() as instance:
-        run, context = failed_run_context(settings, instance)
+        run, context, run_failure_alerts = failed_run_context(settings, instance)
         with caplog.at_level(logging.ERROR, logger="sact_pipeline.alerts"):
             run_failure_alerts(context)
     assert len(received) == 1
@@ -79,7 +80,7 @@ def test_a_failed_run_raises_an_alert_in_the_log_and_on_the_webhook(settings, we
 def test_an_unreachable_webhook_is_logged_not_raised(settings, monkeypatch, caplog):
     monkeypatch.setenv(WEBHOOK_VARIABLE, "http://127.0.0.1:9/unreachable")  # discard port: refused
     with instance_for_test() as instance:
-        run, context = failed_run_context(settings, instance)
+        run, context, run_failure_alerts = failed_run_context(settings, instance)
         with caplog.at_level(logging.ERROR, logger="sact_pipeline.alerts"):
             run_failure_alerts(context)
     assert run.run_id in caplog.text

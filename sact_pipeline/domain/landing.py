@@ -216,3 +216,19 @@ def _end_of_first_record(text: str) -> int:
     """Offset just past the header record (header names are never quoted across lines in practice)."""
     newline = text.find("\n")
     return len(text) if newline < 0 else newline + 1
+
+
+def stat_candidates(landing_dir: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time in ns) of every candidate file, by path relative to the landing zone.
+
+    Cheap enough for a sensor tick: no file is opened. A file whose size or time still changes between two
+    looks is still being written.
+    """
+    landing_dir = Path(landing_dir)
+    if not landing_dir.is_dir():
+        return {}
+    stats = {}
+    for path in find_candidate_files(landing_dir):
+        info = path.stat()
+        stats[path.relative_to(landing_dir).as_posix()] = (info.st_size, info.st_mtime_ns)
+    return stats

@@ -1,0 +1,121 @@
+"""Automation: the landing-zone sensor that keeps every layer up to date, and the monthly schedule.
+
+The sensor reconciles what is in the landing zone with what the layers were built from, one step a tick:
+1. complete new or changed files (same size and time on two ticks; .part/.tmp never) -> a discovery run;
+2. trust-months whose registered file versions differ from their clean partition -> one run each;
+3. when no trust-month run is queued or running, the earliest month whose inputs changed -> its month run
+   (then, at the next tick, the month after it if the figures it reads changed).
+Run keys carry the input fingerprints, so a request is made once per state: a run that failed on bad data
+is not retried until its inputs change, and a late file for any month, however old, works the same way.
+The schedule requests a discovery run each month, a safety net for files that arrived unnoticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    MultiPartitionKey,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    schedule,
+    sensor,
+)
+
+from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
+from sact_pipeline.domain.landing import stat_candidates
+from sact_pipeline.resources import SactPipelineResource
+
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
+
+
+def _in_flight(instance, job_name: str) -> bool:
+    return bool(instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
+
+
+def build_automation(discovery_job: str, trust_month_job: str, month_job: str):
+    """The sensor and schedule for the jobs of build_definitions (names passed to avoid an import cycle)."""
+
+    @sensor(name="landing_zone_sensor", minimum_interval_seconds=int(os.environ.get("SACT_SENSOR_INTERVAL", 30)),
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
+    def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
+        pipeline = sact.pipeline()
+        cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
+        seen = stat_candidates(pipeline.settings.landing_dir)
+        stable = {path: list(stat) for path, stat in seen.items() if cursor["seen"].get(path) == list(stat)}
+        changed = sorted(path for path, stat in stable.items() if cursor["registered"].get(path) != stat)
+        cursor["seen"] = {path: list(stat) for path, stat in seen.items()}
+        instance = context.instance
+
+        if changed:
+            if _in_flight(instance, discovery_job):
+                return SkipReason("waiting for the discovery run in progress")
+            cursor["registered"].update({path: stable[path] for path in changed})
+            key = hashlib.sha256(json.dumps({p: stable[p] for p in changed}).encode()).hexdigest()[:16]
+            return SensorResult(run_requests=[RunRequest(run_key=f"discover-{key}", job_name=discovery_job,
+                                                         tags={"sact/trigger": "landing-zone-sensor"})],
+                                cursor=json.dumps(cursor))
+        if _in_flight(instance, discovery_job):
+            return SensorResult(skip_reason="waiting for the discovery run in progress", cursor=json.dumps(cursor))
+
+        fingerprints = pipeline.trust_month_fingerprints()
+        requests = [
+            RunRequest(run_key=f"trust-month-{month}|{trust}|{fingerprints[(month, trust)][:16]}",
+                       job_name=trust_month_job, tags={"sact/trigger": "landing-zone-sensor"},
+                       partition_key=MultiPartitionKey({"month": f"{month}-01", "trust": trust}))
+            for month, trust in pipeline.affected_trust_months()
+        ]
+        if requests:
+            return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        if _in_flight(instance, trust_month_job) or _in_flight(instance, month_job):
+            return SensorResult(skip_reason="waiting for runs in progress", cursor=json.dumps(cursor))
+        for month in pipeline.months_with_data():  # earliest first: a month's changes read the month before
+            if pipeline.month_is_affected(month):
+                return SensorResult(run_requests=[RunRequest(
+                    run_key=f"month-{month}|{pipeline.month_fingerprint(month)[:16]}", job_name=month_job,
+                    partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor"})],
+                    cursor=json.dumps(cursor))
+        return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
+
+    @schedule(name="monthly_refresh", job_name=discovery_job,
+              cron_schedule=os.environ.get("SACT_SCHEDULE_CRON", "0 6 1 * *"),
+              execution_timezone=os.environ.get("SACT_SCHEDULE_TIMEZONE", "Europe/London"),
+              default_status=DefaultScheduleStatus.RUNNING,
+              description="Monthly: register the landing zone; the landing-zone sensor refreshes what changed.")
+    def monthly_refresh(context: ScheduleEvaluationContext):
+        return RunRequest(run_key=f"monthly-{context.scheduled_execution_time:%Y-%m-%d}",
+                          tags={"sact/trigger": "monthly-schedule"})
+
+    return landing_zone_sensor, monthly_refresh
+
+
+def build_run_failure_alerts():
+    """A run-failure sensor per Definitions (a module-level one would be shared, with its instance, by all)."""
+
+    @run_failure_sensor(name="run_failure_alerts", default_status=DefaultSensorStatus.RUNNING,
+                        description=f"Alert on every failed run: to the log, and to ${WEBHOOK_VARIABLE} when set.")
+    def run_failure_alerts(context: RunFailureSensorContext) -> None:
+        run = context.dagster_run
+        failures = tuple(
+            f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0]}"
+            for event in context.get_step_failure_events()
+            if event.step_failure_data and event.step_failure_data.error
+        )
+        alert = RunFailureAlert(run.run_id, run.job_name, run.tags.get("dagster/partition", ""), failures)
+        context.log.error(alert.text())
+        raise_alert(alert, os.environ.get(WEBHOOK_VARIABLE))
+
+    return run_failure_alerts

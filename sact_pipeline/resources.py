@@ -1,0 +1,41 @@
+"""The Dagster resource that gives assets, sensors and schedules the pipeline for the configured settings."""
+
+import os
+
+from dagster import ConfigurableResource, EnvVar
+
+from sact_pipeline.layers import Pipeline
+from sact_pipeline.settings import Settings
+
+
+class SactPipelineResource(ConfigurableResource):
+    """Where the pipeline reads and writes. The pseudonymisation key is not here: it is read from the
+    environment at run time so it never appears in resource or run config."""
+
+    home: str
+    landing_dir: str
+    output_dir: str
+    warehouse_url: str
+    first_month: str
+    deadline_months: int
+    max_quarantine_share: float
+    ods_file: str = ""
+
+    def pipeline(self) -> Pipeline:
+        settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
+                                     output_dir=self.output_dir, warehouse_url=self.warehouse_url,
+                                     first_month=self.first_month, deadline_months=self.deadline_months,
+                                     max_quarantine_share=self.max_quarantine_share,
+                                     ods_file=self.ods_file or None)
+        return Pipeline.for_settings(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SactPipelineResource":
+        # A warehouse URL from the environment may carry a password: show the variable's name, not its value.
+        from_env = os.environ.get("SACT_WAREHOUSE_URL") == settings.warehouse_url
+        return cls(home=str(settings.home), landing_dir=str(settings.landing_dir),
+                   output_dir=str(settings.output_dir),
+                   warehouse_url=EnvVar("SACT_WAREHOUSE_URL") if from_env else settings.warehouse_url,
+                   first_month=settings.first_month, deadline_months=settings.deadline_months,
+                   max_quarantine_share=settings.max_quarantine_share,
+                   ods_file=str(settings.ods_file or ""))

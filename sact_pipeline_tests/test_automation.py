@@ -1,0 +1,120 @@
+"""The landing-zone sensor and the monthly schedule, evaluated on a real instance; the requested runs are
+executed as the daemon would, so the test follows a late resubmission from file to publication."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+from dagster import (
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
+
+from sact_pipeline.definitions import SactPipelineResource, build_definitions
+from sact_pipeline.layers import Pipeline
+from sact_pipeline_tests.builders import write_submission
+
+
+def patients(prefix: str, count: int) -> list[dict]:
+    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}"} for i in range(count)]
+
+
+class Daemon:
+    """Ticks the sensor and runs what it asks for, honouring run keys as Dagster does."""
+
+    def __init__(self, settings, instance):
+        self.defs = build_definitions(settings)
+        self.sensor = self.defs.resolve_sensor_def("landing_zone_sensor")
+        self.resource = SactPipelineResource.from_settings(settings)
+        self.instance = instance
+        self.cursor = None
+        self.used_keys: set[str] = set()
+
+    def tick(self) -> list[tuple[str, str | None]]:
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource})
+        result = self.sensor(context)
+        launched = []
+        if isinstance(result, SensorResult):
+            self.cursor = result.cursor or self.cursor
+            for request in result.run_requests or []:
+                if request.run_key in self.used_keys:
+                    continue
+                self.used_keys.add(request.run_key)
+                job = self.defs.resolve_job_def(request.job_name)
+                run = job.execute_in_process(instance=self.instance, raise_on_error=False,
+                                             partition_key=request.partition_key, tags=request.tags)
+                launched.append((request.job_name, str(request.partition_key) if request.partition_key else None))
+                assert run.success, request
+        else:
+            assert isinstance(result, SkipReason)
+        return launched
+
+    def settle(self, ticks: int = 12) -> list[tuple[str, str | None]]:
+        """Tick until two quiet ticks in a row; everything launched, in order."""
+        launched, quiet = [], 0
+        for _ in range(ticks):
+            step = self.tick()
+            launched += step
+            quiet = 0 if step else quiet + 1
+            if quiet == 2:
+                return launched
+        pytest.fail(f"the sensor did not settle: {launched}")
+
+
+def test_the_sensor_picks_up_submissions_and_a_late_resubmission_reruns_exactly_what_it_affects(settings):
+    landing = settings.landing_dir
+    for month, stamp in (("202401", "20240210"), ("202402", "20240310"), ("202403", "20240410")):
+        write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 20))
+        write_submission(landing / f"SACT_RBV_{month}_{stamp}093000.csv", patients("B", 30))
+    (landing / "SACT_RAJ_202403_20240410093000.csv.part").write_text("still uploading")
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        assert daemon.tick() == []  # first look: nothing is known to be complete yet
+        launched = daemon.settle()
+        assert launched[0] == ("discover_submissions", None)
+        trust_months = sorted(p for job, p in launched if job == "trust_month_refresh")
+        assert trust_months == sorted(f"2024-0{m}-01|{t}" for m in (1, 2, 3) for t in ("RBV", "RR8"))
+        assert [p for job, p in launched if job == "month_publication"] == ["2024-01-01", "2024-02-01",
+                                                                              "2024-03-01"]
+        pipeline = Pipeline(settings)
+        published = {m: pipeline.output_paths(m)[0].read_bytes() for m in ("2024-01", "2024-02", "2024-03")}
+
+        # A late correction for January: RR8 had 12 more patients.
+        write_submission(landing / "late" / "SACT_RR8_202401_20240520093000.csv", patients("A", 32))
+        launched = daemon.settle()
+        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RR8"),
+                            ("month_publication", "2024-01-01"), ("month_publication", "2024-02-01")]
+        january = pd.read_csv(pipeline.output_paths("2024-01")[0], dtype=str).set_index("org_code")
+        february = pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code")
+        assert january.loc["RR8", "patients"] == "30"
+        assert february.loc["RR8", "patients_change"] == "-10"  # 20 now against January's corrected 32
+        assert pipeline.output_paths("2024-03")[0].read_bytes() == published["2024-03"]
+        assert daemon.settle() == []  # nothing more to do
+
+
+def test_a_file_still_growing_waits(settings):
+    path = write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 5))
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        assert daemon.tick() == []
+        with path.open("a") as stream:  # the upload goes on between two ticks
+            stream.write(path.read_text().splitlines()[1] + "\n")
+        assert daemon.tick() == []
+        assert daemon.tick() == [("discover_submissions", None)]
+
+
+def test_the_monthly_schedule_requests_discovery_in_london_time(settings):
+    schedule = build_definitions(settings).resolve_schedule_def("monthly_refresh")
+    assert schedule.execution_timezone == "Europe/London"
+    with instance_for_test() as instance:
+        tick = build_schedule_context(instance=instance,
+                                      scheduled_execution_time=datetime(2024, 6, 1, 6, tzinfo=ZoneInfo("Europe/London")))
+        requests = schedule.evaluate_tick(tick).run_requests
+    assert len(requests) == 1 and requests[0].tags["sact/trigger"] == "monthly-schedule"
+    assert requests[0].run_key == "monthly-2024-06-01" and requests[0].job_name in (None, "discover_submissions")
