@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
 from dagster import (
     DagsterRunStatus,
@@ -37,6 +38,7 @@ from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
 from sact_pipeline.domain.landing import stat_candidates
 from sact_pipeline.resources import SactPipelineResource
 
+JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
@@ -45,11 +47,12 @@ def _in_flight(instance, job_name: str) -> bool:
     return bool(instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
 
 
-def build_automation(discovery_job: str, trust_month_job: str, month_job: str):
-    """The sensor and schedule for the jobs of build_definitions (names passed to avoid an import cycle)."""
+def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTarget):
+    """The sensor and schedule for the jobs of build_definitions (the daemon needs them as targets)."""
+    discovery_job, trust_month_job, month_job = discovery.name, trust_month.name, month.name
 
     @sensor(name="landing_zone_sensor", minimum_interval_seconds=int(os.environ.get("SACT_SENSOR_INTERVAL", 30)),
-            default_status=DefaultSensorStatus.RUNNING,
+            default_status=DefaultSensorStatus.RUNNING, jobs=[discovery, trust_month, month],
             description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
     def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
         pipeline = sact.pipeline()
@@ -90,7 +93,7 @@ def build_automation(discovery_job: str, trust_month_job: str, month_job: str):
                     cursor=json.dumps(cursor))
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 
-    @schedule(name="monthly_refresh", job_name=discovery_job,
+    @schedule(name="monthly_refresh", job=discovery,
               cron_schedule=os.environ.get("SACT_SCHEDULE_CRON", "0 6 1 * *"),
               execution_timezone=os.environ.get("SACT_SCHEDULE_TIMEZONE", "Europe/London"),
               default_status=DefaultScheduleStatus.RUNNING,

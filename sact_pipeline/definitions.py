@@ -150,15 +150,14 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     def published_submissions(context: AssetExecutionContext, sact: SactPipelineResource):
         yield from _run_layer(context, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
 
-    landing_zone_sensor, monthly_refresh = build_automation(DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB)
+    discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files])
+    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=[raw_submissions, clean_activity])
+    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions])
+    landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job)
     run_failure_alerts = build_run_failure_alerts()
     return Definitions(
         assets=[submission_files, raw_submissions, clean_activity, trust_month_summary, published_submissions],
-        jobs=[
-            define_asset_job(DISCOVERY_JOB, selection=[submission_files]),
-            define_asset_job(TRUST_MONTH_JOB, selection=[raw_submissions, clean_activity]),
-            define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions]),
-        ],
+        jobs=[discovery_job, trust_month_job, month_job],
         sensors=[run_failure_alerts, landing_zone_sensor],
         schedules=[monthly_refresh],
         resources={"sact": SactPipelineResource.from_settings(settings)},

@@ -9,9 +9,8 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 from dagster import (
-    SensorResult,
-    SkipReason,
     build_schedule_context,
+    partition_loading_context,
     build_sensor_context,
     instance_for_test,
 )
@@ -37,22 +36,21 @@ class Daemon:
         self.used_keys: set[str] = set()
 
     def tick(self) -> list[tuple[str, str | None]]:
-        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource})
-        result = self.sensor(context)
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource},
+                                       definitions=self.defs)
+        with partition_loading_context(dynamic_partitions_store=self.instance):  # as the daemon provides
+            result = self.sensor.evaluate_tick(context)  # as the daemon does: targets and requests checked
+        self.cursor = result.cursor or self.cursor
         launched = []
-        if isinstance(result, SensorResult):
-            self.cursor = result.cursor or self.cursor
-            for request in result.run_requests or []:
-                if request.run_key in self.used_keys:
-                    continue
-                self.used_keys.add(request.run_key)
-                job = self.defs.resolve_job_def(request.job_name)
-                run = job.execute_in_process(instance=self.instance, raise_on_error=False,
-                                             partition_key=request.partition_key, tags=request.tags)
-                launched.append((request.job_name, str(request.partition_key) if request.partition_key else None))
-                assert run.success, request
-        else:
-            assert isinstance(result, SkipReason)
+        for request in result.run_requests or []:
+            if request.run_key in self.used_keys:
+                continue
+            self.used_keys.add(request.run_key)
+            job = self.defs.resolve_job_def(request.job_name)
+            run = job.execute_in_process(instance=self.instance, raise_on_error=False,
+                                         partition_key=request.partition_key, tags=request.tags)
+            launched.append((request.job_name, str(request.partition_key) if request.partition_key else None))
+            assert run.success, request
         return launched
 
     def settle(self, ticks: int = 12) -> list[tuple[str, str | None]]:
