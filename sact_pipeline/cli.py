@@ -176,8 +176,8 @@ def print_summary(settings: Settings, log=print) -> None:
     log("(England figures after disclosure control; notes files sit beside each table)")
 
 
-def _refresh_command(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _run_and_report(settings: Settings, backfill: Backfill | None = None) -> int:
+    """Refresh (or backfill), print the summary, failures and rejected files; the exit code."""
     from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
     from sact_pipeline.keys import is_demo_key
 
@@ -185,7 +185,7 @@ def _refresh_command(args: argparse.Namespace) -> int:
         print(f"note: using the local DEMO pseudonymisation key in {settings.home} (SACT_DEMO_MODE=1); "
               "set SACT_PSEUDONYMISATION_KEY or SACT_PSEUDONYMISATION_KEY_FILE for real data")
     try:
-        report = refresh(settings)
+        report = refresh(settings, backfill=backfill)
     except PseudonymisationKeyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -198,29 +198,20 @@ def _refresh_command(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _refresh_command(args: argparse.Namespace) -> int:
+    return _run_and_report(_settings(args))
+
+
 def _backfill_command(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
     from sact_pipeline.settings import parse_month
 
-    try:
-        first, last = parse_month(args.from_month, "--from"), parse_month(args.to_month, "--to")
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    settings = _settings(args)
+    first, last = parse_month(args.from_month, "--from"), parse_month(args.to_month, "--to")
     if first > last:
         print(f"error: --from {first} is after --to {last}", file=sys.stderr)
         return 2
     trusts = tuple(code.strip().upper() for code in args.trust or ())
-    try:
-        report = refresh(settings, backfill=Backfill(first, last, trusts))
-    except PseudonymisationKeyError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_summary(settings)
-    for failure in report.failures:
-        print(f"FAILED {failure}", file=sys.stderr)
-    return 0 if not report.failures else 1
+    return _run_and_report(settings, Backfill(first, last, trusts))
 
 
 def _generate_command(args: argparse.Namespace) -> int:
