@@ -116,9 +116,9 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
         if backfill is None:
             trust_months = pipeline.affected_trust_months()
         else:
-            trust_months = sorted(pipeline.trust_month_fingerprints())
-            trust_months = [(m, t) for m, t in trust_months if backfill.covers(m, t)]
-            unknown = set(backfill.trusts) - {t for _, t in pipeline.trust_month_fingerprints()}
+            registered = sorted(pipeline.trust_month_fingerprints())
+            trust_months = [(m, t) for m, t in registered if backfill.covers(m, t)]
+            unknown = set(backfill.trusts) - {t for _, t in registered}
             if unknown:
                 failures.append(f"backfill: no accepted submission from {', '.join(sorted(unknown))}")
         job = defs.resolve_job_def(TRUST_MONTH_JOB)

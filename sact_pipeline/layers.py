@@ -185,8 +185,9 @@ class Pipeline:
                                      keep="first").reset_index(drop=True)
 
     # --- what needs doing ---------------------------------------------------------------------------------
-    def trust_month_fingerprints(self) -> dict[tuple[str, str], str]:
-        files = self.accepted_files()
+    def trust_month_fingerprints(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+        """The registered file versions of each trust-month, as one hash (pass `files` if already read)."""
+        files = self.accepted_files() if files is None else files
         return {
             (month, trust): _fingerprint(f"{name}|{sha}|{at}" for name, sha, at in
                                          zip(group["file_name"], group["sha256"], group["submitted_at"]))
@@ -364,7 +365,8 @@ class Pipeline:
             "clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
             pd.DataFrame(reconciliation)))
         outcome.gate()
-        fingerprint = self.trust_month_fingerprints().get((month, trust), "")
+        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
         self.warehouse.replace_partition(
             partition_columns,
             {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from datetime import date
+from importlib import resources
 
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.warehouse import rejected_files, submission_files
 from sact_pipeline_tests.builders import write_submission
 
-ODS = __import__("importlib.resources").resources.files("sact_pipeline.data").joinpath("ods_etr.csv")
+ODS = resources.files("sact_pipeline.data").joinpath("ods_etr.csv")
 
 
 def test_every_file_is_registered_or_rejected_and_one_bad_file_stops_nothing(settings):
