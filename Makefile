@@ -26,8 +26,14 @@ run: $(VENV)/.installed
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline generate --if-empty
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/sact-pipeline refresh
 
+CHROMIUM ?= /usr/bin/chromium
+
+# The UI tests drive Debian's chromium headless (no browser download from the test tooling).
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+
 ## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL)
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test | $(CHROMIUM)
 	$(BIN)/python -m pytest sact_pipeline_tests
 
 ## ui: the Dagster UI on the same instance and warehouse as `make run`

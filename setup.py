@@ -17,7 +17,9 @@ setup(
         "sqlalchemy>=2.1,<2.2",
     ],
     extras_require={
-        "test": ["pytest>=8", "nhs-number>=2.2"],
+        # playwright drives the Debian chromium (`make test` installs it) for the UI tests; dagster-k8s is
+        # there so the Kubernetes deployment config in deploy/ is validated by loading it.
+        "test": ["pytest>=8", "nhs-number>=2.2", "playwright>=1.50", "dagster-k8s==0.29.*"],
     },
     entry_points={"console_scripts": ["sact-pipeline=sact_pipeline.cli:main"]},
 )
