@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export SACT_HOME ?= $(CURDIR)/.sact
 export DAGSTER_HOME ?= $(SACT_HOME)/dagster
 
-.PHONY: run test ui bench clean-data
+.PHONY: run test ui up down bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test: $(VENV)/.installed-test | $(CHROMIUM)
 ui: $(VENV)/.installed
 	$(BIN)/python -c 'import os, pathlib; from sact_pipeline.cli import prepare_dagster_home; prepare_dagster_home(pathlib.Path(os.environ["DAGSTER_HOME"]))'
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/dagster dev -w workspace.yaml
+
+## up: dagster-webserver + dagster-daemon on the local PostgreSQL with the repository's dagster.yaml
+## (instance and logs in $(SACT_HOME)/deploy; UI on http://127.0.0.1:$${SACT_UI_PORT:-3000}); see README
+up: $(VENV)/.installed
+	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/python -m sact_pipeline.deploy up
+
+## down: stop what `make up` started
+down: $(VENV)/.installed
+	$(BIN)/python -m sact_pipeline.deploy down
 
 ## clean-data: remove the local sample data, warehouse and Dagster instance under .sact
 clean-data:
