@@ -2,9 +2,12 @@
 
 The sensor reconciles what is in the landing zone with what the layers were built from, one step a tick:
 1. complete new or changed files (same size and time on two ticks; .part/.tmp never) -> a discovery run;
-2. trust-months whose registered file versions differ from their clean partition -> one run each;
+2. trust-months whose registered file versions differ from their clean partition -> runs for them,
+   grouped into one run per month (a partition range over the month's trusts);
 3. when no trust-month run is queued or running, the earliest month whose inputs changed -> its month run
    (then, at the next tick, the month after it if the figures it reads changed).
+A trust-month whose current files failed a gate is held: not retried, and its month is not re-published
+(the previous publication stands) until a new version of the file arrives; the tick says which.
 Run keys carry the input fingerprints, so a request is made once per state: a run that failed on bad data
 is not retried until its inputs change, and a late file for any month, however old, works the same way.
 The schedule requests a discovery run each month, a safety net for files that arrived unnoticed.
@@ -21,7 +24,6 @@ from dagster import (
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
-    MultiPartitionKey,
     RunFailureSensorContext,
     RunRequest,
     RunsFilter,
@@ -37,6 +39,7 @@ from dagster import (
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
 from sact_pipeline.domain.landing import stat_candidates
 from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
 
 JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
@@ -74,23 +77,37 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         if _in_flight(instance, discovery_job):
             return SensorResult(skip_reason="waiting for the discovery run in progress", cursor=json.dumps(cursor))
 
-        fingerprints = pipeline.trust_month_fingerprints()
-        requests = [
-            RunRequest(run_key=f"trust-month-{month}|{trust}|{fingerprints[(month, trust)][:16]}",
-                       job_name=trust_month_job, tags={"sact/trigger": "landing-zone-sensor"},
-                       partition_key=MultiPartitionKey({"month": f"{month}-01", "trust": trust}))
-            for month, trust in pipeline.affected_trust_months()
+        files = pipeline.accepted_files()
+        fingerprints = pipeline.trust_month_fingerprints(files)
+        held = pipeline.held_trust_months(files)
+        by_month: dict[str, list[str]] = {}
+        for month, trust in pipeline.affected_trust_months():
+            if (month, trust) not in held:  # failed on these very files: retrying cannot help
+                by_month.setdefault(month, []).append(trust)
+        requests = [  # one run per month builds all of its affected trust-months
+            RunRequest(run_key=f"trust-months-{month}|" + hashlib.sha256("".join(
+                           f"{t}{fingerprints[(month, t)]}" for t in sorted(trusts)).encode()).hexdigest()[:16],
+                       job_name=trust_month_job,
+                       tags={"sact/trigger": "landing-zone-sensor",
+                             **trust_month_run_tags(instance, month, trusts, affected_only=True)})
+            for month, trusts in sorted(by_month.items())
         ]
         if requests:
             return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
         if _in_flight(instance, trust_month_job) or _in_flight(instance, month_job):
             return SensorResult(skip_reason="waiting for runs in progress", cursor=json.dumps(cursor))
+        held_months = {month for month, _ in held}
         for month in pipeline.months_with_data():  # earliest first: a month's changes read the month before
-            if pipeline.month_is_affected(month):
+            if month not in held_months and pipeline.month_is_affected(month):
                 return SensorResult(run_requests=[RunRequest(
                     run_key=f"month-{month}|{pipeline.month_fingerprint(month)[:16]}", job_name=month_job,
-                    partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor"})],
+                    partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})],
                     cursor=json.dumps(cursor))
+        if held:
+            return SensorResult(skip_reason="up to date, except trust-months that failed their gates (their "
+                                            "months keep the previous publication until a corrected file "
+                                            "arrives): " + ", ".join(f"{m} {t}" for m, t in sorted(held)),
+                                cursor=json.dumps(cursor))
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 
     @schedule(name="monthly_refresh", job=discovery,

@@ -87,9 +87,16 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
     With a backfill, every trust-month with files in its range (and trusts) is re-run, then its months
     and the month after the range, whose changes read the last month of it.
     """
-    from dagster import DagsterInstance, MultiPartitionKey
+    from dagster import DagsterInstance
 
-    from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+    from sact_pipeline.definitions import (
+        DISCOVERY_JOB,
+        MONTH_JOB,
+        MONTH_TAG,
+        TRUST_MONTH_JOB,
+        build_definitions,
+        trust_month_run_tags,
+    )
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
@@ -121,29 +128,38 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
             unknown = set(backfill.trusts) - {t for _, t in registered}
             if unknown:
                 failures.append(f"backfill: no accepted submission from {', '.join(sorted(unknown))}")
+        by_month: dict[str, list[str]] = {}
+        for month, trust in trust_months:
+            by_month.setdefault(month, []).append(trust)
         job = defs.resolve_job_def(TRUST_MONTH_JOB)
-        for number, (month, trust) in enumerate(trust_months, 1):
+        for number, (month, trusts) in enumerate(by_month.items(), 1):  # one run per month, not per trust
             step_started = time.monotonic()
-            result = job.execute_in_process(
-                instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
-                partition_key=MultiPartitionKey({"month": f"{month}-01", "trust": trust}),
-            )
+            run_tags = {**tags, **trust_month_run_tags(instance, month, trusts, affected_only=backfill is None)}
+            result = job.execute_in_process(instance=instance, raise_on_error=False, tags=run_tags,
+                                            run_config=quiet)
             status = "ok" if result.success else "FAILED"
-            log(f"[{number}/{len(trust_months)}] {month} {trust}: {status} ({time.monotonic() - step_started:.1f}s)")
+            label = ", ".join(trusts) if len(trusts) <= 8 else f"{len(trusts)} trusts"
+            log(f"[{number}/{len(by_month)}] {month} {label}: {status} ({time.monotonic() - step_started:.1f}s)")
             if not result.success:
-                failures.append(f"{month} {trust}: {_run_failure(result)}")
+                failures.append(f"{month}: {_run_failure(result)}")
 
         months = []
         job = defs.resolve_job_def(MONTH_JOB)
         all_months = pipeline.months_with_data()
+        held = pipeline.held_trust_months()
         for number, month in enumerate(all_months):  # in order: a month's changes read the month before
             forced = backfill is not None and (backfill.covers(month) or (
                 number > 0 and all_months[number - 1] == backfill.last_month))
             if not forced and not pipeline.month_is_affected(month):
                 continue
+            held_here = sorted(f"{trust} ({reason})" for (m, trust), reason in held.items() if m == month)
+            if held_here:
+                log(f"month {month}: HELD BACK, previous publication stands: {'; '.join(held_here)}")
+                failures.append(f"{month}: not re-published while these fail their gates: {'; '.join(held_here)}")
+                continue
             months.append(month)
-            result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=quiet,
-                                            partition_key=f"{month}-01")
+            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet,
+                                            tags={**tags, MONTH_TAG: month}, partition_key=f"{month}-01")
             log(f"month {month}: {'published' if result.success else 'FAILED'}")
             if not result.success:
                 failures.append(f"{month}: {_run_failure(result)}")

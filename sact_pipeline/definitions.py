@@ -3,6 +3,10 @@
 Partitions: raw and clean are month x trust (trusts registered dynamically from the landing zone);
 the summary and the publication are per month and read the clean tables with SQL, so a trust that
 never submits a month does not hold the month back.
+
+Raw and clean run many trust-months in one run (a partition range: single-run backfills from the UI,
+and one run per month from the sensor and the CLI), reporting a materialisation and check results per
+trust-month. One failing trust-month does not stop the others; the step fails at the end, naming it.
 """
 
 
@@ -10,11 +14,16 @@ import warnings
 from collections.abc import Iterator
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetSpec,
+    BackfillPolicy,
     BetaWarning,
     Definitions,
     DynamicPartitionsDefinition,
@@ -28,6 +37,7 @@ from dagster import (
     TimeWindowPartitionMapping,
     asset,
     define_asset_job,
+    multi_asset,
 )
 
 # Partitioned asset checks (preview) and the month mappings (beta) are what give per-partition results
@@ -36,11 +46,11 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
-from sact_pipeline.layers import LayerGateFailed, LayerOutcome
+from sact_pipeline.layers import LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.run_tags import MONTH_TAG, ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS, trust_month_run_tags  # noqa: F401
 from sact_pipeline.settings import Settings
 
-TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 SUITES = {
     "raw_submissions": ("raw_submissions", "raw_reconciliation"),
     "clean_activity": ("clean_activity", "clean_reconciliation"),
@@ -78,6 +88,65 @@ def _check_results(asset_name: str, outcome: LayerOutcome) -> list[AssetCheckRes
     ]
 
 
+def _outcome_metadata(outcome: LayerOutcome) -> dict:
+    metadata = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str))}
+    if "table" in outcome.metadata:
+        metadata["preview"] = MetadataValue.md(outcome.metadata["table"].to_markdown(index=False))
+    return {"rows": outcome.rows, "skipped": outcome.skipped, **metadata}
+
+
+def trust_months_of(partition_keys) -> list[tuple[str, str]]:
+    """(YYYY-MM, trust) for multi-partition keys "YYYY-MM-01|TRUST" (dimensions sort month, trust)."""
+    return [(month_of(key.split("|")[0]), key.split("|")[1]) for key in partition_keys]
+
+
+def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource) -> None:
+    """Build raw then clean (whichever are selected) for every trust-month of the run's partitions that has
+    a submission; with sact/scope=affected only those not yet built from their current files."""
+    pipeline = sact.pipeline()
+    files = pipeline.accepted_files()
+    submitted = set(pipeline.trust_month_fingerprints(files))
+    wanted = [tm for tm in trust_months_of(context.partition_keys) if tm in submitted]
+    if context.run.tags.get(ONLY_TRUSTS_TAG):
+        only = set(context.run.tags[ONLY_TRUSTS_TAG].split(","))
+        wanted = [tm for tm in wanted if tm[1] in only]
+    if context.run.tags.get(SCOPE_TAG) == "affected":
+        affected = set(pipeline.affected_trust_months())
+        wanted = [tm for tm in wanted if tm in affected]
+    layers = [(name, work) for name, work in (("raw_submissions", pipeline.load_raw), ("clean_activity", pipeline.clean))
+              if AssetKey(name) in context.selected_asset_keys]
+    failures = []
+    for month, trust in wanted:
+        partition = f"{month}-01|{trust}"
+        for asset_name, work in layers:
+            try:
+                outcome = work(month, trust)
+            except (LayerGateFailed, LayerHeld) as failure:
+                if isinstance(failure, LayerGateFailed):
+                    for result in _check_results(asset_name, failure.outcome):
+                        _log_check(context, asset_name, result, partition)
+                failures.append(f"{asset_name} {month} {trust}: {failure}")
+                context.log.error(failures[-1])
+                break  # its clean layer is not built on a raw layer that failed
+            context.log_event(AssetMaterialization(AssetKey(asset_name), partition=partition,
+                                                   metadata=_outcome_metadata(outcome)))
+            for result in _check_results(asset_name, outcome):
+                _log_check(context, asset_name, result, partition)
+    context.log.info(f"{len(wanted) - len(failures)} of {len(wanted)} trust-months built "
+                     f"({len(context.partition_keys)} partitions in the run)")
+    if failures:
+        # One line: alerts and the run list show the first line of a failure.
+        raise Failure(description=f"{len(failures)} of {len(wanted)} trust-months failed and kept their last "
+                                  "good rows: " + " | ".join(failures),
+                      metadata={"failed_trust_months": len(failures)}, allow_retries=False)
+
+
+def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetCheckResult, partition: str) -> None:
+    context.log_event(AssetCheckEvaluation(
+        asset_key=AssetKey(asset_name), check_name=result.check_name, passed=result.passed,
+        metadata=result.metadata, severity=result.severity, partition=partition))
+
+
 def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterator:
     """Run a layer step; a failed suite is reported as failed checks and fails the step, unpublished."""
     try:
@@ -87,11 +156,9 @@ def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterato
             yield result
         raise Failure(description=str(failure), metadata={"layer": failure.layer, "partition": failure.partition},
                       allow_retries=False) from None
-    metadata = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str))}
-    if "table" in outcome.metadata:
-        metadata["preview"] = MetadataValue.md(outcome.metadata["table"].to_markdown(index=False))
-    yield MaterializeResult(metadata={"rows": outcome.rows, "skipped": outcome.skipped, **metadata},
-                            check_results=_check_results(asset_name, outcome))
+    except LayerHeld as held:
+        raise Failure(description=str(held), allow_retries=False) from None
+    yield MaterializeResult(metadata=_outcome_metadata(outcome), check_results=_check_results(asset_name, outcome))
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -117,24 +184,30 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             "trusts": len(discovery.trusts), "new_trusts": MetadataValue.text(", ".join(new_trusts) or "none"),
         })
 
-    @asset(partitions_def=trust_months, deps=[submission_files], group_name="raw",
-           check_specs=_check_specs("raw_submissions", trust_months),
-           description="Every version of a trust's monthly file: the 44 v3 items as text, file name, "
-                       "SHA-256, submitted-at and row number.")
-    def raw_submissions(context: AssetExecutionContext, sact: SactPipelineResource):
-        keys = context.partition_key.keys_by_dimension
-        yield from _run_layer(context, "raw_submissions", lambda: sact.pipeline().load_raw(month_of(keys["month"]), keys["trust"]))
-
-    @asset(partitions_def=trust_months, deps=[raw_submissions], group_name="clean",
-           check_specs=_check_specs("clean_activity", trust_months),
-           description="Typed, validated, pseudonymised activity from the latest file version; quarantine "
-                       "with reasons; data-quality findings per item; counts per file version.")
-    def clean_activity(context: AssetExecutionContext, sact: SactPipelineResource):
-        keys = context.partition_key.keys_by_dimension
-        yield from _run_layer(context, "clean_activity", lambda: sact.pipeline().clean(month_of(keys["month"]), keys["trust"]))
+    # One step builds raw then clean per trust-month: a multi_asset with can_subset, so that the outputs and
+    # check results are optional and reported per trust-month of a range run (and not at all for a trust
+    # that did not submit), and so that one trust-month's failure does not hold back the clean layer of
+    # the others. Either asset can still be materialised alone.
+    @multi_asset(
+        name="trust_month_layers",
+        specs=[
+            AssetSpec("raw_submissions", partitions_def=trust_months, deps=[submission_files], group_name="raw",
+                      skippable=True, description="Every version of a trust's monthly file: the 44 v3 items as "
+                                                  "text, file name, SHA-256, submitted-at and row number."),
+            AssetSpec("clean_activity", partitions_def=trust_months, deps=["raw_submissions"], group_name="clean",
+                      skippable=True, description="Typed, validated, pseudonymised activity from the latest file "
+                                                  "version; quarantine with reasons; data-quality findings per "
+                                                  "item; counts per file version."),
+        ],
+        check_specs=_check_specs("raw_submissions", trust_months) + _check_specs("clean_activity", trust_months),
+        can_subset=True, backfill_policy=BackfillPolicy.single_run(),
+    )
+    def trust_month_layers(context: AssetExecutionContext, sact: SactPipelineResource):
+        _run_trust_months(context, sact)
+        yield from ()  # a generator: results are logged per trust-month, none is returned
 
     @asset(partitions_def=months, group_name="summary",
-           deps=[AssetDep(clean_activity, partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
+           deps=[AssetDep("clean_activity", partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
            check_specs=_check_specs("trust_month_summary", months),
            description="Per trust that has submitted up to the month: counts, timeliness, resubmission "
                        "changes, quarantined, duplicate and data-quality counts.")
@@ -151,12 +224,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         yield from _run_layer(context, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
 
     discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files])
-    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=[raw_submissions, clean_activity])
+    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=["raw_submissions", "clean_activity"])
     month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions])
     landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job)
     run_failure_alerts = build_run_failure_alerts()
     return Definitions(
-        assets=[submission_files, raw_submissions, clean_activity, trust_month_summary, published_submissions],
+        assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions],
         jobs=[discovery_job, trust_month_job, month_job],
         sensors=[run_failure_alerts, landing_zone_sensor],
         schedules=[monthly_refresh],

@@ -30,6 +30,7 @@ from sact_pipeline.domain.summary import summarise_month
 from sact_pipeline.keys import load_pseudonymiser
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import (
+    gate_failures,
     LayerState,
     Warehouse,
     clean_activity,
@@ -50,10 +51,16 @@ class LayerGateFailed(Exception):
     """A layer's rows failed its suite, so they were not published to the live table."""
 
     def __init__(self, layer: str, partition: str, outcome: "LayerOutcome"):
-        failed = "; ".join(s.message() for s in outcome.suites if not s.success)
+        failed = "; ".join(f"suite {s.suite}: {s.message()}".replace("\n", "; ") for s in outcome.suites
+                           if not s.success)
         super().__init__(f"{layer} layer for {partition} failed its Great Expectations suite and was not "
                          f"published: {failed}")
         self.layer, self.partition, self.outcome = layer, partition, outcome
+
+
+class LayerHeld(Exception):
+    """A trust-month (or a month, through one of its trust-months) whose current file versions failed a
+    gate: the last good rows and publication stand until a new version of the file arrives."""
 
 
 @dataclass
@@ -201,6 +208,24 @@ class Pipeline:
         done = self.warehouse.layer_states(CLEAN)
         return sorted(k for k, f in current.items() if done.get(k) != _fingerprint([f, key_id]))
 
+    def held_trust_months(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
+        """Trust-months whose current file versions failed a gate, with the failure: retrying them cannot
+        help, so the sensor leaves them (and their month's publication) alone until a new version arrives."""
+        current = self.trust_month_fingerprints(files)
+        failures = self.warehouse.gate_failures()
+        return {(m, t): f"{layer} layer: {message}" for m, t, layer, fingerprint, message in
+                failures[["reporting_month", "trust_code", "layer", "inputs_fingerprint", "message"]]
+                .itertuples(index=False) if current.get((m, t)) == fingerprint}
+
+    def _gate(self, outcome: LayerOutcome, month: str, trust: str, files: pd.DataFrame) -> None:
+        """outcome.gate(), recording a failure against the trust-month's current file versions."""
+        if outcome.success:
+            return
+        inputs = self.trust_month_fingerprints(files).get((month, trust), "")
+        message = "; ".join(f"{s.suite}: {s.message()}".replace("\n", "; ") for s in outcome.suites if not s.success)
+        self.warehouse.record_gate_failure(outcome.layer, month, trust, inputs, message)
+        outcome.gate()
+
     def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None) -> str:
         """What a month's summary and publication depend on: the clean partitions of it and the month
         before, the trusts listed (anything submitted up to the month) and the timeliness setting."""
@@ -281,7 +306,7 @@ class Pipeline:
                                                      new_rows))
         outcome.suites.append(quality.validate_frame("raw_reconciliation", quality.raw_reconciliation_expectations(),
                                                      pd.DataFrame(reconciliation)))
-        outcome.gate()
+        self._gate(outcome, month, trust, versions)
         self.warehouse.replace(
             [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_name": name,
                                 "file_sha256": sha}, rows)
@@ -307,8 +332,11 @@ class Pipeline:
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
         files = self.accepted_files()
-        versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust),
-                             ["org_code", "file_name", "sha256", "submitted_at"]]
+        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        held = self.held_trust_months(this_partition).get((month, trust), "")
+        if held.startswith(RAW):
+            raise LayerHeld(f"{trust} {month}: not cleaned, because its {held}")
+        versions = this_partition[["org_code", "file_name", "sha256", "submitted_at"]]
         versions = versions.rename(columns={"sha256": "file_sha256"})
         in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
         versions = versions.loc[[key in in_raw for key in zip(versions["file_name"], versions["file_sha256"])]]
@@ -333,6 +361,8 @@ class Pipeline:
                 "data_quality_findings": cleaned.data_quality_findings,
                 "pseudonymisation_key_id": pseudonymiser.key_id,
             })
+            if key not in in_use:  # earlier versions are counted for the record but not published
+                continue
             reconciliation.append({
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
@@ -364,8 +394,7 @@ class Pipeline:
         outcome.suites.append(quality.validate_frame(
             "clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
             pd.DataFrame(reconciliation)))
-        outcome.gate()
-        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        self._gate(outcome, month, trust, this_partition)
         fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
         self.warehouse.replace_partition(
             partition_columns,
@@ -378,6 +407,11 @@ class Pipeline:
     # --- summary ------------------------------------------------------------------------------------------
     def summarise(self, month: str) -> LayerOutcome:
         files = self.accepted_files()
+        held = {trust: reason for (m, trust), reason in self.held_trust_months(files).items() if m == month}
+        if held:
+            raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
+                            f"previous publication stands; a corrected file releases it): " +
+                            "; ".join(f"{trust}: {reason}" for trust, reason in sorted(held.items())))
         clean_month = self._clean_rows_for_counting(month)
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         summary = summarise_month(month, files, clean_month, versions, self.organisations,

@@ -160,6 +160,20 @@ layer_state = sa.Table(
 )
 
 
+gate_failures = sa.Table(
+    "gate_failures", metadata,
+    # The last Great Expectations gate a trust-month failed, per layer, and on which inputs: while its file
+    # versions are unchanged the trust-month is held (not retried by the sensor) and its month is not
+    # re-published. Cleared when the layer next succeeds for the trust-month.
+    sa.Column("reporting_month", sa.String(7), primary_key=True),
+    sa.Column("trust_code", sa.String(5), primary_key=True),
+    sa.Column("layer", sa.String(32), primary_key=True),
+    sa.Column("inputs_fingerprint", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),  # suite and expectation names with counts: no row values
+    sa.Column("failed_at", sa.DateTime, nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class LayerState:
     layer: str
@@ -214,6 +228,19 @@ class Warehouse:
         )
         with self.engine.connect() as connection:
             return {(m, t): f for m, t, f in connection.execute(query)}
+
+    def gate_failures(self) -> pd.DataFrame:
+        with self.engine.connect() as connection:
+            return pd.read_sql(sa.select(gate_failures), connection)
+
+    def record_gate_failure(self, layer: str, month: str, trust: str, inputs_fingerprint: str, message: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(gate_failures).where(
+                gate_failures.c.reporting_month == month, gate_failures.c.trust_code == trust,
+                gate_failures.c.layer == layer))
+            connection.execute(sa.insert(gate_failures).values(
+                reporting_month=month, trust_code=trust, layer=layer, inputs_fingerprint=inputs_fingerprint,
+                message=message, failed_at=datetime.now()))
 
     # --- the file register --------------------------------------------------------------------------------
     def register_files(self, files: pd.DataFrame, rejections: pd.DataFrame,
@@ -273,6 +300,9 @@ class Warehouse:
                     layer=state.layer, reporting_month=state.reporting_month, trust_code=state.trust_code,
                     fingerprint=state.fingerprint, row_count=state.row_count, updated_at=datetime.now(),
                 ))
+                connection.execute(sa.delete(gate_failures).where(
+                    gate_failures.c.reporting_month == state.reporting_month,
+                    gate_failures.c.trust_code == state.trust_code, gate_failures.c.layer == state.layer))
 
     def _append(self, connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         if frame is None or frame.empty:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 from dagster import (
+    AssetKey,
     build_schedule_context,
     partition_loading_context,
     build_sensor_context,
@@ -17,6 +18,7 @@ from dagster import (
 
 from sact_pipeline.definitions import SactPipelineResource, build_definitions
 from sact_pipeline.layers import Pipeline
+from sact_pipeline.run_tags import ASSET_PARTITION_RANGE_START_TAG, ONLY_TRUSTS_TAG
 from sact_pipeline_tests.builders import write_submission
 
 
@@ -34,6 +36,8 @@ class Daemon:
         self.instance = instance
         self.cursor = None
         self.used_keys: set[str] = set()
+        self.failed: list[tuple[str, str | None]] = []
+        self.skip_reason: str | None = None
 
     def tick(self) -> list[tuple[str, str | None]]:
         context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource},
@@ -41,6 +45,7 @@ class Daemon:
         with partition_loading_context(dynamic_partitions_store=self.instance):  # as the daemon provides
             result = self.sensor.evaluate_tick(context)  # as the daemon does: targets and requests checked
         self.cursor = result.cursor or self.cursor
+        self.skip_reason = result.skip_message
         launched = []
         for request in result.run_requests or []:
             if request.run_key in self.used_keys:
@@ -49,9 +54,20 @@ class Daemon:
             job = self.defs.resolve_job_def(request.job_name)
             run = job.execute_in_process(instance=self.instance, raise_on_error=False,
                                          partition_key=request.partition_key, tags=request.tags)
-            launched.append((request.job_name, str(request.partition_key) if request.partition_key else None))
-            assert run.success, request
+            launched.append((request.job_name, self.label(request)))
+            if not run.success:
+                self.failed.append(launched[-1])
         return launched
+
+    @staticmethod
+    def label(request) -> str | None:
+        """The partition, or for a run over a month's trusts "YYYY-MM-01|T1,T2" (the trusts it builds)."""
+        if request.partition_key:
+            return str(request.partition_key)
+        if ONLY_TRUSTS_TAG in request.tags:
+            month = request.tags[ASSET_PARTITION_RANGE_START_TAG].split("|")[0]
+            return f"{month}|{','.join(sorted(request.tags[ONLY_TRUSTS_TAG].split(',')))}"
+        return None
 
     def settle(self, ticks: int = 12) -> list[tuple[str, str | None]]:
         """Tick until two quiet ticks in a row; everything launched, in order."""
@@ -77,7 +93,10 @@ def test_the_sensor_picks_up_submissions_and_a_late_resubmission_reruns_exactly_
         launched = daemon.settle()
         assert launched[0] == ("discover_submissions", None)
         trust_months = sorted(p for job, p in launched if job == "trust_month_refresh")
-        assert trust_months == sorted(f"2024-0{m}-01|{t}" for m in (1, 2, 3) for t in ("RBV", "RR8"))
+        assert trust_months == [f"2024-0{m}-01|RBV,RR8" for m in (1, 2, 3)]  # one run per month
+        assert instance.get_materialized_partitions(AssetKey("clean_activity")) == {
+            f"2024-0{m}-01|{t}" for m in (1, 2, 3) for t in ("RBV", "RR8")}
+        assert daemon.failed == []
         assert [p for job, p in launched if job == "month_publication"] == ["2024-01-01", "2024-02-01",
                                                                               "2024-03-01"]
         pipeline = Pipeline(settings)
@@ -94,6 +113,37 @@ def test_the_sensor_picks_up_submissions_and_a_late_resubmission_reruns_exactly_
         assert february.loc["RR8", "patients_change"] == "-10"  # 20 now against January's corrected 32
         assert pipeline.output_paths("2024-03")[0].read_bytes() == published["2024-03"]
         assert daemon.settle() == []  # nothing more to do
+        assert daemon.failed == []
+        assert daemon.skip_reason == "every layer is up to date"
+
+
+def test_a_failing_trust_file_is_held_and_its_month_keeps_its_publication(settings):
+    landing = settings.landing_dir
+    for month, stamp in (("202401", "20240210"), ("202402", "20240310")):
+        write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 20))
+        write_submission(landing / f"SACT_RBV_{month}_{stamp}093000.csv", patients("B", 30))
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        daemon.settle()
+        pipeline = Pipeline(settings)
+        published = {m: pipeline.output_paths(m)[0].read_bytes() for m in ("2024-01", "2024-02")}
+
+        # A February resubmission whose rows almost all lack a regimen: quarantine share over the limit.
+        bad = [{**row, "regimen": ""} for row in patients("A", 18)] + patients("C", 2)
+        write_submission(landing / "SACT_RR8_202402_20240315093000.csv", bad)
+        launched = daemon.settle()
+        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8")]
+        assert daemon.failed == [("trust_month_refresh", "2024-02-01|RR8")]
+        assert "2024-02 RR8" in daemon.skip_reason  # held: not retried, February not re-published
+        assert {m: pipeline.output_paths(m)[0].read_bytes() for m in published} == published
+
+        write_submission(landing / "SACT_RR8_202402_20240316093000.csv", patients("A", 25))  # corrected
+        launched = daemon.settle()
+        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8"),
+                            ("month_publication", "2024-02-01")]
+        february = pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code")
+        assert february.loc["RR8", "patients"] == "25"
+        assert pipeline.output_paths("2024-01")[0].read_bytes() == published["2024-01"]
 
 
 def test_a_file_still_growing_waits(settings):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance, RunsFilter
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 
 from sact_pipeline.cli import main
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
@@ -106,7 +106,13 @@ def test_refresh_publishes_every_month_and_a_second_refresh_changes_nothing(tmp_
     instance_home = home / "dagster"
     with DagsterInstance.from_config(str(instance_home)) as instance:
         runs_before = len(instance.get_runs())
-        assert len(instance.get_runs(RunsFilter(job_name="trust_month_refresh"))) == 7 * 3 - 1
+        # One run per month builds all of its trust-months, each with its own materialisation and checks.
+        assert len(instance.get_runs(RunsFilter(job_name="trust_month_refresh"))) == 3
+        assert len(instance.get_materialized_partitions(AssetKey("clean_activity"))) == 7 * 3 - 1
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey("clean_activity"), "gx_clean_activity"), limit=100)
+        assert sorted(c.partition for c in checks if c.status.value == "SUCCEEDED") == sorted(
+            instance.get_materialized_partitions(AssetKey("clean_activity")))
         assert len(instance.get_runs(RunsFilter(job_name="month_publication"))) == 3
     before = {p: p.read_bytes() for p in (home / "published").rglob("*")if p.is_file()}
 
@@ -243,6 +249,6 @@ def test_postgresql_warehouse_and_dagster_instance_give_the_same_publication(tmp
         runs = connection.execute(sa.text("select count(*) from runs where status = 'SUCCESS'")).scalar()
         published_rows = connection.execute(sa.text("select count(*) from published_submissions")).scalar()
     engine.dispose()
-    assert runs == 1 + (7 * 3 - 1) + 3
+    assert runs == 1 + 3 + 3  # discovery, one trust-month run per month, one publication per month
     assert published_rows == sum(len(published(pg_home, m)) for m in MONTHS)
     assert not list(dagster_home.glob("**/*.db"))

@@ -117,10 +117,20 @@ def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(setti
     pd.testing.assert_frame_equal(clean_after, clean_before)
     versions = pipeline.warehouse.read(clean_file_versions, reporting_month=JANUARY, trust_code="RR8")
     assert len(versions) == 1
-    # The month run re-publishes from the unchanged clean layer: same figures as before.
-    assert results[JANUARY].success
+    # The month is held back: its run fails saying why, and the publication stays byte-identical.
+    assert not results[JANUARY].success
+    held = next(e for e in results[JANUARY].all_events if e.is_step_failure).step_failure_data.error.message
+    assert "not re-published" in held and "RR8" in held and "clean_reconciliation" in held
     assert csv_path.read_bytes() == published_before
-    assert pipeline.affected_trust_months() == [(JANUARY, "RR8")]  # retried by the next refresh
+    assert pipeline.affected_trust_months() == [(JANUARY, "RR8")]
+    assert list(pipeline.held_trust_months()) == [(JANUARY, "RR8")]  # the sensor does not retry it
+
+    # A corrected file releases the trust-month and the month.
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240220093000.csv", patients("A", 19))
+    results = run_all(defs, instance, trusts=("RR8",))
+    assert results["RR8"].success and results[JANUARY].success
+    assert pipeline.held_trust_months() == {} and pipeline.affected_trust_months() == []
+    assert csv_path.read_bytes() != published_before
 
 
 def test_a_failing_published_suite_keeps_the_last_publication(settings, instance):

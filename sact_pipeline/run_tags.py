@@ -1,0 +1,25 @@
+"""Tags on the runs the pipeline requests (sensor, CLI): which trust-months a run builds, and its month.
+
+A trust-month run covers a partition range (Dagster's range tags) over one month's trusts; the scope
+tags narrow it to the trust-months that need building, so one run per month does the work of many.
+"""
+
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
+SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already built from their current files
+ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: a range run builds only these trusts
+MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml runs one per month at a time
+
+
+def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -> dict[str, str]:
+    """Tags for one run over a month's trusts: the partition range from the first to the last of them in
+    the registered order (others in between are skipped: scope or the trust list says which to build)."""
+    position = {trust: number for number, trust in enumerate(instance.get_dynamic_partitions(TRUSTS))}
+    chosen = sorted(set(trusts), key=lambda trust: position[trust])
+    tags = {ASSET_PARTITION_RANGE_START_TAG: f"{month}-01|{chosen[0]}",
+            ASSET_PARTITION_RANGE_END_TAG: f"{month}-01|{chosen[-1]}", MONTH_TAG: month,
+            ONLY_TRUSTS_TAG: ",".join(chosen)}
+    if affected_only:
+        tags[SCOPE_TAG] = "affected"
+    return tags
