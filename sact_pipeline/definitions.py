@@ -34,6 +34,7 @@ from dagster import (
     MultiPartitionsDefinition,
     MultiToSingleDimensionPartitionMapping,
     PreviewWarning,
+    RetryRequested,
     TimeWindowPartitionMapping,
     asset,
     define_asset_job,
@@ -50,6 +51,7 @@ from sact_pipeline.layers import LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS, trust_month_run_tags  # noqa: F401
 from sact_pipeline.settings import Settings
+from sact_pipeline.warehouse import is_transient_database_error
 
 SUITES = {
     "raw_submissions": ("raw_submissions", "raw_reconciliation"),
@@ -64,6 +66,24 @@ DISCOVERY_JOB = "discover_submissions"
 
 def month_of(partition_key: str) -> str:
     return partition_key[:7]
+
+
+TRANSIENT_RETRIES = 3  # a step that lost its database connection is retried after 5, 10, then 20 seconds
+
+
+def retry_transient(context, work):
+    """Run work(); a transient database error (connection lost, server restarting, deadlock) asks Dagster
+    to retry the step with exponential backoff. Anything else, bad data above all, fails at once."""
+    try:
+        return work()
+    except Exception as error:
+        if not is_transient_database_error(error):
+            raise
+        wait = 5 * 2 ** context.retry_number
+        reason = str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()[0]
+        context.log.warning(f"transient database error ({type(error).__name__}: {reason}); retry "
+                            f"{context.retry_number + 1} of {TRANSIENT_RETRIES} in {wait}s")
+        raise RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=wait) from error
 
 
 def _check_specs(asset_name: str, partitions_def) -> list[AssetCheckSpec]:
@@ -150,7 +170,7 @@ def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetChe
 def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterator:
     """Run a layer step; a failed suite is reported as failed checks and fails the step, unpublished."""
     try:
-        outcome: LayerOutcome = work()
+        outcome: LayerOutcome = retry_transient(context, work)
     except LayerGateFailed as failure:
         for result in _check_results(asset_name, failure.outcome):
             yield result
@@ -170,7 +190,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
     def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
-        discovery = sact.pipeline().discover()
+        discovery = retry_transient(context, lambda: sact.pipeline().discover())
         new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
         if new_trusts:
             context.instance.add_dynamic_partitions(TRUSTS, new_trusts)
@@ -203,7 +223,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         can_subset=True, backfill_policy=BackfillPolicy.single_run(),
     )
     def trust_month_layers(context: AssetExecutionContext, sact: SactPipelineResource):
-        _run_trust_months(context, sact)
+        retry_transient(context, lambda: _run_trust_months(context, sact))
         yield from ()  # a generator: results are logged per trust-month, none is returned
 
     @asset(partitions_def=months, group_name="summary",

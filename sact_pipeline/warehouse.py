@@ -183,6 +183,15 @@ class LayerState:
     row_count: int
 
 
+def is_transient_database_error(error: BaseException) -> bool:
+    """Worth retrying: the connection dropped, the server restarted or refused connections for a while, a
+    deadlock, a lock or pool timeout. Not bad data or a broken constraint: those fail the same way again."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
+                              sa.exc.TimeoutError))
+
+
 def engine_for(url: str) -> sa.Engine:
     """SQLAlchemy engine; a bare postgresql:// URL uses psycopg2 (see module docstring)."""
     parsed = make_url(url)
