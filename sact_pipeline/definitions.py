@@ -181,7 +181,9 @@ def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterato
     yield MaterializeResult(metadata=_outcome_metadata(outcome), check_results=_check_results(asset_name, outcome))
 
 
-def build_definitions(settings: Settings | None = None) -> Definitions:
+def build_definitions(settings: Settings | None = None, executor=None) -> Definitions:
+    """Everything Dagster loads. `executor` defaults to Dagster's (multiprocess, or in-process for
+    execute_in_process); a Kubernetes code location passes dagster_k8s.k8s_job_executor (README)."""
     settings = settings or Settings.from_env()
     months = MonthlyPartitionsDefinition(start_date=f"{settings.first_month}-01", end_offset=0)
     # Built per Definitions: partition definitions cache the instance they were last evaluated against.
@@ -254,6 +256,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         sensors=[run_failure_alerts, landing_zone_sensor],
         schedules=[monthly_refresh],
         resources={"sact": SactPipelineResource.from_settings(settings)},
+        executor=executor,
     )
 
 
