@@ -29,6 +29,24 @@ class RunFailureAlert:
         return "\n".join(lines)
 
 
+def run_scope(tags: dict[str, str]) -> str:
+    """What a run covered, from its tags: its partition, or the month and trusts of a run over a month's
+    trusts (sensor, CLI), or the partition range of a single-run backfill from the UI."""
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    if tags.get("sact/month") and tags.get("sact/trusts"):
+        return f"{tags['sact/month']} trusts {tags['sact/trusts'].replace(',', ', ')}"
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return f"{start} to {end}" if start and end else tags.get("sact/month", "")
+
+
+def error_line(message: str) -> str:
+    """The first line of a step error without the exception's class path (a Failure's is noise)."""
+    line = message.strip().splitlines()[0] if message.strip() else "no message"
+    head, _, rest = line.partition(": ")
+    return rest if rest and "." in head and " " not in head else line
+
+
 def send_webhook(url: str, alert: RunFailureAlert, timeout: float = 10.0) -> None:
     """POST {"text": ...}: the payload both Slack and Teams incoming webhooks accept."""
     request = urllib.request.Request(url, data=json.dumps({"text": alert.text()}).encode("utf-8"),

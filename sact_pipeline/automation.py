@@ -36,7 +36,7 @@ from dagster import (
     sensor,
 )
 
-from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, raise_alert
+from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
 from sact_pipeline.domain.landing import stat_candidates
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
@@ -84,6 +84,9 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         for month, trust in pipeline.affected_trust_months():
             if (month, trust) not in held:  # failed on these very files: retrying cannot help
                 by_month.setdefault(month, []).append(trust)
+        busy = {run.tags.get(MONTH_TAG) for run in instance.get_runs(  # a run for the month is on its way:
+            RunsFilter(job_name=trust_month_job, statuses=IN_FLIGHT))}  # what it leaves is asked for after
+        by_month = {month: trusts for month, trusts in by_month.items() if month not in busy}
         requests = [  # one run per month builds all of its affected trust-months
             RunRequest(run_key=f"trust-months-{month}|" + hashlib.sha256("".join(
                            f"{t}{fingerprints[(month, t)]}" for t in sorted(trusts)).encode()).hexdigest()[:16],
@@ -130,11 +133,11 @@ def build_run_failure_alerts():
     def run_failure_alerts(context: RunFailureSensorContext) -> None:
         run = context.dagster_run
         failures = tuple(
-            f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0]}"
+            f"{event.step_key}: {error_line(event.step_failure_data.error.message)}"
             for event in context.get_step_failure_events()
             if event.step_failure_data and event.step_failure_data.error
         )
-        alert = RunFailureAlert(run.run_id, run.job_name, run.tags.get("dagster/partition", ""), failures)
+        alert = RunFailureAlert(run.run_id, run.job_name, run_scope(run.tags), failures)
         context.log.error(alert.text())
         raise_alert(alert, os.environ.get(WEBHOOK_VARIABLE))
 

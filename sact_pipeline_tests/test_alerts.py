@@ -17,8 +17,9 @@ from dagster import (
     instance_for_test,
 )
 
-from sact_pipeline.alerts import WEBHOOK_VARIABLE
+from sact_pipeline.alerts import WEBHOOK_VARIABLE, error_line, run_scope
 from sact_pipeline.definitions import DISCOVERY_JOB, TRUST_MONTH_JOB, build_definitions
+from sact_pipeline.run_tags import trust_month_run_tags
 from sact_pipeline_tests.builders import write_submission
 
 
@@ -44,15 +45,21 @@ def webhook():
     server.server_close()
 
 
-def failed_run_context(settings, instance):
-    """A trust-month whose file quarantines most rows: the clean gate fails the run."""
+def failed_run_context(settings, instance, month_run: bool = False):
+    """A trust-month whose file quarantines most rows: the clean gate fails the run (a run for the one
+    partition, or with month_run a run over the month's trusts, as the sensor and the CLI ask for)."""
     rows = [{"nhs_number": "", "local_patient_identifier": f"P{i}", "regimen": ""} for i in range(9)]
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", rows + [{}])
     defs = build_definitions(settings)
     assert defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
-    result = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
-        instance=instance, raise_on_error=False,
-        partition_key=MultiPartitionKey({"month": "2024-01-01", "trust": "RR8"}))
+    if month_run:
+        result = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags=trust_month_run_tags(instance, "2024-01", ["RR8"], affected_only=True))
+    else:
+        result = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
+            instance=instance, raise_on_error=False,
+            partition_key=MultiPartitionKey({"month": "2024-01-01", "trust": "RR8"}))
     assert not result.success
     run = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))[0]
     event = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[0].dagster_event
@@ -85,3 +92,26 @@ def test_an_unreachable_webhook_is_logged_not_raised(settings, monkeypatch, capl
             run_failure_alerts(context)
     assert run.run_id in caplog.text
     assert f"could not deliver the alert to {WEBHOOK_VARIABLE}" in caplog.text
+
+
+def test_the_alert_for_a_run_over_a_month_names_its_trusts_and_the_failure_plainly(settings, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv(WEBHOOK_VARIABLE, url)
+    with instance_for_test() as instance:
+        run, context, run_failure_alerts = failed_run_context(settings, instance, month_run=True)
+        run_failure_alerts(context)
+    text = received[0]["text"]
+    assert f"run {run.run_id} of trust_month_refresh for 2024-01 trusts RR8 FAILED" in text
+    assert "- trust_month_layers: 1 of 1 trust-months failed" in text and "clean_reconciliation" in text
+    assert "dagster._core" not in text
+
+
+def test_run_scope_and_error_line():
+    assert run_scope({"dagster/partition": "2024-01-01"}) == "2024-01-01"
+    assert run_scope({"sact/month": "2024-02", "sact/trusts": "RR8,RBV"}) == "2024-02 trusts RR8, RBV"
+    assert run_scope({"dagster/asset_partition_range_start": "2024-01-01|A",
+                      "dagster/asset_partition_range_end": "2024-03-01|Z"}) == "2024-01-01|A to 2024-03-01|Z"
+    assert run_scope({}) == ""
+    assert error_line("dagster._core.definitions.events.Failure: 2 of 3 failed\ntrace") == "2 of 3 failed"
+    assert error_line("ValueError: bad") == "ValueError: bad"  # a plain class name says something
+    assert error_line("the raw layer holds no rows: x") == "the raw layer holds no rows: x"

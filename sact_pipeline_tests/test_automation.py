@@ -166,3 +166,23 @@ def test_the_monthly_schedule_requests_discovery_in_london_time(settings):
         requests = schedule.evaluate_tick(tick).run_requests
     assert len(requests) == 1 and requests[0].tags["sact/trigger"] == "monthly-schedule"
     assert requests[0].run_key == "monthly-2024-06-01" and requests[0].job_name in (None, "discover_submissions")
+
+
+def test_a_month_whose_trust_month_run_is_on_its_way_is_not_asked_for_again(settings):
+    """While a month's run is building its trusts the affected set shrinks: no second run for the rest."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from sact_pipeline.run_tags import MONTH_TAG
+
+    for trust in ("RR8", "RBV"):
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 5))
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        assert daemon.tick() == []
+        assert daemon.tick() == [("discover_submissions", None)]
+        running = create_run_for_test(instance, job_name="trust_month_refresh", status=DagsterRunStatus.STARTED,
+                                      tags={MONTH_TAG: "2024-01"})
+        assert daemon.tick() == [] and daemon.skip_reason == "waiting for runs in progress"
+        instance.report_run_failed(running)  # it died without building anything: ask again
+        assert daemon.tick() == [("trust_month_refresh", "2024-01-01|RBV,RR8")]
