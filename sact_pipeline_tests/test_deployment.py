@@ -1,0 +1,187 @@
+"""End to end on a real deployment (`make up`: dagster-webserver + dagster-daemon on PostgreSQL), seen
+through the webserver's GraphQL API and the published files, as an operator would see it.
+
+The tests run in order on one deployment (deployment_harness): the sensor processes generated
+submissions; a late corrected file for the first month re-publishes that month and the next only; a
+resubmission whose patients cannot be identified fails its trust-month, raises an alert, and leaves the
+publication as it was. They assert outcomes (run statuses, materialised partitions, files), never how
+many runs a trust-month took: the run shape (per trust-month, or per month over a partition range) may
+change.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+pytest.register_assert_rewrite("sact_pipeline_tests.deployment_harness")  # before its import: plain asserts there
+
+from sact_pipeline_tests.deployment_harness import MONTHS, SENSOR_TAG, Delivery, LiveDeployment, Run, Scenario  # noqa: E402
+
+pytest_plugins = ["sact_pipeline_tests.deployment_harness"]
+
+
+def month_files(hashes: dict[str, str], month: str) -> dict[str, str]:
+    return {path: digest for path, digest in hashes.items() if path.startswith(f"{month}/")}
+
+
+def trust_month_keys(scenario: Scenario) -> list[str]:
+    return [f"{month}-01|{trust}" for month, trust in scenario.trust_months()]
+
+
+def unmaterialised(live: LiveDeployment, asset: str, partitions: list[str]) -> list[str]:
+    latest = live.graphql.latest_materializations(asset, partitions)
+    return [p for p in partitions if latest[p] is None]
+
+
+def rematerialised_by(live: LiveDeployment, asset: str, partitions: list[str], runs: list[Run]) -> dict[str, bool]:
+    """Whether each partition's latest materialisation was made by one of `runs`."""
+    ids = {r.run_id for r in runs}
+    latest = live.graphql.latest_materializations(asset, partitions)
+    return {p: bool(latest[p]) and latest[p]["runId"] in ids for p in partitions}
+
+
+def failure_messages(live: LiveDeployment, run_id: str) -> list[str]:
+    """The step failures and the run failure of a run, as the UI shows them."""
+    messages = []
+    for event in live.graphql.run_events(run_id):
+        if event["__typename"] == "ExecutionStepFailureEvent":
+            messages.append(f"{event['stepKey']}: {(event.get('error') or {}).get('message', '')} {event['message']}")
+        elif event["__typename"] == "RunFailureEvent":
+            messages.append(f"run: {(event.get('error') or {}).get('message', '')} {event['message']}")
+    return messages
+
+
+def failed_checks(live: LiveDeployment, run_id: str) -> list[tuple[str, str | None]]:
+    return [(e["evaluation"]["checkName"], e["evaluation"]["partition"]) for e in live.graphql.run_events(run_id)
+            if e["__typename"] == "AssetCheckEvaluationEvent" and not e["evaluation"]["success"]]
+
+
+def published_row(live: LiveDeployment, month: str, org: str) -> dict[str, str]:
+    with live.published_paths(month)[0].open(newline="", encoding="utf-8") as stream:
+        return next(row for row in csv.DictReader(stream) if row["org_code"] == org)
+
+
+def test_the_sensor_processes_new_submissions_through_every_layer(live_deployment, sact_scenario):
+    live, scenario = live_deployment, sact_scenario.load_initial()
+    graphql = live.graphql
+    assert graphql.sensor_status() == "RUNNING"  # on by default: nobody switched it on
+
+    runs = graphql.runs()
+    sensor_runs = graphql.runs(tags=dict([SENSOR_TAG]))
+    assert sensor_runs, "the landing-zone sensor launched no run"
+    assert {r.run_id for r in sensor_runs} == {r.run_id for r in runs}, (
+        f"runs not launched by the sensor: {[r.describe() for r in runs if r not in sensor_runs]}")
+    assert [r.describe() for r in runs if r.status != "SUCCESS"] == []
+    assert {"discover_submissions", "trust_month_refresh", "month_publication"} <= {r.job_name for r in runs}
+
+    # Every layer has the partitions the landing zone implies (3 English trusts + the Welsh one, 3 months).
+    assert len(scenario.english_trusts) == 3 and len(scenario.trusts) == 4
+    assert graphql.latest_materialization("submission_files") is not None
+    trust_months = trust_month_keys(scenario)
+    assert len(trust_months) >= 10  # the generator leaves one trust-month out (a missing submission)
+    for asset in ("raw_submissions", "clean_activity"):
+        assert unmaterialised(live, asset, trust_months) == [], asset
+    for asset in ("trust_month_summary", "published_submissions"):
+        assert unmaterialised(live, asset, [f"{m}-01" for m in MONTHS]) == [], asset
+
+    for month in MONTHS:
+        csv_path, notes_path = live.published_paths(month)
+        assert csv_path.is_file() and notes_path.is_file()
+        rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
+        assert rows[-1]["org_code"] == "ENGLAND"
+        assert sorted(r["org_code"] for r in rows[:-1]) == scenario.english_trusts  # Welsh trust not published
+    assert set(scenario.initial_hashes) == {p.relative_to(live.published_dir).as_posix()
+                                            for m in MONTHS for p in live.published_paths(m)}
+
+
+def test_a_late_correction_republishes_its_month_and_the_next_only(live_deployment, sact_scenario):
+    live = live_deployment
+    late: Delivery = sact_scenario.drop_late_correction()
+    first, second, third = MONTHS
+
+    assert late.runs, "no run followed the late correction"
+    assert [r.describe() for r in late.runs if r.status != "SUCCESS"] == []
+    assert all(r.tags.get(SENSOR_TAG[0]) == SENSOR_TAG[1] for r in late.runs), [r.describe() for r in late.runs]
+
+    # The trust-month was rebuilt, and the first two months re-published; the third was not touched.
+    assert rematerialised_by(live, "clean_activity", [late.trust_month], late.runs) == {late.trust_month: True}
+    assert rematerialised_by(live, "published_submissions", [f"{m}-01" for m in MONTHS], late.runs) == {
+        f"{first}-01": True, f"{second}-01": True, f"{third}-01": False}
+
+    before, after = late.hashes_before, late.hashes_after
+    for month in (first, second):
+        changed = {p for p, digest in month_files(after, month).items() if before.get(p) != digest}
+        assert changed == set(month_files(before, month)), f"{month}: changed {changed}"
+    assert month_files(after, third) == month_files(before, third), "the third month must be byte-identical"
+
+    corrected = published_row(live, first, late.org)
+    assert corrected["submitted_at"] == "2024-04-20T12:00:00"  # the version now in use
+    assert late.path.name in live.published_paths(first)[1].read_text(encoding="utf-8")
+
+
+def test_a_trust_month_failing_its_gate_is_alerted_and_leaves_the_publication_unchanged(live_deployment,
+                                                                                        sact_scenario):
+    live = live_deployment
+    failing: Delivery = sact_scenario.drop_failing_resubmission()
+    month_key = failing.month  # YYYY-MM
+    problems: list[str] = []  # every requirement is checked, so one report says everything that is wrong
+
+    failed = [r for r in failing.runs if r.status == "FAILURE"]
+    if not failed:
+        problems.append(f"no run failed after the bad resubmission: {[r.describe() for r in failing.runs]}")
+    if not all(r.tags.get(SENSOR_TAG[0]) == SENSOR_TAG[1] or r.tags.get("dagster/parent_run_id")
+               for r in failing.runs):
+        problems.append(f"runs not started by the sensor (or as a retry of one): "
+                        f"{[r.describe() for r in failing.runs]}")
+    other_failures = [r.describe() for r in live.graphql.runs(statuses=["FAILURE"]) if r.creation_time < failing.since]
+    if other_failures:
+        problems.append(f"runs failed before the bad file arrived: {other_failures}")
+
+    trust_month = re.compile(rf"{month_key}(-01)?\|{failing.org}\b")
+    for run in failed:
+        tag_values = " ".join(run.tags.values())
+        if month_key not in tag_values or failing.org not in tag_values:
+            problems.append(f"the tags of failed run {run.run_id} do not name {failing.trust_month}: {run.tags}")
+        messages = failure_messages(live, run.run_id)
+        text = "\n".join(messages)
+        if not messages:
+            problems.append(f"run {run.run_id} failed without a step or run failure event")
+        if not trust_month.search(text):
+            problems.append(f"the failure of run {run.run_id} does not name the trust-month "
+                            f"{failing.trust_month}: {text}")
+        if "clean_reconciliation" not in text:
+            problems.append(f"the failure of run {run.run_id} does not name the failing Great Expectations suite "
+                            f"'clean_reconciliation' (the quarantine share): {text!r}")
+        checks = failed_checks(live, run.run_id)
+        if ("gx_clean_reconciliation", failing.trust_month) not in checks:
+            problems.append(f"run {run.run_id} records no failed gx_clean_reconciliation check for "
+                            f"{failing.trust_month}: {checks}")
+
+    alerts = live.webhook.texts()
+    daemon_log = live.daemon_log()
+    for run in failed:
+        mine = [a for a in alerts if run.run_id in a]
+        if not mine:
+            problems.append(f"the webhook received no alert naming run {run.run_id}: {alerts}")
+        elif not any(trust_month.search(a) for a in mine):
+            problems.append(f"the alert for run {run.run_id} does not name the trust-month "
+                            f"{failing.trust_month}: {mine}")
+        if not re.search(rf"run {run.run_id}\b.*FAILED", daemon_log):
+            problems.append(f"deploy/daemon.log holds no alert line for run {run.run_id}")
+
+    # The last good publication stays: a month with a failed trust-month is not re-published until fixed.
+    before, after = failing.hashes_before, failing.hashes_after
+    if month_files(after, month_key) != month_files(before, month_key):
+        changed = sorted(p for p, d in month_files(after, month_key).items() if before.get(p) != d)
+        problems.append(f"the publication of {month_key} changed although {failing.trust_month} failed: {changed}")
+    if after != before:
+        problems.append(f"published files changed: "
+                        f"{sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))}")
+    republished = rematerialised_by(live, "published_submissions", [f"{month_key}-01"], failing.runs)
+    if republished[f"{month_key}-01"]:
+        problems.append(f"published_submissions {month_key} was re-materialised after the failure")
+
+    assert not problems, "\n".join(problems)
