@@ -1,7 +1,8 @@
 """Automation: the landing-zone sensor that keeps every layer up to date, and the monthly schedule.
 
 The sensor reconciles what is in the landing zone with what the layers were built from, one step a tick:
-1. complete new or changed files (same size and time on two ticks; .part/.tmp never) -> a discovery run;
+1. complete new or changed files (same size and time on two ticks; .part/.tmp never) whose content
+   (SHA-256) is new -> a discovery run; the cursor keeps name, size, time and hash of each file;
 2. trust-months whose registered file versions differ from their clean partition -> runs for them,
    grouped into one run per month (a partition range over the month's trusts);
 3. when no trust-month run is queued or running, the earliest month whose inputs changed -> its month run
@@ -37,7 +38,7 @@ from dagster import (
 )
 
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
-from sact_pipeline.domain.landing import stat_candidates
+from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
 
@@ -62,18 +63,23 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
         seen = stat_candidates(pipeline.settings.landing_dir)
         stable = {path: list(stat) for path, stat in seen.items() if cursor["seen"].get(path) == list(stat)}
-        changed = sorted(path for path, stat in stable.items() if cursor["registered"].get(path) != stat)
+        # registered: [size, mtime, sha256] of each file as last handed to discovery
+        changed = sorted(path for path, stat in stable.items() if cursor["registered"].get(path, [])[:2] != stat)
         cursor["seen"] = {path: list(stat) for path, stat in seen.items()}
         instance = context.instance
 
         if changed:
             if _in_flight(instance, discovery_job):
                 return SkipReason("waiting for the discovery run in progress")
-            cursor["registered"].update({path: stable[path] for path in changed})
-            key = hashlib.sha256(json.dumps({p: stable[p] for p in changed}).encode()).hexdigest()[:16]
-            return SensorResult(run_requests=[RunRequest(run_key=f"discover-{key}", job_name=discovery_job,
-                                                         tags={"sact/trigger": "landing-zone-sensor"})],
-                                cursor=json.dumps(cursor))
+            hashes = {path: sha256_of_file(pipeline.settings.landing_dir / path) for path in changed}
+            new_content = {path: digest for path, digest in hashes.items()
+                           if digest and cursor["registered"].get(path, [])[2:] != [digest]}
+            cursor["registered"].update({path: stable[path] + [hashes[path]] for path in changed if hashes[path]})
+            if new_content:  # a file only touched (same bytes) needs no discovery run
+                key = hashlib.sha256(json.dumps(new_content, sort_keys=True).encode()).hexdigest()[:16]
+                return SensorResult(run_requests=[RunRequest(run_key=f"discover-{key}", job_name=discovery_job,
+                                                             tags={"sact/trigger": "landing-zone-sensor"})],
+                                    cursor=json.dumps(cursor))
         if _in_flight(instance, discovery_job):
             return SensorResult(skip_reason="waiting for the discovery run in progress", cursor=json.dumps(cursor))
 

@@ -157,6 +157,20 @@ def test_a_file_still_growing_waits(settings):
         assert daemon.tick() == [("discover_submissions", None)]
 
 
+def test_a_touched_file_is_not_rediscovered_but_changed_bytes_are(settings):
+    import os
+
+    path = write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 5))
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        daemon.settle()
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # copied again, same bytes
+        assert daemon.settle() == []
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"A0004", b"A0009"))  # same size, other content: a real correction
+        assert daemon.settle()[0] == ("discover_submissions", None)
+
+
 def test_the_monthly_schedule_requests_discovery_in_london_time(settings):
     schedule = build_definitions(settings).resolve_schedule_def("monthly_refresh")
     assert schedule.execution_timezone == "Europe/London"

@@ -75,6 +75,19 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_of_file(path: Path) -> str | None:
+    """SHA-256 of a file read in 1 MiB blocks (a sensor must not hold a large file in memory); None if it
+    has gone since it was listed."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
 def parse_file_name(file_name: str, *, first_month: str, today: date) -> SubmissionName:
     """SACT_<ORG>_<YYYYMM>_<YYYYMMDDHHMMSS>.csv, with a reporting month the pipeline partitions."""
     match = FILE_NAME.match(file_name)
