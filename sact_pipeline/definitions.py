@@ -47,7 +47,7 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
-from sact_pipeline.layers import LayerGateFailed, LayerHeld, LayerOutcome
+from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS, trust_month_run_tags  # noqa: F401
 from sact_pipeline.settings import Settings
@@ -122,7 +122,8 @@ def trust_months_of(partition_keys) -> list[tuple[str, str]]:
 
 def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource) -> None:
     """Build raw then clean (whichever are selected) for every trust-month of the run's partitions that has
-    a submission; with sact/scope=affected only those not yet built from their current files."""
+    a submission; with sact/scope=affected only those not yet built from their current files. A month's
+    trusts are built together (Pipeline.build_trust_months); events are reported per trust-month."""
     pipeline = sact.pipeline()
     files = pipeline.accepted_files()
     submitted = set(pipeline.trust_month_fingerprints(files))
@@ -133,25 +134,29 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
     if context.run.tags.get(SCOPE_TAG) == "affected":
         affected = set(pipeline.affected_trust_months())
         wanted = [tm for tm in wanted if tm in affected]
-    layers = [(name, work) for name, work in (("raw_submissions", pipeline.load_raw), ("clean_activity", pipeline.clean))
+    layers = [layer for layer, name in ((RAW, "raw_submissions"), (CLEAN, "clean_activity"))
               if AssetKey(name) in context.selected_asset_keys]
-    failures = []
+    by_month: dict[str, list[str]] = {}
     for month, trust in wanted:
-        partition = f"{month}-01|{trust}"
-        for asset_name, work in layers:
-            try:
-                outcome = work(month, trust)
-            except (LayerGateFailed, LayerHeld) as failure:
-                if isinstance(failure, LayerGateFailed):
-                    for result in _check_results(asset_name, failure.outcome):
-                        _log_check(context, asset_name, result, partition)
-                failures.append(f"{asset_name} {month} {trust}: {failure}")
-                context.log.error(failures[-1])
-                break  # its clean layer is not built on a raw layer that failed
-            context.log_event(AssetMaterialization(AssetKey(asset_name), partition=partition,
-                                                   metadata=_outcome_metadata(outcome)))
-            for result in _check_results(asset_name, outcome):
-                _log_check(context, asset_name, result, partition)
+        by_month.setdefault(month, []).append(trust)
+    failures = []
+    for month, trusts in by_month.items():
+        built = pipeline.build_trust_months(month, trusts, layers)  # GX once per suite for a batch that passes
+        for layer in layers:
+            asset_name = "raw_submissions" if layer == RAW else "clean_activity"
+            for trust, result in built[layer].items():
+                partition = f"{month}-01|{trust}"
+                if isinstance(result, (LayerGateFailed, LayerHeld)):
+                    if isinstance(result, LayerGateFailed):
+                        for check in _check_results(asset_name, result.outcome):
+                            _log_check(context, asset_name, check, partition)
+                    failures.append(f"{asset_name} {month} {trust}: {result}")
+                    context.log.error(failures[-1])
+                    continue
+                context.log_event(AssetMaterialization(AssetKey(asset_name), partition=partition,
+                                                       metadata=_outcome_metadata(result)))
+                for check in _check_results(asset_name, result):
+                    _log_check(context, asset_name, check, partition)
     context.log.info(f"{len(wanted) - len(failures)} of {len(wanted)} trust-months built "
                      f"({len(context.partition_keys)} partitions in the run)")
     if failures:

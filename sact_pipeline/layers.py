@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -79,6 +80,24 @@ class LayerOutcome:
     def gate(self) -> None:
         if not self.success:
             raise LayerGateFailed(self.layer, self.partition, self)
+
+
+@dataclass
+class _Prepared:
+    """A trust-month's rows for one layer: built, not yet validated (checks) nor written (write)."""
+
+    outcome: LayerOutcome
+    month: str
+    trust: str
+    files: pd.DataFrame  # its registered versions: what a gate failure is recorded against
+    checks: list[tuple[str, list, pd.DataFrame]] = field(default_factory=list)  # (suite, expectations, frame)
+    write: Callable[[], None] | None = None  # None: nothing new to write (the outcome is skipped)
+
+
+def _raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
+    if isinstance(result, LayerGateFailed):
+        raise result
+    return result
 
 
 @dataclass(frozen=True)
@@ -267,8 +286,10 @@ class Pipeline:
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
         """Load every accepted version of a trust-month not yet in the raw layer, as text, with its hash."""
+        return _raise_failure(self._finish([self._prepare_raw(month, trust, self.accepted_files())])[0])
+
+    def _prepare_raw(self, month: str, trust: str, files: pd.DataFrame) -> _Prepared:
         partition = f"{month}|{trust}"
-        files = self.accepted_files()
         versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
         if versions.empty:
             raise ValueError(f"no accepted submission file for {trust} {month} in the landing zone register")
@@ -299,21 +320,21 @@ class Pipeline:
             "file_versions": len(versions), "new_file_versions": len(frames), "new_rows": len(new_rows),
             "unavailable_file_versions": len(unavailable),
         })
+        prepared = _Prepared(outcome, month, trust, versions)
         if new_rows.empty:
             outcome.skipped = True
-            return outcome
-        outcome.suites.append(quality.validate_frame("raw_submissions", quality.raw_expectations(ITEM_COLUMNS),
-                                                     new_rows))
-        outcome.suites.append(quality.validate_frame("raw_reconciliation", quality.raw_reconciliation_expectations(),
-                                                     pd.DataFrame(reconciliation)))
-        self._gate(outcome, month, trust, versions)
-        self.warehouse.replace(
+            return prepared
+        prepared.checks = [
+            ("raw_submissions", quality.raw_expectations(ITEM_COLUMNS), new_rows),
+            ("raw_reconciliation", quality.raw_reconciliation_expectations(), pd.DataFrame(reconciliation)),
+        ]
+        prepared.write = lambda: self.warehouse.replace(
             [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_name": name,
                                 "file_sha256": sha}, rows)
              for (name, sha), rows in new_rows.groupby(["file_name", "file_sha256"], sort=False)],
             LayerState(RAW, month, trust, _fingerprint(set(versions["sha256"])), len(new_rows)),
         )
-        return outcome
+        return prepared
 
     def _raw_versions(self, month: str, trust: str) -> set[tuple[str, str]]:
         query = sa.select(raw_submissions.c.file_name, raw_submissions.c.file_sha256).distinct().where(
@@ -325,13 +346,15 @@ class Pipeline:
     def clean(self, month: str, trust: str) -> LayerOutcome:
         """Clean every raw version of a trust-month; the latest version from each submitting organisation
         (the trust, or each of its sites) becomes the trust's clean data."""
+        return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files())])[0])
+
+    def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame) -> _Prepared:
         partition = f"{month}|{trust}"
         raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
         if raw.empty:
             raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
-        files = self.accepted_files()
         this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
         held = self.held_trust_months(this_partition).get((month, trust), "")
         if held.startswith(RAW):
@@ -388,21 +411,75 @@ class Pipeline:
             **{m: int(counts[m].iloc[0]) if counts is not None else 0 for m in MEASURES},
         })
         month_start = pd.Timestamp(f"{month}-01")
-        outcome.suites.append(quality.validate_frame(
-            "clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
-                                                         month_start + pd.offsets.MonthEnd(0)), clean))
-        outcome.suites.append(quality.validate_frame(
-            "clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
-            pd.DataFrame(reconciliation)))
-        self._gate(outcome, month, trust, this_partition)
         fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
-        self.warehouse.replace_partition(
+        return _Prepared(outcome, month, trust, this_partition, checks=[
+            ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
+                                                          month_start + pd.offsets.MonthEnd(0)), clean),
+            ("clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
+             pd.DataFrame(reconciliation)),
+        ], write=lambda: self.warehouse.replace_partition(
             partition_columns,
             {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
              clean_file_versions: pd.DataFrame(version_rows)},
             LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
-        )
-        return outcome
+        ))
+
+    # --- many trust-months at once ------------------------------------------------------------------------
+    BATCH_ROWS = 200_000  # registered rows validated together: bounds memory, whatever the month's size
+
+    def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN)) -> dict[str, dict]:
+        """Raw then clean for the trusts of one month: {layer: {trust: LayerOutcome or the exception}}.
+
+        Trusts are taken in batches of about BATCH_ROWS registered rows: each batch is built, validated
+        with one GX run per suite when it passes as a whole (validate_parts), and each trust-month is then
+        written in its own transaction. A failing trust-month keeps its last good rows; the others go on.
+        """
+        files = self.accepted_files()
+        sizes = files.loc[files["reporting_month"] == month].groupby("trust_code")["data_rows"].sum()
+        batches, batch, rows = [], [], 0
+        for trust in trusts:
+            if batch and rows + int(sizes.get(trust, 0)) > self.BATCH_ROWS:
+                batches.append(batch)
+                batch, rows = [], 0
+            batch.append(trust)
+            rows += int(sizes.get(trust, 0))
+        batches += [batch] if batch else []
+        results: dict[str, dict] = {layer: {} for layer in layers}
+        for batch in batches:
+            if RAW in layers:
+                prepared = [self._prepare_raw(month, trust, files) for trust in batch]
+                for item, result in zip(prepared, self._finish(prepared)):
+                    results[RAW][item.trust] = result
+                batch = [t for t in batch if not isinstance(results[RAW][t], Exception)]
+            if CLEAN in layers:
+                prepared = []
+                for trust in batch:
+                    try:
+                        prepared.append(self._prepare_clean(month, trust, files))
+                    except LayerHeld as held:
+                        results[CLEAN][trust] = held
+                for item, result in zip(prepared, self._finish(prepared)):
+                    results[CLEAN][item.trust] = result
+        return results
+
+    def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
+        """Validate prepared trust-months of one layer and month together, then write each that passed."""
+        todo = [item for item in prepared if item.write is not None]
+        for number, (suite, expectations, _) in enumerate(todo[0].checks if todo else []):
+            outcomes = quality.validate_parts(suite, expectations, [item.checks[number][2] for item in todo])
+            for item, outcome in zip(todo, outcomes):
+                item.outcome.suites.append(outcome)
+        results: list[LayerOutcome | LayerGateFailed] = []
+        for item in prepared:
+            if item.write is not None:
+                try:
+                    self._gate(item.outcome, item.month, item.trust, item.files)
+                except LayerGateFailed as failure:
+                    results.append(failure)
+                    continue
+                item.write()
+            results.append(item.outcome)
+        return results
 
     # --- summary ------------------------------------------------------------------------------------------
     def summarise(self, month: str) -> LayerOutcome:

@@ -161,6 +161,7 @@ class _Engine:
 
 
 _ENGINE: _Engine | None = None
+RUNS = {"count": 0}  # suite runs in this process: the benchmark reports it, a test checks batching with it
 _LOCK = threading.RLock()  # GX objects below are shared and mutable: one suite run at a time per process
 
 
@@ -234,6 +235,54 @@ def _forget_results(context: Any) -> None:
         store.remove_key(key)
 
 
+_ROW_WISE_PREFIXES = ("expect_column_values_", "expect_column_pair_values_", "expect_multicolumn_values_",
+                      "expect_compound_columns_to_be_unique", "expect_select_column_values_to_be_unique")
+
+
+def decomposes(expectations: Sequence[Any]) -> bool:
+    """Whether a pass on the concatenation of several non-empty frames (same columns) implies a pass on
+    each: expectations every row must meet (mostly 1, or 0 which never fails), uniqueness, column sets and
+    dtypes, and a minimum row count of at most 1. Not aggregates, nor a `mostly` between 0 and 1."""
+    for expectation in expectations:
+        kind = expectation.expectation_type
+        kwargs = expectation.configuration.kwargs
+        if kind == "expect_table_row_count_to_be_between":
+            if kwargs.get("max_value") is not None or (kwargs.get("min_value") or 0) > 1:
+                return False
+        elif kind in _TABLE_COLUMN_TYPES or kind in _DTYPE_TYPES:
+            continue
+        elif not kind.startswith(_ROW_WISE_PREFIXES) or kind in _AGGREGATE_TYPES:
+            return False
+        elif kwargs.get("mostly") not in (None, 0, 0.0, 1, 1.0):
+            return False
+    return True
+
+
+def as_seen_by_part(outcome: SuiteOutcome, rows: int) -> SuiteOutcome:
+    """A suite that passed on a concatenation, reported for one of its frames: evaluated = its rows;
+    unexpected 0 where the whole had none, unknown where a never-failing expectation (mostly 0) had some."""
+    if not outcome.success:
+        raise ValueError("only a passed suite can be shared out: validate the parts to see which failed")
+    return SuiteOutcome(outcome.suite, True, rows, tuple(
+        ExpectationOutcome(o.expectation, True, rows if o.evaluated is not None else None,
+                           0 if o.unexpected == 0 else None, None)
+        for o in outcome.outcomes))
+
+
+def validate_parts(suite_name: str, expectations: Sequence[Any], frames: Sequence[pd.DataFrame]) -> list[SuiteOutcome]:
+    """One outcome per frame, with one GX run for all of them when the suite decomposes and they pass
+    together (the usual case: a month of trusts in one run); otherwise one run per frame, so a failure
+    is always pinned to its own frame."""
+    import pandas as pd
+
+    same_shape = all(len(f) and list(f.columns) == list(frames[0].columns) for f in frames)
+    if len(frames) > 1 and same_shape and decomposes(expectations):
+        together = validate_frame(suite_name, expectations, pd.concat(frames, ignore_index=True))
+        if together.success:
+            return [as_seen_by_part(together, len(f)) for f in frames]
+    return [validate_frame(suite_name, expectations, f) for f in frames]
+
+
 def validate_frame(
     suite_name: str, expectations: Sequence[gx.expectations.Expectation], frame: pd.DataFrame
 ) -> SuiteOutcome:
@@ -245,6 +294,7 @@ def validate_frame(
     with _LOCK:
         engine = _engine()
         suite, validation = _suite_and_validation(engine, suite_name, expectations)
+        RUNS["count"] += 1
         try:
             result = validation.run(batch_parameters={"dataframe": batch}, result_format=RESULT_FORMAT)
         finally:

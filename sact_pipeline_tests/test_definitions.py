@@ -204,3 +204,39 @@ def test_files_from_a_trusts_sites_add_up_and_each_site_resubmits_its_own(settin
     assert summary.loc["RR8", "patients_resubmission_change"] == 8  # the site's 12 patients became 20
     clean = pipeline.warehouse.read(clean_activity, reporting_month=JANUARY, trust_code="RR8")
     assert clean["file_sha256"].nunique() == 2 and len(clean) == 50
+
+
+def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(settings, instance):
+    from sact_pipeline import quality
+    from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed
+
+    for trust, rows in (("RR8", patients("A", 20)), ("RBV", patients("B", 20)),
+                        ("RAJ", patients("C", 18, regimen="") + patients("D", 2))):  # RAJ quarantines 90%
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", rows)
+    assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+    pipeline = Pipeline(settings)
+    before = quality.RUNS["count"]
+    built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
+    # raw: 2 suites, one run each for the three; clean: clean_activity passes together (1 run), the
+    # reconciliation fails together and is then run per trust-month (1 + 3).
+    assert quality.RUNS["count"] - before == 2 + 1 + 4
+    assert all(not isinstance(r, Exception) for r in built[RAW].values())
+    assert isinstance(built[CLEAN]["RAJ"], LayerGateFailed) and "clean_reconciliation" in str(built[CLEAN]["RAJ"])
+    assert [built[CLEAN][t].rows for t in ("RR8", "RBV")] == [20, 20]
+    assert pipeline.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written
+    assert {s.rows for s in built[CLEAN]["RR8"].suites} == {20, 1}  # each sees its own rows, not the batch
+
+
+def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeypatch):
+    from sact_pipeline import quality
+    from sact_pipeline.layers import CLEAN
+
+    for trust in ("RR8", "RBV", "RAJ"):
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 10))
+    assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+    pipeline = Pipeline(settings)
+    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 15)  # one trust per batch: memory bounded by the largest trust
+    before = quality.RUNS["count"]
+    built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
+    assert quality.RUNS["count"] - before == 3 * 4
+    assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.affected_trust_months() == []

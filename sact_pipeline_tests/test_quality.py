@@ -349,3 +349,44 @@ def test_between_columns_are_compared_vectorised_without_changing_the_result():
     ]
     assert by_name(outcome, "expect_column_values_to_be_between(age_at_regimen_start, 0..120)").evaluated == 3
     assert str(q._vectorisable(clean_frame(), clean_suite())["administration_date"].dtype) == "datetime64[ns]"
+
+
+# ------------------------------------------------------------------ one run for many trust-months
+
+
+def test_row_wise_suites_decompose_and_aggregates_do_not():
+    ge = q._gx().expectations
+    assert q.decomposes(q.raw_expectations(ITEMS))
+    assert q.decomposes(q.raw_reconciliation_expectations())
+    assert q.decomposes(q.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
+    assert q.decomposes(q.reconciliation_expectations(0.1))
+    # A pass of the whole says nothing of each part for these:
+    assert not q.decomposes([ge.ExpectTableRowCountToBeBetween(min_value=1, max_value=10)])
+    assert not q.decomposes([ge.ExpectColumnMeanToBeBetween(column="x", min_value=0)])
+    assert not q.decomposes([ge.ExpectColumnValuesToNotBeNull(column="x", mostly=0.9)])
+
+
+def test_parts_that_pass_together_take_one_run_and_a_failure_is_pinned_to_its_part():
+    expectations = q.reconciliation_expectations(0.1)
+    good = [reconciliation_frame(), reconciliation_frame(raw=50, clean=45, quarantined=3, duplicate=1)]
+    before = q.RUNS["count"]
+    outcomes = q.validate_parts("reconciliation", expectations, good)
+    assert q.RUNS["count"] == before + 1
+    assert [(o.success, o.rows) for o in outcomes] == [(True, 1), (True, 1)]
+    assert {o.unexpected for o in outcomes[0].outcomes} <= {0, None}
+
+    bad = reconciliation_frame(raw=100, clean=80, quarantined=15)
+    before = q.RUNS["count"]
+    outcomes = q.validate_parts("reconciliation", expectations, [good[0], bad, good[1]])
+    assert q.RUNS["count"] == before + 4  # together (fails), then each part on its own
+    assert [o.success for o in outcomes] == [True, False, True]
+    assert_fails_with(outcomes[1], "expect_column_values_to_be_between(quarantine_share, 0..0.1)", 1, 1)
+
+
+def test_parts_with_different_columns_are_validated_one_by_one():
+    """A column missing from one part would be hidden by the other parts' columns in a concatenation."""
+    frames = [raw_frame(), raw_frame().drop(columns=["drug_name"])]
+    before = q.RUNS["count"]
+    outcomes = q.validate_parts("raw", q.raw_expectations(ITEMS), frames)
+    assert q.RUNS["count"] == before + 2
+    assert [o.success for o in outcomes] == [True, False]
