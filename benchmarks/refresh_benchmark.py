@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--end-month", default="2025-06")
     parser.add_argument("--warehouse-url", help="default: SQLite under the temporary SACT_HOME")
+    parser.add_argument("--scale", type=float, help="one month of England (sact-pipeline generate --scale) "
+                                                    "times this factor, instead of --trusts/--months/--patients")
     args = parser.parse_args()
     os.environ.setdefault("SACT_PSEUDONYMISATION_KEY", "benchmark-key-0123456789abcdef-0123456789abcdef")
 
@@ -65,8 +67,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sact-bench-") as home:
         settings = Settings.from_env(env={}, home=home, first_month="2023-01", warehouse_url=args.warehouse_url)
         started = time.perf_counter()
-        files = generate_submissions(settings.landing_dir, trusts=args.trusts, months=args.months,
-                                     end_month=args.end_month, patients_per_trust=args.patients)
+        if args.scale:
+            from sact_pipeline.cli import ENGLAND_PATIENTS, ENGLAND_SIZE_SPREAD, ENGLAND_TRUSTS
+
+            args.trusts, args.months = ENGLAND_TRUSTS, 1
+            files = generate_submissions(settings.landing_dir, trusts=ENGLAND_TRUSTS, months=1,
+                                         end_month=args.end_month, size_spread=ENGLAND_SIZE_SPREAD,
+                                         patients_per_trust=round(ENGLAND_PATIENTS * args.scale))
+        else:
+            files = generate_submissions(settings.landing_dir, trusts=args.trusts, months=args.months,
+                                         end_month=args.end_month, patients_per_trust=args.patients)
         generated = time.perf_counter() - started
         rows = sum(f.rows for f in files)
         pipeline = Pipeline(settings)

@@ -244,9 +244,20 @@ def _generate_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    shape = {"trusts": args.trusts, "months": args.months, "patients_per_trust": args.patients}
+    if args.scale:
+        try:
+            factor = 1.0 if args.scale == "england" else float(args.scale)
+        except ValueError:
+            factor = 0.0
+        if not factor > 0:
+            print(f"error: --scale takes 'england' or a positive factor such as 0.25, 0.5, 1 or 2, got {args.scale!r}",
+                  file=sys.stderr)
+            return 2
+        shape = {"trusts": ENGLAND_TRUSTS, "months": 1, "patients_per_trust": round(ENGLAND_PATIENTS * factor),
+                 "size_spread": ENGLAND_SIZE_SPREAD}
     try:
-        files = generate_submissions(landing, trusts=args.trusts, months=args.months, end_month=args.end_month,
-                                     patients_per_trust=args.patients, seed=args.seed, defects=defects)
+        files = generate_submissions(landing, end_month=args.end_month, seed=args.seed, defects=defects, **shape)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -254,6 +265,12 @@ def _generate_command(args: argparse.Namespace) -> int:
     print(f"generated {len(files)} submission files ({rows} rows) in {landing}")
     return 0
 
+
+# One month of England: ~150 submitting trusts, ~450,000 drug administrations, sizes from a few hundred
+# rows to tens of thousands (log-normal spread 0.95); patients per trust calibrated on seed 2026.
+ENGLAND_TRUSTS = 150
+ENGLAND_PATIENTS = 1075
+ENGLAND_SIZE_SPREAD = 0.95
 
 DEFECT_NAMES = ("invalid_nhs_number", "missing_mandatory", "duplicate_rows", "missing_required")
 
@@ -283,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--end-month", help="last reporting month, YYYY-MM (default: last month)")
     generate.add_argument("--patients", type=int, default=60, help="patients per trust per month (average)")
     generate.add_argument("--seed", type=int, default=2026)
+    generate.add_argument("--scale", metavar="england|FACTOR",
+                          help="one month of England (~150 trusts, ~450,000 rows, skewed sizes), times FACTOR "
+                               "(0.25, 0.5, 1, 2); replaces --trusts, --months and --patients")
     defaults = DefectRates()
     for name in DEFECT_NAMES:
         generate.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(defaults, name),

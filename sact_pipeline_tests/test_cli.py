@@ -252,3 +252,26 @@ def test_postgresql_warehouse_and_dagster_instance_give_the_same_publication(tmp
     assert runs == 1 + 3 + 3  # discovery, one trust-month run per month, one publication per month
     assert published_rows == sum(len(published(pg_home, m)) for m in MONTHS)
     assert not list(dagster_home.glob("**/*.db"))
+
+
+def test_generate_at_england_scale_is_skewed_and_grows_with_the_factor(tmp_path, capsys):
+    import collections
+
+    counts = {}
+    for factor in ("0.25", "0.5"):
+        home = tmp_path / factor
+        code, out, err = run(capsys, "generate", "--home", str(home), "--scale", factor, "--end-month", "2024-03")
+        assert code == 0, err
+        per_trust = collections.Counter()
+        for path in (home / "landing").rglob("*.csv"):
+            per_trust[path.name.split("_")[1]] += path.read_bytes().count(b"\n") - 1  # data rows
+        counts[factor] = per_trust
+    quarter, half = counts["0.25"], counts["0.5"]
+    # 150 English trusts and the Welsh one, less the trust whose role is to miss the (only) month.
+    assert len(quarter) == len(half) == 150
+    assert 0.8 * 450_000 / 4 < sum(quarter.values()) < 1.2 * 450_000 / 4
+    assert 1.8 < sum(half.values()) / sum(quarter.values()) < 2.2  # linear in the factor
+    sizes = sorted(half.values())
+    assert sizes[-1] > 30 * sizes[1]  # large cancer centres against small trusts
+    code, _, err = run(capsys, "generate", "--home", str(tmp_path / "bad"), "--scale", "big")
+    assert code == 2 and "--scale takes 'england' or a positive factor" in err

@@ -318,6 +318,7 @@ def generate_submissions(
     seed: int = 2026,
     defects: DefectRates = DefectRates(),
     organisations: OrganisationRegister | None = None,
+    size_spread: float = 0.48,
 ) -> list[GeneratedFile]:
     """Write synthetic SACT v3 submission files under ``landing_dir``; see the module docstring.
 
@@ -340,7 +341,7 @@ def generate_submissions(
     if register.get(WELSH_TRUST) is None:
         raise ValueError(f"the organisation register has no {WELSH_TRUST} (Velindre)")
     codes = english + [WELSH_TRUST]
-    world = _simulate(rng, codes, register, month_starts, patients_per_trust)
+    world = _simulate(rng, codes, register, month_starts, patients_per_trust, size_spread)
     table = _build_rows(rng, world, defects, stray_space_trust=2 % len(english))
     return _write_files(rng, Path(landing_dir), world, table, english, month_starts, now)
 
@@ -451,11 +452,12 @@ def _expected_span(r: _Regimen, ri: int) -> tuple[float, float]:
     return mean, longest
 
 
-def _size_multipliers(rng, count: int) -> np.ndarray:
-    """Skewed trust sizes with mean 1: log-normal quantiles, shuffled (largest 3-4x the smallest)."""
+def _size_multipliers(rng, count: int, spread: float = 0.48) -> np.ndarray:
+    """Skewed trust sizes with mean 1: log-normal quantiles (sigma = spread), shuffled. The default makes
+    the largest of 8 trusts 3-4x the smallest; 0.8 over 150 trusts gives England's ~70x."""
     normal = statistics.NormalDist()
     z = np.array([normal.inv_cdf((i + 0.5) / count) for i in range(count)])
-    sizes = np.exp(0.48 * z)[rng.permutation(count)]
+    sizes = np.exp(spread * z)[rng.permutation(count)]
     return sizes / sizes.mean()
 
 
@@ -464,12 +466,13 @@ def _choice(rng, options: tuple[tuple[str, float], ...], size: int) -> np.ndarra
     return rng.choice(len(options), size=size, p=probabilities / probabilities.sum())
 
 
-def _simulate(rng, codes: list[str], register, month_starts: list[date], per_trust: int) -> _World:
+def _simulate(rng, codes: list[str], register, month_starts: list[date], per_trust: int,
+              size_spread: float = 0.48) -> _World:
     n_trusts = len(codes)
     first_day = _day(month_starts[0])
     last_day = _day(_add_months(month_starts[-1], 1)) - 1
     window = last_day - first_day + 1
-    sizes = _size_multipliers(rng, n_trusts)
+    sizes = _size_multipliers(rng, n_trusts, size_spread)
 
     # Organisation codes: trusts with 3-character codes may have sites (trust code + 2 digits).
     org_values = list(codes)
