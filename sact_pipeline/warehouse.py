@@ -320,23 +320,27 @@ class Warehouse:
         if self.is_postgres:
             _copy_into(connection, table, frame)
         else:
-            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-            connection.execute(sa.insert(table), _python_values(table, records))
+            _insert_sqlite(connection, table, frame)
 
 
-def _python_values(table: sa.Table, records: list[dict]) -> list[dict]:
-    """SQLite's driver wants plain Python dates and datetimes."""
-    date_columns = [c.name for c in table.columns if isinstance(c.type, sa.Date) and not isinstance(c.type, sa.DateTime)]
-    datetime_columns = [c.name for c in table.columns if isinstance(c.type, sa.DateTime)]
-    if date_columns or datetime_columns:
-        for record in records:
-            for column in date_columns:
-                if record[column] is not None:
-                    record[column] = pd.Timestamp(record[column]).date()
-            for column in datetime_columns:
-                if record[column] is not None:
-                    record[column] = pd.Timestamp(record[column]).to_pydatetime()
-    return records
+# SQLAlchemy's SQLite DATE and DATETIME storage formats: rows written here read back as dates through it.
+_SQLITE_FORMATS = {sa.DateTime: "%Y-%m-%d %H:%M:%S.%f", sa.Date: "%Y-%m-%d"}
+
+
+def _insert_sqlite(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """executemany of plain tuples, dates formatted column by column: no per-row Python conversion (it took
+    most of a refresh on SQLite), and what SQLAlchemy's SQLite types store and parse back."""
+    frame = frame.copy()
+    for column in table.columns:
+        kind = sa.DateTime if isinstance(column.type, sa.DateTime) else sa.Date if isinstance(column.type, sa.Date) \
+            else None
+        if kind is not None:
+            frame[column.name] = pd.to_datetime(frame[column.name]).dt.strftime(_SQLITE_FORMATS[kind])
+    values = frame.astype(object).where(frame.notna(), None)
+    columns = ", ".join(f'"{c.name}"' for c in table.columns)
+    marks = ", ".join("?" for _ in table.columns)
+    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})',
+                               list(values.itertuples(index=False, name=None)))
 
 
 def _copy_into(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:

@@ -71,3 +71,40 @@ def test_registering_files_twice_keeps_one_record(warehouse):
     warehouse.register_files(pd.DataFrame(), rejection)
     warehouse.register_files(pd.DataFrame(), rejection)
     assert len(warehouse.read(rejected_files)) == 1
+
+
+def test_dates_times_and_missing_values_round_trip_on_both_databases(warehouse):
+    """SQLite rows are written as plain tuples with dates formatted column by column: they must read back
+    exactly as PostgreSQL's do (microseconds, missing dates, booleans, counts)."""
+    from sact_pipeline.warehouse import clean_activity
+
+    rows = 3
+    frame = pd.DataFrame({c.name: [None] * rows for c in clean_activity.columns})
+    for column in clean_activity.columns:
+        if isinstance(column.type, sa.DateTime):
+            frame[column.name] = pd.to_datetime(["2024-02-10 09:30:00.123456", "2024-02-11", None])
+        elif isinstance(column.type, sa.Date):
+            frame[column.name] = pd.to_datetime(["2024-01-08", None, "2024-01-31"])
+        elif isinstance(column.type, sa.Boolean):
+            frame[column.name] = [True, False, None]
+        elif isinstance(column.type, (sa.Integer, sa.BigInteger)):
+            frame[column.name] = pd.array([1, None, 3], dtype="Int64")
+        elif isinstance(column.type, sa.Float):
+            frame[column.name] = [1.5, None, 70.25]
+        else:
+            frame[column.name] = ["a", None, 'odd, "quoted"']
+    frame = frame.assign(**WHERE, row_number=[1, 2, 3])
+    for column in clean_activity.columns:  # the key and NOT NULL columns get values on every row
+        if not column.nullable and frame[column.name].isna().any():
+            frame[column.name] = frame[column.name].ffill().bfill()
+    warehouse.replace_partition(WHERE, {clean_activity: frame})
+    back = warehouse.read(clean_activity, **WHERE).sort_values("row_number").reset_index(drop=True)
+    for column in clean_activity.columns:
+        if isinstance(column.type, sa.DateTime):
+            assert back[column.name].tolist()[:2] == [pd.Timestamp("2024-02-10 09:30:00.123456"),
+                                                      pd.Timestamp("2024-02-11")], column.name
+        elif isinstance(column.type, sa.Date):
+            assert back[column.name].tolist()[0] == pd.Timestamp("2024-01-08"), column.name
+            assert back[column.name].isna().tolist()[1] == frame[column.name].isna().tolist()[1], column.name
+        elif isinstance(column.type, (sa.Integer, sa.BigInteger, sa.Float, sa.Boolean, sa.String)):
+            assert back[column.name].isna().tolist() == frame[column.name].isna().tolist(), column.name
