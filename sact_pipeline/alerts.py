@@ -32,12 +32,20 @@ class RunFailureAlert:
 def run_scope(tags: dict[str, str]) -> str:
     """What a run covered, from its tags: its partition, or the month and trusts of a run over a month's
     trusts (sensor, CLI), or the partition range of a single-run backfill from the UI."""
-    if tags.get("dagster/partition"):
-        return tags["dagster/partition"]
-    if tags.get("sact/month") and tags.get("sact/trusts"):
-        return f"{tags['sact/month']} trusts {tags['sact/trusts'].replace(',', ', ')}"
-    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    return f"{start} to {end}" if start and end else tags.get("sact/month", "")
+    from sact_pipeline.run_tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+        MONTH_TAG,
+        ONLY_TRUSTS_TAG,
+        PARTITION_TAG,
+    )
+
+    if tags.get(PARTITION_TAG):
+        return tags[PARTITION_TAG]
+    if tags.get(MONTH_TAG) and tags.get(ONLY_TRUSTS_TAG):
+        return f"{tags[MONTH_TAG]} trusts {tags[ONLY_TRUSTS_TAG].replace(',', ', ')}"
+    start, end = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    return f"{start} to {end}" if start and end else tags.get(MONTH_TAG, "")
 
 
 def error_line(message: str) -> str:

@@ -152,7 +152,7 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
                 number > 0 and all_months[number - 1] == backfill.last_month))
             if not forced and not pipeline.month_is_affected(month):
                 continue
-            held_here = sorted(f"{trust} ({reason})" for (m, trust), reason in held.items() if m == month)
+            held_here = pipeline.held_in_month(held, month)
             if held_here:
                 log(f"month {month}: HELD BACK, previous publication stands: {'; '.join(held_here)}")
                 failures.append(f"{month}: not re-published while these fail their gates: {'; '.join(held_here)}")

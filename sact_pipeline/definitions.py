@@ -59,6 +59,7 @@ SUITES = {
     "trust_month_summary": ("trust_month_summary",),
     "published_submissions": ("published_submissions",),
 }
+TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity"}  # built by one step, in this order
 TRUST_MONTH_JOB = "trust_month_refresh"
 MONTH_JOB = "month_publication"
 DISCOVERY_JOB = "discover_submissions"
@@ -132,18 +133,17 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
         only = set(context.run.tags[ONLY_TRUSTS_TAG].split(","))
         wanted = [tm for tm in wanted if tm[1] in only]
     if context.run.tags.get(SCOPE_TAG) == "affected":
-        affected = set(pipeline.affected_trust_months())
+        affected = set(pipeline.affected_trust_months(files))
         wanted = [tm for tm in wanted if tm in affected]
-    layers = [layer for layer, name in ((RAW, "raw_submissions"), (CLEAN, "clean_activity"))
-              if AssetKey(name) in context.selected_asset_keys]
+    layers = [layer for layer, name in TRUST_MONTH_ASSETS.items() if AssetKey(name) in context.selected_asset_keys]
     by_month: dict[str, list[str]] = {}
     for month, trust in wanted:
         by_month.setdefault(month, []).append(trust)
     failures = []
     for month, trusts in by_month.items():
-        built = pipeline.build_trust_months(month, trusts, layers)  # GX once per suite for a batch that passes
+        built = pipeline.build_trust_months(month, trusts, layers, files)  # GX once per suite for a batch
         for layer in layers:
-            asset_name = "raw_submissions" if layer == RAW else "clean_activity"
+            asset_name = TRUST_MONTH_ASSETS[layer]
             for trust, result in built[layer].items():
                 partition = f"{month}-01|{trust}"
                 if isinstance(result, (LayerGateFailed, LayerHeld)):

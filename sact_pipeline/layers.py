@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -34,7 +34,6 @@ from sact_pipeline.domain.summary import summarise_month
 from sact_pipeline.keys import load_pseudonymiser
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import (
-    gate_failures,
     LayerState,
     Warehouse,
     clean_activity,
@@ -55,10 +54,8 @@ class LayerGateFailed(Exception):
     """A layer's rows failed its suite, so they were not published to the live table."""
 
     def __init__(self, layer: str, partition: str, outcome: "LayerOutcome"):
-        failed = "; ".join(f"suite {s.suite}: {s.message()}".replace("\n", "; ") for s in outcome.suites
-                           if not s.success)
         super().__init__(f"{layer} layer for {partition} failed its Great Expectations suite and was not "
-                         f"published: {failed}")
+                         f"published: {outcome.failures()}")
         self.layer, self.partition, self.outcome = layer, partition, outcome
 
 
@@ -79,6 +76,11 @@ class LayerOutcome:
     @property
     def success(self) -> bool:
         return all(s.success for s in self.suites)
+
+    def failures(self) -> str:
+        """The failed suites and expectations with their counts, on one line (no row values)."""
+        return "; ".join(f"suite {s.suite}: {s.message()}".replace("\n", "; ") for s in self.suites
+                         if not s.success)
 
     def gate(self) -> None:
         if not self.success:
@@ -239,9 +241,9 @@ class Pipeline:
             for (month, trust), group in files.groupby(["reporting_month", "trust_code"])
         }
 
-    def affected_trust_months(self) -> list[tuple[str, str]]:
+    def affected_trust_months(self, files: pd.DataFrame | None = None) -> list[tuple[str, str]]:
         """Trust-months whose accepted file versions differ from what the clean layer was built from."""
-        current = self.trust_month_fingerprints()
+        current = self.trust_month_fingerprints(files)
         key_id = self.pseudonymiser.key_id
         done = self.warehouse.layer_states(CLEAN)
         return sorted(k for k, f in current.items() if done.get(k) != _fingerprint([f, key_id]))
@@ -255,13 +257,17 @@ class Pipeline:
                 failures[["reporting_month", "trust_code", "layer", "inputs_fingerprint", "message"]]
                 .itertuples(index=False) if current.get((m, t)) == fingerprint}
 
+    @staticmethod
+    def held_in_month(held: dict[tuple[str, str], str], month: str) -> list[str]:
+        """'TRUST: reason' for the held trust-months of a month (held_trust_months), sorted."""
+        return sorted(f"{trust}: {reason}" for (m, trust), reason in held.items() if m == month)
+
     def _gate(self, outcome: LayerOutcome, month: str, trust: str, files: pd.DataFrame) -> None:
         """outcome.gate(), recording a failure against the trust-month's current file versions."""
         if outcome.success:
             return
         inputs = self.trust_month_fingerprints(files).get((month, trust), "")
-        message = "; ".join(f"{s.suite}: {s.message()}".replace("\n", "; ") for s in outcome.suites if not s.success)
-        self.warehouse.record_gate_failure(outcome.layer, month, trust, inputs, message)
+        self.warehouse.record_gate_failure(outcome.layer, month, trust, inputs, outcome.failures())
         outcome.gate()
 
     def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None) -> str:
@@ -369,7 +375,8 @@ class Pipeline:
         (the trust, or each of its sites) becomes the trust's clean data."""
         return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files())])[0])
 
-    def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame) -> _Prepared:
+    def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame,
+                       held: dict[tuple[str, str], str] | None = None) -> _Prepared:
         partition = f"{month}|{trust}"
         with stage("read raw back"):
             raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
@@ -378,7 +385,7 @@ class Pipeline:
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
         this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
-        held = self.held_trust_months(this_partition).get((month, trust), "")
+        held = (self.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
         if held.startswith(RAW):
             raise LayerHeld(f"{trust} {month}: not cleaned, because its {held}")
         versions = this_partition[["org_code", "file_name", "sha256", "submitted_at"]]
@@ -450,14 +457,15 @@ class Pipeline:
     # --- many trust-months at once ------------------------------------------------------------------------
     BATCH_ROWS = 200_000  # registered rows validated together: bounds memory, whatever the month's size
 
-    def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN)) -> dict[str, dict]:
+    def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
+                           files: pd.DataFrame | None = None) -> dict[str, dict]:
         """Raw then clean for the trusts of one month: {layer: {trust: LayerOutcome or the exception}}.
 
         Trusts are taken in batches of about BATCH_ROWS registered rows: each batch is built, validated
         with one GX run per suite when it passes as a whole (validate_parts), and each trust-month is then
         written in its own transaction. A failing trust-month keeps its last good rows; the others go on.
         """
-        files = self.accepted_files()
+        files = self.accepted_files() if files is None else files
         sizes = files.loc[files["reporting_month"] == month].groupby("trust_code")["data_rows"].sum()
         batches, batch, rows = [], [], 0
         for trust in trusts:
@@ -475,10 +483,10 @@ class Pipeline:
                     results[RAW][item.trust] = result
                 batch = [t for t in batch if not isinstance(results[RAW][t], Exception)]
             if CLEAN in layers:
-                prepared = []
+                prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
                 for trust in batch:
                     try:
-                        prepared.append(self._prepare_clean(month, trust, files))
+                        prepared.append(self._prepare_clean(month, trust, files, held))
                     except LayerHeld as held:
                         results[CLEAN][trust] = held
                 for item, result in zip(prepared, self._finish(prepared)):
@@ -513,11 +521,10 @@ class Pipeline:
 
     def _summarise(self, month: str) -> LayerOutcome:
         files = self.accepted_files()
-        held = {trust: reason for (m, trust), reason in self.held_trust_months(files).items() if m == month}
+        held = self.held_in_month(self.held_trust_months(files), month)
         if held:
             raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
-                            f"previous publication stands; a corrected file releases it): " +
-                            "; ".join(f"{trust}: {reason}" for trust, reason in sorted(held.items())))
+                            f"previous publication stands; a corrected file releases it): " + "; ".join(held))
         clean_month = self._clean_rows_for_counting(month)
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         summary = summarise_month(month, files, clean_month, versions, self.organisations,

@@ -4,7 +4,11 @@ A trust-month run covers a partition range (Dagster's range tags) over one month
 tags narrow it to the trust-months that need building, so one run per month does the work of many.
 """
 
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (  # noqa: F401 - PARTITION_TAG: for readers of run tags
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG as PARTITION_TAG,
+)
 
 TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already built from their current files

@@ -46,7 +46,7 @@ from sact_pipeline.deploy import Deployment, down, up
 from sact_pipeline.domain.synthetic import DefectRates, GeneratedFile, WELSH_TRUST, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline_tests.conftest import TEST_KEY
+from sact_pipeline_tests.conftest import TEST_KEY, _admin_engine
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MONTHS = ("2024-01", "2024-02", "2024-03")  # the generated reporting months
@@ -450,11 +450,6 @@ class LiveDeployment:
 def _database_names() -> tuple[str, str]:
     stem = f"sact_test_{uuid.uuid4().hex[:12]}"
     return f"{stem}_dagster", f"{stem}_warehouse"
-
-
-def _admin_engine(server_url: str) -> sa.Engine:
-    return sa.create_engine(make_url(server_url).set(drivername="postgresql+psycopg2", database="postgres"),
-                            isolation_level="AUTOCOMMIT")
 
 
 def deployment_environment(home: Path, server_url: str, databases: tuple[str, str], port: int,
