@@ -141,22 +141,21 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
         by_month.setdefault(month, []).append(trust)
     failures = []
     for month, trusts in by_month.items():
-        built = pipeline.build_trust_months(month, trusts, layers, files)  # GX once per suite for a batch
-        for layer in layers:
+        # GX once per suite for a batch; each trust-month is reported as soon as it is written.
+        for layer, trust, result in pipeline.iter_trust_months(month, trusts, layers, files):
             asset_name = TRUST_MONTH_ASSETS[layer]
-            for trust, result in built[layer].items():
-                partition = f"{month}-01|{trust}"
-                if isinstance(result, (LayerGateFailed, LayerHeld)):
-                    if isinstance(result, LayerGateFailed):
-                        for check in _check_results(asset_name, result.outcome):
-                            _log_check(context, asset_name, check, partition)
-                    failures.append(f"{asset_name} {month} {trust}: {result}")
-                    context.log.error(failures[-1])
-                    continue
-                context.log_event(AssetMaterialization(AssetKey(asset_name), partition=partition,
-                                                       metadata=_outcome_metadata(result)))
-                for check in _check_results(asset_name, result):
-                    _log_check(context, asset_name, check, partition)
+            partition = f"{month}-01|{trust}"
+            if isinstance(result, (LayerGateFailed, LayerHeld)):
+                if isinstance(result, LayerGateFailed):
+                    for check in _check_results(asset_name, result.outcome):
+                        _log_check(context, asset_name, check, partition)
+                failures.append(f"{asset_name} {month} {trust}: {result}")
+                context.log.error(failures[-1])
+                continue
+            context.log_event(AssetMaterialization(AssetKey(asset_name), partition=partition,
+                                                   metadata=_outcome_metadata(result)))
+            for check in _check_results(asset_name, result):
+                _log_check(context, asset_name, check, partition)
     context.log.info(f"{len(wanted) - len(failures)} of {len(wanted)} trust-months built "
                      f"({len(context.partition_keys)} partitions in the run)")
     if failures:

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -97,6 +97,10 @@ class _Prepared:
     files: pd.DataFrame  # its registered versions: what a gate failure is recorded against
     checks: list[tuple[str, list, pd.DataFrame]] = field(default_factory=list)  # (suite, expectations, frame)
     write: Callable[[], None] | None = None  # None: nothing new to write (the outcome is skipped)
+    # Raw only: the rows it loaded and their (file_name, sha256) versions, handed to clean in the same run
+    # so that clean need not read back from the warehouse what raw has just written.
+    loaded: pd.DataFrame | None = None
+    loaded_versions: frozenset = frozenset()
 
 
 def _raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
@@ -318,10 +322,10 @@ class Pipeline:
         versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
         if versions.empty:
             raise ValueError(f"no accepted submission file for {trust} {month} in the landing zone register")
-        loaded_versions = self._raw_versions(month, trust)
-        frames, reconciliation, unavailable = [], [], []
+        loaded_before = self._raw_versions(month, trust)
+        frames, reconciliation, unavailable, just_loaded = [], [], [], []
         for version in versions.itertuples(index=False):
-            if (version.file_name, version.sha256) in loaded_versions:
+            if (version.file_name, version.sha256) in loaded_before:
                 continue
             path = self.settings.landing_dir / version.relative_path
             data = path.read_bytes() if path.is_file() else b""
@@ -341,13 +345,15 @@ class Pipeline:
             frame.insert(4, "submitted_at", pd.Timestamp(submission.submitted_at))
             frame.insert(5, "header_version", submission.header_version)
             frames.append(frame)
+            just_loaded.append((version.file_name, version.sha256))
             reconciliation.append({"registered_rows": int(version.data_rows), "loaded_rows": len(frame)})
         new_rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         outcome = LayerOutcome(RAW, partition, rows=len(new_rows), metadata={
             "file_versions": len(versions), "new_file_versions": len(frames), "new_rows": len(new_rows),
             "unavailable_file_versions": len(unavailable),
         })
-        prepared = _Prepared(outcome, month, trust, versions)
+        prepared = _Prepared(outcome, month, trust, versions, loaded=new_rows,
+                             loaded_versions=frozenset(just_loaded))
         if new_rows.empty:
             outcome.skipped = True
             return prepared
@@ -376,15 +382,21 @@ class Pipeline:
         return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files())])[0])
 
     def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame,
-                       held: dict[tuple[str, str], str] | None = None) -> _Prepared:
+                       held: dict[tuple[str, str], str] | None = None, loaded: _Prepared | None = None) -> _Prepared:
+        """`loaded`: the raw step of this trust-month in the same run; when it loaded every registered
+        version, its rows are used as they are instead of reading them back from the warehouse."""
         partition = f"{month}|{trust}"
-        with stage("read raw back"):
-            raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
-        if raw.empty:
-            raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
         this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        registered = set(zip(this_partition["file_name"], this_partition["sha256"]))
+        if loaded is not None and registered and registered <= loaded.loaded_versions:
+            raw = loaded.loaded
+        else:
+            with stage("read raw back"):
+                raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
+        if raw.empty:
+            raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
         held = (self.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
         if held.startswith(RAW):
             raise LayerHeld(f"{trust} {month}: not cleaned, because its {held}")
@@ -434,11 +446,14 @@ class Pipeline:
                         [["missing", "invalid"]].sum().assign(**partition_columns))
         used = pd.DataFrame([v for v in version_rows if v["in_use"]])
         totals = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings"]].sum()
-        counts = count_activity(clean.assign(_all=1), ["_all"]) if len(clean) else None
+        if len(used) == 1:  # the usual case: the trust-month's measures are its one file's, counted above
+            measures = {m: int(used[m].iloc[0]) for m in MEASURES}
+        else:  # a trust and its sites: a patient seen at two sites counts once
+            counts = count_activity(clean.assign(_all=1), ["_all"]) if len(clean) else None
+            measures = {m: int(counts[m].iloc[0]) if counts is not None else 0 for m in MEASURES}
         outcome = LayerOutcome(CLEAN, partition, rows=len(clean), metadata={
             "file_versions": len(versions), "files_in_use": len(used),
-            **{k: int(v) for k, v in totals.items()},
-            **{m: int(counts[m].iloc[0]) if counts is not None else 0 for m in MEASURES},
+            **{k: int(v) for k, v in totals.items()}, **measures,
         })
         month_start = pd.Timestamp(f"{month}-01")
         fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
@@ -459,11 +474,22 @@ class Pipeline:
 
     def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
                            files: pd.DataFrame | None = None) -> dict[str, dict]:
-        """Raw then clean for the trusts of one month: {layer: {trust: LayerOutcome or the exception}}.
+        """Raw then clean for the trusts of one month: {layer: {trust: LayerOutcome or the exception}}."""
+        results: dict[str, dict] = {layer: {} for layer in layers}
+        for layer, trust, result in self.iter_trust_months(month, trusts, layers, files):
+            results[layer][trust] = result
+        return results
+
+    def iter_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
+                          files: pd.DataFrame | None = None) -> Iterator[tuple[str, str, object]]:
+        """Raw then clean for the trusts of one month, yielding (layer, trust, LayerOutcome or the exception)
+        batch by batch, so that the caller reports each trust-month once it is written.
 
         Trusts are taken in batches of about BATCH_ROWS registered rows: each batch is built, validated
         with one GX run per suite when it passes as a whole (validate_parts), and each trust-month is then
         written in its own transaction. A failing trust-month keeps its last good rows; the others go on.
+        (Writing in a background thread was measured and dropped: on SQLite the writer and the cleaning
+        fight for the GIL row by row, on PostgreSQL building the COPY text holds it; both got slower.)
         """
         files = self.accepted_files() if files is None else files
         sizes = files.loc[files["reporting_month"] == month].groupby("trust_code")["data_rows"].sum()
@@ -475,23 +501,25 @@ class Pipeline:
             batch.append(trust)
             rows += int(sizes.get(trust, 0))
         batches += [batch] if batch else []
-        results: dict[str, dict] = {layer: {} for layer in layers}
         for batch in batches:
+            loaded: dict[str, _Prepared] = {}
             if RAW in layers:
                 prepared = [self._prepare_raw(month, trust, files) for trust in batch]
                 for item, result in zip(prepared, self._finish(prepared)):
-                    results[RAW][item.trust] = result
-                batch = [t for t in batch if not isinstance(results[RAW][t], Exception)]
+                    yield RAW, item.trust, result
+                    if not isinstance(result, Exception):
+                        loaded[item.trust] = item
+                batch = [t for t in batch if t in loaded]
+                del prepared
             if CLEAN in layers:
                 prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
                 for trust in batch:
                     try:
-                        prepared.append(self._prepare_clean(month, trust, files, held))
-                    except LayerHeld as held:
-                        results[CLEAN][trust] = held
+                        prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None)))
+                    except LayerHeld as held_error:
+                        yield CLEAN, trust, held_error
                 for item, result in zip(prepared, self._finish(prepared)):
-                    results[CLEAN][item.trust] = result
-        return results
+                    yield CLEAN, item.trust, result
 
     def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
