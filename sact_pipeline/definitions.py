@@ -88,25 +88,27 @@ def retry_transient(context, work):
 
 
 def _check_specs(asset_name: str, partitions_def) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(f"gx_{suite}", asset=asset_name, partitions_def=partitions_def,
-                           description=f"Great Expectations suite '{suite}' on the rows about to be published")
-            for suite in SUITES[asset_name]]
+    """One check per layer, gx_<asset>: the layer's gate, passed when every suite of it passed. (One check
+    per suite doubled the check events of a month: at England scale that was 300 more events, ~5 s.)"""
+    suites = " and ".join(f"'{suite}'" for suite in SUITES[asset_name])
+    return [AssetCheckSpec(f"gx_{asset_name}", asset=asset_name, partitions_def=partitions_def,
+                           description=f"The layer's gate: Great Expectations suite{'s' * (len(SUITES[asset_name]) > 1)} "
+                                       f"{suites} on the rows about to be published")]
 
 
 def _check_results(asset_name: str, outcome: LayerOutcome) -> list[AssetCheckResult]:
+    check_name = f"gx_{asset_name}"
     if outcome.skipped:  # nothing new was written: the live rows passed these suites when they were loaded
-        return [AssetCheckResult(check_name=f"gx_{suite}", passed=True,
-                                 metadata={"skipped": "no new file version; live rows passed when loaded"})
-                for suite in SUITES[asset_name]]
-    return [
-        AssetCheckResult(
-            check_name=f"gx_{suite.suite}",
-            passed=suite.success,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={**suite.metadata(), **({"failed": MetadataValue.text(suite.message())} if not suite.success else {})},
-        )
-        for suite in outcome.suites
-    ]
+        return [AssetCheckResult(check_name=check_name, passed=True,
+                                 metadata={"skipped": "no new file version; live rows passed when loaded"})]
+    metadata: dict = {"suites": ", ".join(s.suite for s in outcome.suites)}
+    for number, suite in enumerate(outcome.suites):  # the layer's main suite unprefixed, the others by name
+        prefix = "" if number == 0 else f"{suite.suite}: "
+        metadata.update({f"{prefix}{key}": value for key, value in suite.metadata().items() if key != "suite"})
+    if not outcome.success:
+        metadata["failed"] = MetadataValue.text(outcome.failures())
+    return [AssetCheckResult(check_name=check_name, passed=outcome.success, severity=AssetCheckSeverity.ERROR,
+                             metadata=metadata)]
 
 
 def _outcome_metadata(outcome: LayerOutcome) -> dict:

@@ -105,8 +105,14 @@ def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(setti
     results = run_all(defs, instance, trusts=("RR8",))
     assert not results["RR8"].success
     partition = f"{JANUARY}-01|RR8"
-    assert check_status(instance, "clean_activity", "gx_clean_reconciliation", partition) == \
+    assert check_status(instance, "clean_activity", "gx_clean_activity", partition) == \
         AssetCheckExecutionRecordStatus.FAILED
+    evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey("clean_activity"), "gx_clean_activity")]
+    )[AssetCheckKey(AssetKey("clean_activity"), "gx_clean_activity")].event.dagster_event.event_specific_data
+    # The layer's one gate names the suite that failed and the expectation, with counts only.
+    assert "suite clean_reconciliation" in evaluation.metadata["failed"].value
+    assert evaluation.metadata["clean_reconciliation: failed_expectations"].value >= 1
     failure = next(e for e in results["RR8"].all_events if e.is_step_failure)
     assert "quarantine_share" in failure.step_failure_data.error.message
 

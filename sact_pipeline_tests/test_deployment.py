@@ -156,8 +156,8 @@ def test_a_trust_month_failing_its_gate_is_alerted_and_leaves_the_publication_un
             problems.append(f"the failure of run {run.run_id} does not name the failing Great Expectations suite "
                             f"'clean_reconciliation' (the quarantine share): {text!r}")
         checks = failed_checks(live, run.run_id)
-        if ("gx_clean_reconciliation", failing.trust_month) not in checks:
-            problems.append(f"run {run.run_id} records no failed gx_clean_reconciliation check for "
+        if ("gx_clean_activity", failing.trust_month) not in checks:
+            problems.append(f"run {run.run_id} records no failed gx_clean_activity check (the clean gate) for "
                             f"{failing.trust_month}: {checks}")
 
     alerts = live.webhook.texts()
