@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export SACT_HOME ?= $(CURDIR)/.sact
 export DAGSTER_HOME ?= $(SACT_HOME)/dagster
 
-.PHONY: run test ui up down bench clean-data
+.PHONY: run test ui up down bench bench-england clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,11 @@ clean-data:
 ## bench: time a refresh on generated data against a bare floor (not part of the tests)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/refresh_benchmark.py --trusts 20 --months 3 --patients 200
+
+## bench-england: BENCHMARKS.md's tables: one England month (medians of 3) on SQLite and on the local
+## PostgreSQL, then the scaling series 0.25-2 on SQLite (about an hour on 2 cores)
+BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+bench-england: $(VENV)/.installed
+	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3
+	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3 --warehouse-url $(BENCH_POSTGRES_URL)
+	$(BIN)/python benchmarks/refresh_benchmark.py --series 0.25,0.5,1,2

@@ -1,8 +1,10 @@
 """Time a full refresh on generated data, against a floor that does the same domain work bare.
 
-Not a test: run `make bench` (or this script) and copy the figures into the README / BENCHMARKS.md.
+Not a test: run `make bench` (or this script) and copy the figures into BENCHMARKS.md.
 
     .venv/bin/python benchmarks/refresh_benchmark.py --trusts 20 --months 3 --patients 200 [--warehouse-url URL]
+    .venv/bin/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3        # one England month, medians
+    .venv/bin/python benchmarks/refresh_benchmark.py --series 0.25,0.5,1,2      # how time and memory grow
 
 The floor reads every file, cleans, pseudonymises and counts with the domain core only: no Dagster,
 no GX, no database. The refresh goes through Dagster, GX gates and the warehouse, as `make run` does.
@@ -11,9 +13,13 @@ no GX, no database. The refresh goes through Dagster, GX gates and the warehouse
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date, datetime, timedelta
@@ -47,25 +53,35 @@ def floor(settings, pipeline) -> tuple[float, int]:
     return time.perf_counter() - started, rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trusts", type=int, default=20)
-    parser.add_argument("--months", type=int, default=3)
-    parser.add_argument("--patients", type=int, default=200)
-    parser.add_argument("--end-month", default="2025-06")
-    parser.add_argument("--warehouse-url", help="default: SQLite under the temporary SACT_HOME")
-    parser.add_argument("--scale", type=float, help="one month of England (sact-pipeline generate --scale) "
-                                                    "times this factor, instead of --trusts/--months/--patients")
-    args = parser.parse_args()
+def machine_reference() -> float:
+    """Seconds for a fixed pure-Python loop (median of 3): shared machines vary by a third from hour to
+    hour, so figures from different sessions are compared through this and through the floor ratio."""
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def measure(args) -> dict:
+    """One measurement: generate, floor, refresh, no-op refresh, one late resubmission; in this process."""
     os.environ.setdefault("SACT_PSEUDONYMISATION_KEY", "benchmark-key-0123456789abcdef-0123456789abcdef")
 
+    from sact_pipeline import quality
     from sact_pipeline.cli import refresh
     from sact_pipeline.domain.synthetic import generate_submissions
-    from sact_pipeline.layers import Pipeline
+    from sact_pipeline.layers import STAGE_SECONDS, Pipeline
     from sact_pipeline.settings import Settings
 
+    result: dict = {"reference_loop_s": machine_reference()}
     with tempfile.TemporaryDirectory(prefix="sact-bench-") as home:
-        settings = Settings.from_env(env={}, home=home, first_month="2023-01", warehouse_url=args.warehouse_url)
+        warehouse_url = args.warehouse_url
+        if warehouse_url:  # a fresh database per measurement, so every run starts from the same state
+            warehouse_url = fresh_postgres_database(warehouse_url)
+        settings = Settings.from_env(env={}, home=home, first_month="2023-01", warehouse_url=warehouse_url)
         started = time.perf_counter()
         if args.scale:
             from sact_pipeline.cli import ENGLAND_PATIENTS, ENGLAND_SIZE_SPREAD, ENGLAND_TRUSTS
@@ -77,25 +93,23 @@ def main() -> None:
         else:
             files = generate_submissions(settings.landing_dir, trusts=args.trusts, months=args.months,
                                          end_month=args.end_month, patients_per_trust=args.patients)
-        generated = time.perf_counter() - started
-        rows = sum(f.rows for f in files)
+        result["generate_s"] = time.perf_counter() - started
+        result.update(files=len(files), rows=sum(f.rows for f in files), trusts=args.trusts, months=args.months,
+                      largest_file_rows=max(f.rows for f in files))
         pipeline = Pipeline(settings)
-        floor_seconds, floor_rows = floor(settings, pipeline)
-
-        from sact_pipeline import quality
-
-        from sact_pipeline.layers import STAGE_SECONDS
+        result["floor_s"], result["floor_rows"] = floor(settings, pipeline)
 
         STAGE_SECONDS.clear()
         started = time.perf_counter()
         runs_before = quality.RUNS["count"]
         report = refresh(settings, log=lambda line: None)
-        gx_runs = quality.RUNS["count"] - runs_before
-        refresh_seconds = time.perf_counter() - started
-        stages = dict(STAGE_SECONDS)
+        result["refresh_s"] = time.perf_counter() - started
+        result["gx_runs"] = quality.RUNS["count"] - runs_before
+        result["trust_months"], result["month_runs"] = report.trust_months, len(report.months)
+        result["stages"] = dict(STAGE_SECONDS)
         started = time.perf_counter()
         again = refresh(settings, log=lambda line: None)
-        noop_seconds = time.perf_counter() - started
+        result["noop_s"] = time.perf_counter() - started
         assert report.ok and again.trust_months == 0, (report, again)
 
         # One late corrected resubmission: the median-sized trust of the last month sends its file again a
@@ -111,29 +125,119 @@ def main() -> None:
         (source.parent / source.name.replace(stamp, later)).write_bytes(b"".join(lines[:-1]))
         started = time.perf_counter()
         late = refresh(settings, log=lambda line: None)
-        late_seconds = time.perf_counter() - started
+        result["late_s"] = time.perf_counter() - started
         assert late.ok and late.trust_months == 1, late
+        result.update(late_trust=f"{original.org_code} {last_month}", late_rows=original.rows,
+                      late_months=list(late.months))
+        if warehouse_url:
+            pipeline.warehouse.dispose()
+            drop_postgres_database(warehouse_url)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    warehouse = "PostgreSQL" if args.warehouse_url else "SQLite"
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"data: {len(files)} files, {rows} rows ({args.trusts} English trusts + 1 Welsh, {args.months} months)")
-    print(f"generate:                  {generated:6.1f} s")
-    print(f"floor (domain core only):  {floor_seconds:6.1f} s  {floor_rows / floor_seconds:9.0f} rows/s")
-    print(f"refresh via Dagster ({warehouse}): {refresh_seconds:6.1f} s  {rows / refresh_seconds:9.0f} rows/s  "
-          f"= {refresh_seconds / floor_seconds:.1f} x floor; {report.trust_months} trust-months in "
-          f"{args.months} runs (one per month), {len(report.months)} month runs, "
-          f"{refresh_seconds / report.trust_months:.2f} s per trust-month")
-    print(f"GX suite runs in the refresh: {gx_runs} (4 suites a trust-month if run one by one: "
-          f"{4 * report.trust_months})")
+
+def fresh_postgres_database(url: str) -> str:
+    import sqlalchemy as sa
+
+    name = f"sact_bench_{os.getpid()}"
+    admin = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    from sact_pipeline.layers import _PIPELINES
+
+    for pipeline in _PIPELINES.values():
+        if "warehouse" in pipeline.__dict__:
+            pipeline.warehouse.dispose()
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres", drivername="postgresql+psycopg2"),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    admin.dispose()
+
+
+def print_one(result: dict, warehouse: str) -> None:
+    floor_s, refresh_s = result["floor_s"], result["refresh_s"]
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"reference loop {result['reference_loop_s']:.2f} s")
+    print(f"data: {result['files']} files, {result['rows']} rows ({result['trusts']} English trusts + 1 Welsh, "
+          f"{result['months']} months; largest file {result['largest_file_rows']} rows)")
+    print(f"generate:                  {result['generate_s']:6.1f} s")
+    print(f"floor (domain core only):  {floor_s:6.1f} s  {result['floor_rows'] / floor_s:9.0f} rows/s")
+    print(f"refresh via Dagster ({warehouse}): {refresh_s:6.1f} s  {result['rows'] / refresh_s:9.0f} rows/s  "
+          f"= {refresh_s / floor_s:.1f} x floor; {result['trust_months']} trust-months in {result['months']} "
+          f"runs (one per month), {result['month_runs']} month runs")
+    print(f"GX suite runs in the refresh: {result['gx_runs']} (4 suites a trust-month if run one by one: "
+          f"{4 * result['trust_months']})")
     print("per stage (inclusive seconds; the rest is Dagster, events and the run's own bookkeeping):")
-    for name, seconds in sorted(stages.items(), key=lambda item: -item[1]):
-        print(f"  {name:<28} {seconds:6.1f} s  {seconds / floor_seconds:5.2f} x floor")
-    print(f"  {'(rest)':<28} {refresh_seconds - sum(stages.values()):6.1f} s")
-    print(f"second refresh (no change): {noop_seconds:5.1f} s")
-    print(f"one late resubmission ({original.org_code} {last_month}, {original.rows} rows): {late_seconds:5.1f} s "
-          f"({', '.join(late.months)} re-published)")
-    print(f"peak resident memory:      {peak_mb:6.0f} MB")
+    for name, seconds in sorted(result["stages"].items(), key=lambda item: -item[1]):
+        print(f"  {name:<28} {seconds:6.1f} s  {seconds / floor_s:5.2f} x floor")
+    print(f"  {'(rest)':<28} {refresh_s - sum(result['stages'].values()):6.1f} s")
+    print(f"second refresh (no change): {result['noop_s']:5.1f} s")
+    print(f"one late resubmission ({result['late_trust']}, {result['late_rows']} rows): {result['late_s']:5.1f} s "
+          f"({', '.join(result['late_months'])} re-published)")
+    print(f"peak resident memory:      {result['peak_rss_mb']:6.0f} MB")
+
+
+def print_medians(label: str, results: list[dict]) -> None:
+    """One Markdown table row of medians (BENCHMARKS.md): floor, refresh, ratio, late, no-op, memory."""
+    def median(key):
+        return statistics.median(r[key] for r in results)
+
+    ratios = statistics.median(r["refresh_s"] / r["floor_s"] for r in results)
+    print(f"| {label} | {median('rows'):,.0f} | {len(results)} | {median('reference_loop_s'):.2f} s | "
+          f"{median('floor_s'):.1f} s | {median('refresh_s'):.1f} s | {ratios:.1f}x | {median('late_s'):.1f} s | "
+          f"{median('noop_s'):.1f} s | {median('peak_rss_mb'):,.0f} MB |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trusts", type=int, default=20)
+    parser.add_argument("--months", type=int, default=3)
+    parser.add_argument("--patients", type=int, default=200)
+    parser.add_argument("--end-month", default="2025-06")
+    parser.add_argument("--warehouse-url", help="a PostgreSQL server URL (a fresh database is made on it for "
+                                                "each measurement); default: SQLite under a temporary SACT_HOME")
+    parser.add_argument("--scale", type=float, help="one month of England (sact-pipeline generate --scale) "
+                                                    "times this factor, instead of --trusts/--months/--patients")
+    parser.add_argument("--series", help="comma-separated scales (e.g. 0.25,0.5,1,2): a table row of medians "
+                                         "for each, every measurement in a process of its own")
+    parser.add_argument("--repeat", type=int, default=1, help="measurements per row (medians are reported)")
+    parser.add_argument("--json", action="store_true", help="print one measurement as JSON (used by --series)")
+    args = parser.parse_args()
+    warehouse = "PostgreSQL" if args.warehouse_url else "SQLite"
+
+    if args.json:
+        print(json.dumps(measure(args)))
+        return
+    if not args.series and args.repeat == 1:
+        print_one(measure(args), warehouse)
+        return
+    scales = [float(s) for s in args.series.split(",")] if args.series else [args.scale]
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{warehouse}; medians of {args.repeat} measurement(s), each in its own process")
+    print("| data | rows | runs | reference loop | floor | refresh | refresh / floor | late resubmission "
+          "| no-op refresh | peak memory |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for scale in scales:
+        results = []
+        for _ in range(args.repeat):
+            command = [sys.executable, __file__, "--json", "--end-month", args.end_month]
+            command += ["--scale", str(scale)] if scale else ["--trusts", str(args.trusts), "--months",
+                                                              str(args.months), "--patients", str(args.patients)]
+            command += ["--warehouse-url", args.warehouse_url] if args.warehouse_url else []
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results.append(json.loads(output.strip().splitlines()[-1]))
+        label = f"England x {scale:g}, {warehouse}" if scale else f"{args.trusts} trusts x {args.months} months, {warehouse}"
+        print_medians(label, results)
 
 
 if __name__ == "__main__":
