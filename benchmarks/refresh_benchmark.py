@@ -34,14 +34,17 @@ def floor(settings, pipeline) -> tuple[float, int]:
     """Read, clean and count every latest file version with the domain core alone."""
     from sact_pipeline.domain.cleaning import clean_submission
     from sact_pipeline.domain.counting import count_activity
-    from sact_pipeline.domain.landing import find_candidate_files, read_submission
+    from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission
 
     started = time.perf_counter()
     latest: dict[tuple[str, str], tuple] = {}
     rows = 0
     for path in find_candidate_files(settings.landing_dir):
-        submission, frame = read_submission(path, settings.landing_dir, pipeline.organisations,
-                                            first_month=settings.first_month, today=date.today())
+        try:
+            submission, frame = read_submission(path, settings.landing_dir, pipeline.organisations,
+                                                first_month=settings.first_month, today=date.today())
+        except SubmissionRejected:  # the pipeline rejects it at discovery: no work for either
+            continue
         key = (submission.reporting_month, submission.trust_code)
         if key not in latest or latest[key][0].submitted_at < submission.submitted_at:
             latest[key] = (submission, frame)
@@ -56,16 +59,12 @@ def floor(settings, pipeline) -> tuple[float, int]:
 
 
 def generate(args, landing_dir: Path) -> list:
+    from sact_pipeline.cli import england_shape
     from sact_pipeline.domain.synthetic import generate_submissions
 
-    if args.scale:
-        from sact_pipeline.cli import ENGLAND_PATIENTS, ENGLAND_SIZE_SPREAD, ENGLAND_TRUSTS
-
-        return generate_submissions(landing_dir, trusts=ENGLAND_TRUSTS, months=1, end_month=args.end_month,
-                                    size_spread=ENGLAND_SIZE_SPREAD,
-                                    patients_per_trust=round(ENGLAND_PATIENTS * args.scale))
-    return generate_submissions(landing_dir, trusts=args.trusts, months=args.months, end_month=args.end_month,
-                                patients_per_trust=args.patients)
+    shape = england_shape(args.scale) if args.scale else {
+        "trusts": args.trusts, "months": args.months, "patients_per_trust": args.patients}
+    return generate_submissions(landing_dir, end_month=args.end_month, **shape)
 
 
 def floor_in_child(settings) -> tuple[float, int, float]:
@@ -95,7 +94,7 @@ def measure(args) -> dict:
 
     from sact_pipeline import quality
     from sact_pipeline.cli import refresh
-    from sact_pipeline.layers import STAGE_SECONDS, Pipeline
+    from sact_pipeline.layers import STAGE_SECONDS
     from sact_pipeline.settings import Settings
 
     result: dict = {"reference_loop_s": machine_reference()}
@@ -113,12 +112,11 @@ def measure(args) -> dict:
             result["floor_s"], result["floor_rows"], result["floor_peak_rss_mb"] = child.submit(
                 floor_in_child, settings).result()
         if args.scale:
-            from sact_pipeline.cli import ENGLAND_TRUSTS
+            from sact_pipeline.cli import england_shape
 
-            args.trusts, args.months = ENGLAND_TRUSTS, 1
+            args.trusts, args.months = england_shape()["trusts"], 1
         result.update(files=len(files), rows=sum(f.rows for f in files), trusts=args.trusts, months=args.months,
                       largest_file_rows=max(f.rows for f in files))
-        pipeline = Pipeline(settings)
 
         STAGE_SECONDS.clear()
         started = time.perf_counter()
@@ -151,7 +149,6 @@ def measure(args) -> dict:
         result.update(late_trust=f"{original.org_code} {last_month}", late_rows=original.rows,
                       late_months=list(late.months))
         if warehouse_url:
-            pipeline.warehouse.dispose()
             drop_postgres_database(warehouse_url)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -160,23 +157,18 @@ def measure(args) -> dict:
 def fresh_postgres_database(url: str) -> str:
     import sqlalchemy as sa
 
-    name = f"sact_bench_{os.getpid()}"
-    admin = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg2"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+    from sact_pipeline.deploy import create_database
+
+    fresh = sa.make_url(url).set(database=f"sact_bench_{os.getpid()}")
+    drop_postgres_database(fresh)  # left over from an interrupted measurement of the same pid
+    create_database(fresh)
+    return fresh.render_as_string(hide_password=False)
 
 
-def drop_postgres_database(url: str) -> None:
+def drop_postgres_database(url) -> None:
+    """DROP ... WITH (FORCE): the refresh's cached engines may still hold connections to it."""
     import sqlalchemy as sa
 
-    from sact_pipeline.layers import _PIPELINES
-
-    for pipeline in _PIPELINES.values():
-        if "warehouse" in pipeline.__dict__:
-            pipeline.warehouse.dispose()
     target = sa.make_url(url)
     admin = sa.create_engine(target.set(database="postgres", drivername="postgresql+psycopg2"),
                              isolation_level="AUTOCOMMIT")

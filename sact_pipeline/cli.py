@@ -89,14 +89,8 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
     """
     from dagster import DagsterInstance
 
-    from sact_pipeline.definitions import (
-        DISCOVERY_JOB,
-        MONTH_JOB,
-        MONTH_TAG,
-        TRUST_MONTH_JOB,
-        build_definitions,
-        trust_month_run_tags,
-    )
+    from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+    from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
@@ -254,8 +248,7 @@ def _generate_command(args: argparse.Namespace) -> int:
             print(f"error: --scale takes 'england' or a positive factor such as 0.25, 0.5, 1 or 2, got {args.scale!r}",
                   file=sys.stderr)
             return 2
-        shape = {"trusts": ENGLAND_TRUSTS, "months": 1, "patients_per_trust": round(ENGLAND_PATIENTS * factor),
-                 "size_spread": ENGLAND_SIZE_SPREAD}
+        shape = england_shape(factor)
     try:
         files = generate_submissions(landing, end_month=args.end_month, seed=args.seed, defects=defects, **shape)
     except ValueError as error:
@@ -271,6 +264,13 @@ def _generate_command(args: argparse.Namespace) -> int:
 ENGLAND_TRUSTS = 150
 ENGLAND_PATIENTS = 1075
 ENGLAND_SIZE_SPREAD = 0.95
+
+
+def england_shape(factor: float = 1.0) -> dict:
+    """generate_submissions arguments for one month of England times `factor` (the same 150 trusts,
+    each `factor` times the size): what `generate --scale` and the benchmark generate."""
+    return {"trusts": ENGLAND_TRUSTS, "months": 1, "patients_per_trust": round(ENGLAND_PATIENTS * factor),
+            "size_spread": ENGLAND_SIZE_SPREAD}
 
 DEFECT_NAMES = ("invalid_nhs_number", "missing_mandatory", "duplicate_rows", "missing_required")
 

@@ -49,7 +49,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import MONTH_TAG, ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS, trust_month_run_tags  # noqa: F401
+from sact_pipeline.run_tags import ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
 

@@ -8,7 +8,6 @@ project carries a single PostgreSQL driver (a bare postgresql:// URL is pinned t
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime
@@ -367,18 +366,11 @@ def _copy_into(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) 
     PostgreSQL load): strings are always quoted and missing values are bare empty fields, which is exactly
     COPY's CSV rule for '' versus NULL."""
     buffer = io.BytesIO()
-    try:
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowException, TypeError, ValueError):  # a column of mixed Python objects: let pandas write it
-        frame.to_csv(buffer, index=False, header=False, quoting=csv.QUOTE_MINIMAL, na_rep="\\N",
-                     date_format="%Y-%m-%d %H:%M:%S.%f", encoding="utf-8")
-        null = "\\N"
-    else:
-        pacsv.write_csv(arrow, buffer, pacsv.WriteOptions(include_header=False))
-        null = ""
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer,
+                    pacsv.WriteOptions(include_header=False))
     buffer.seek(0)
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
-    statement = f"COPY \"{table.name}\" ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{null}')"
+    statement = f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)'
     dbapi = connection.dialect.loaded_dbapi
     cursor = connection.connection.dbapi_connection.cursor()
     try:

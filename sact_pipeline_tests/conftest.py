@@ -64,6 +64,14 @@ def postgres_url(postgres_server_url) -> str:
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request, tmp_path: Path) -> str:
+    """The test runs once on each warehouse: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings on the embedded default (SQLite warehouse) under a temporary SACT_HOME."""

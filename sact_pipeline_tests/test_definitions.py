@@ -248,20 +248,15 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
     assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.affected_trust_months() == []
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def settings_on_each_warehouse(request, tmp_path):
-    from sact_pipeline.settings import Settings
-
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    return Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01", warehouse_url=url)
-
-
-def test_clean_from_raw_rows_in_memory_equals_clean_from_raw_read_back(settings_on_each_warehouse, instance):
+def test_clean_from_raw_rows_in_memory_equals_clean_from_raw_read_back(warehouse_url, tmp_path, instance):
     """Clean takes the rows raw has just loaded in the same run (no read back); it must build exactly
     what it builds from the raw layer as stored, on either warehouse: dates, codes, quarantine and all."""
     from sact_pipeline.warehouse import clean_data_quality, clean_quarantine
 
-    settings = settings_on_each_warehouse
+    from sact_pipeline.settings import Settings
+
+    settings = Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01",
+                                 warehouse_url=warehouse_url)
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv",
                      patients("A", 12) + patients("Q", 2, regimen="") + patients("A", 1))  # quarantine, duplicate
     write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", patients("B", 5))

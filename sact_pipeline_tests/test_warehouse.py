@@ -24,10 +24,9 @@ def versions(*rows) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def warehouse(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'w.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    warehouse = Warehouse(url)
+@pytest.fixture
+def warehouse(warehouse_url):
+    warehouse = Warehouse(warehouse_url)
     yield warehouse
     warehouse.dispose()
 

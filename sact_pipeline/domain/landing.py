@@ -35,6 +35,9 @@ class SubmissionRejected(Exception):
         self.file_name = file_name
         self.reason = reason
 
+    def __reduce__(self):  # picklable (two arguments), so it crosses process boundaries intact
+        return type(self), (self.file_name, self.reason)
+
 
 @dataclass(frozen=True)
 class SubmissionName:
