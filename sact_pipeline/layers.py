@@ -30,7 +30,7 @@ from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_file
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.publication import CHANGE_COLUMNS, COUNT_COLUMNS, notes_text, publish_month
 from sact_pipeline.domain.spec import ITEM_COLUMNS
-from sact_pipeline.domain.summary import summarise_month
+from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.keys import load_pseudonymiser
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import (
@@ -553,9 +553,9 @@ class Pipeline:
         if held:
             raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
                             f"previous publication stands; a corrected file releases it): " + "; ".join(held))
-        clean_month = self._clean_rows_for_counting(month)
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
-        summary = summarise_month(month, files, clean_month, versions, self.organisations,
+        measures = trust_measures(versions, self._clean_rows_for_counting(month, sites_sharing_trusts(versions)))
+        summary = summarise_month(month, files, measures, versions, self.organisations,
                                   self.settings.deadline_months)
         outcome = LayerOutcome(SUMMARY, month, rows=len(summary), metadata={
             "trusts": len(summary),
@@ -572,13 +572,14 @@ class Pipeline:
         )
         return outcome
 
-    def _clean_rows_for_counting(self, month: str) -> pd.DataFrame:
+    def _clean_rows_for_counting(self, month: str, trusts: list[str]) -> pd.DataFrame:
+        """The counted columns of the given trusts' clean rows (only trusts whose sites send files)."""
         columns = ["trust_code", "patient_key", "regimen", "start_date_of_regimen", "cycle_number",
                    "start_date_of_cycle"]
-        query = sa.select(*(clean_activity.c[c] for c in columns)).where(clean_activity.c.reporting_month == month)
+        query = sa.select(*(clean_activity.c[c] for c in columns)).where(
+            clean_activity.c.reporting_month == month, clean_activity.c.trust_code.in_(trusts))
         with self.warehouse.engine.connect() as connection:
-            frame = pd.read_sql(query, connection)
-        return frame.rename(columns={"trust_code": "trust"})
+            return pd.read_sql(query, connection)
 
     # --- published ----------------------------------------------------------------------------------------
     def output_paths(self, month: str) -> tuple[Path, Path]:

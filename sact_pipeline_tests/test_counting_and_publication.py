@@ -9,7 +9,7 @@ from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES
 from sact_pipeline.domain.counting import count_activity, submission_deadline, submission_status
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.publication import ACKNOWLEDGEMENT, PUBLISHED_COLUMNS, notes_text, publish_month
-from sact_pipeline.domain.summary import summarise_month
+from sact_pipeline.domain.summary import summarise_month, trust_measures
 
 ORGANISATIONS = OrganisationRegister.from_ods_etr()
 
@@ -72,7 +72,8 @@ def test_summary_lists_every_trust_seen_so_far_with_status_and_resubmission_chan
         ("RR8", "c", pd.Timestamp("2024-04-09"), True, 2, 2, 2, 2, 2, 0, 0, 4),
         ("RQF", "e", pd.Timestamp("2024-03-10"), True, 1, 1, 1, 1, 1, 0, 0, 0),
     ])
-    summary = summarise_month("2024-02", files, clean, versions, ORGANISATIONS).set_index("org_code")
+    measures = trust_measures(versions, clean.rename(columns={"trust": "trust_code"}).iloc[:0])
+    summary = summarise_month("2024-02", files, measures, versions, ORGANISATIONS).set_index("org_code")
     assert list(summary.index) == ["RBV", "RQF", "RR8"]
     rr8 = summary.loc["RR8"]
     assert rr8["submission_status"] == "late" and rr8["versions_received"] == 2
@@ -82,6 +83,25 @@ def test_summary_lists_every_trust_seen_so_far_with_status_and_resubmission_chan
     assert summary.loc["RBV", "submission_status"] == "missing" and pd.isna(summary.loc["RBV", "patients"])
     assert summary.loc["RQF", "country"] == "Wales" and not summary.loc["RQF", "is_english"]
     assert pd.isna(summary.loc["RQF", "patients_resubmission_change"])
+
+
+def test_measures_come_from_the_file_in_use_and_sites_sharing_a_trust_are_counted_from_rows():
+    """One file in use: its measures as counted when cleaned (no rows needed). A trust whose sites each
+    send a file: counted from the clean rows, so a patient seen at both sites counts once, not twice."""
+    versions = versions_frame([
+        ("RR8", "a", pd.Timestamp("2024-02-05"), True, 2, 2, 2, 3, 3, 0, 0, 0),
+        ("RR8", "b", pd.Timestamp("2024-02-06"), True, 2, 2, 2, 2, 2, 0, 0, 0),  # its site, p1 again
+        ("RBV", "c", pd.Timestamp("2024-02-01"), False, 9, 9, 9, 9, 9, 0, 0, 0),  # replaced by d
+        ("RBV", "d", pd.Timestamp("2024-02-07"), True, 5, 6, 7, 8, 8, 0, 0, 0),
+    ])
+    rows = activity([("RR8", "p1", "AC", "2024-02-01", 1, "2024-02-01"),
+                     ("RR8", "p1", "AC", "2024-02-01", 1, "2024-02-01"),
+                     ("RR8", "p2", "AC", "2024-02-01", 1, "2024-02-01"),
+                     ("RR8", "p1", "AC", "2024-02-01", 1, "2024-02-01"),  # the site's file: the same patient
+                     ("RR8", "p3", "AC", "2024-02-01", 1, "2024-02-01")]).rename(columns={"trust": "trust_code"})
+    measures = trust_measures(versions, rows).set_index("trust_code")
+    assert measures.loc["RR8"].tolist() == [3, 3, 3, 5]  # not 2 + 2 patients
+    assert measures.loc["RBV"].tolist() == [5, 6, 7, 8] and len(measures) == 2
 
 
 def summary_rows(month, rows):

@@ -19,10 +19,29 @@ SUMMARY_COUNT_COLUMNS: tuple[str, ...] = (
 )
 
 
+def sites_sharing_trusts(versions: pd.DataFrame) -> list[str]:
+    """Trusts with more than one file in use this month (a trust and its sites): their measures need the
+    clean rows, because a patient seen at two sites counts once."""
+    in_use = versions.loc[versions["in_use"]].groupby("trust_code").size()
+    return sorted(in_use.index[in_use > 1])
+
+
+def trust_measures(versions: pd.DataFrame, clean_rows: pd.DataFrame) -> pd.DataFrame:
+    """The measures per trust (trust_code + MEASURES) of the trusts with a file in use.
+
+    A trust with one file in use (the usual case) has that file's measures, counted when it was cleaned;
+    only the trusts of sites_sharing_trusts are counted from their clean rows (clean_rows: those trusts'
+    rows, with trust_code and the counted columns). So a month is summarised without reading its rows."""
+    shared = sites_sharing_trusts(versions)
+    single = versions.loc[versions["in_use"] & ~versions["trust_code"].isin(shared), ["trust_code", *MEASURES]]
+    parts = [single] + ([count_activity(clean_rows, ["trust_code"])] if shared and len(clean_rows) else [])
+    return pd.concat(parts, ignore_index=True).astype({m: "int64" for m in MEASURES})
+
+
 def summarise_month(
     reporting_month: str,
     files: pd.DataFrame,
-    clean_month: pd.DataFrame,
+    measures: pd.DataFrame,
     versions: pd.DataFrame,
     organisations: OrganisationRegister,
     deadline_months: int = 1,
@@ -30,7 +49,7 @@ def summarise_month(
     """One row per trust that has submitted anything up to this month.
 
     files: accepted file versions (trust_code, reporting_month, submitted_at) of this and earlier months.
-    clean_month: the clean rows of this month (trust plus the counted columns), latest version per trust.
+    measures: per trust with a file in use, its measures (trust_measures).
     versions: per cleaned file version of this month (trust_code, file_sha256, submitted_at, in_use, the
     measures, raw_rows, quarantined_rows, duplicate_rows, data_quality_findings).
     """
@@ -50,11 +69,7 @@ def summarise_month(
         duplicate_rows=("duplicate_rows", "sum"), data_quality_findings=("data_quality_findings", "sum"),
     )
     summary = summary.join(in_use)
-    if len(clean_month):
-        counts = count_activity(clean_month.rename(columns={"trust": "trust_code"}), ["trust_code"])
-        summary = summary.join(counts.set_index("trust_code"))
-    else:
-        summary = summary.join(pd.DataFrame(columns=list(MEASURES), dtype="Int64"))
+    summary = summary.join(measures.set_index("trust_code")[list(MEASURES)])
     has_clean = summary["file_sha256"].notna()
     for measure in MEASURES:  # a version can be clean with zero usable rows: count 0, not missing
         summary[measure] = summary[measure].astype("Int64").mask(has_clean & summary[measure].isna(), 0)
