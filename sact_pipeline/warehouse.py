@@ -307,12 +307,18 @@ class Warehouse:
         operations: list[tuple[sa.Table, dict[str, str], pd.DataFrame]],
         state: LayerState | None = None,
     ) -> None:
-        """Delete-then-insert each (table, where, rows) and record the layer state, all in one transaction."""
+        """Delete-then-insert each (table, where, rows) and record the layer state, all in one transaction.
+
+        The rows are made ready for the database (SQLite parameters, the COPY text) before the
+        transaction begins: on SQLite the write lock is then held only while the database works, which
+        is what other writers (a second worker, the sensor) wait for."""
+        loads = [(table, where, self._ready(table, frame)) for table, where, frame in operations]
         with self.engine.begin() as connection:
-            for table, where, frame in operations:
+            for table, where, load in loads:
                 condition = sa.and_(*(table.c[column] == value for column, value in where.items()))
                 connection.execute(sa.delete(table).where(condition))
-                self._append(connection, table, frame)
+                if load is not None:
+                    load(connection)
             if state is not None:
                 connection.execute(sa.delete(layer_state).where(sa.and_(
                     layer_state.c.layer == state.layer,
@@ -328,23 +334,28 @@ class Warehouse:
                     gate_failures.c.trust_code == state.trust_code, gate_failures.c.layer == state.layer))
 
     def _append(self, connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        load = self._ready(table, frame)
+        if load is not None:
+            load(connection)
+
+    def _ready(self, table: sa.Table, frame: pd.DataFrame | None):
+        """A function that loads `frame` into `table` on a connection (None when there are no rows)."""
         if frame is None or frame.empty:
-            return
+            return None
         frame = frame[[c.name for c in table.columns]]
-        if self.is_postgres:
-            _copy_into(connection, table, frame)
-        else:
-            _insert_sqlite(connection, table, frame)
+        return _copy_into(table, frame) if self.is_postgres else _insert_sqlite(table, frame)
 
 
-def _insert_sqlite(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+def _insert_sqlite(table: sa.Table, frame: pd.DataFrame):
     """executemany of plain tuples built column by column (Python scalars, None for missing, dates as the
     text SQLAlchemy's SQLite types store and parse back): no per-row or per-cell pandas work, which took
     most of a refresh on SQLite."""
     columns = [_sqlite_values(frame[column.name], column.type) for column in table.columns]
     names = ", ".join(f'"{c.name}"' for c in table.columns)
     marks = ", ".join("?" for _ in table.columns)
-    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', list(zip(*columns)))
+    rows = list(zip(*columns))
+    return lambda connection: connection.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
 
 
 def _sqlite_values(values: pd.Series, kind: sa.types.TypeEngine) -> np.ndarray:
@@ -359,7 +370,7 @@ def _sqlite_values(values: pd.Series, kind: sa.types.TypeEngine) -> np.ndarray:
     return values.to_numpy(dtype=object, na_value=None)
 
 
-def _copy_into(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+def _copy_into(table: sa.Table, frame: pd.DataFrame):
     """PostgreSQL COPY FROM STDIN in CSV: orders of magnitude faster than INSERTs (platform notes).
 
     The CSV is written by pyarrow (several times faster than DataFrame.to_csv, which took most of a
@@ -368,20 +379,24 @@ def _copy_into(connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) 
     buffer = io.BytesIO()
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer,
                     pacsv.WriteOptions(include_header=False))
-    buffer.seek(0)
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
     statement = f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)'
-    dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(statement, buffer)
-    except dbapi.Error as error:
-        # Raise what SQLAlchemy raises for INSERTs (IntegrityError, ...), with PostgreSQL's primary message
-        # only: its DETAIL and CONTEXT quote the failing row, which can hold patient identifiers.
-        primary = getattr(getattr(error, "diag", None), "message_primary", None) or type(error).__name__
-        raise sa.exc.DBAPIError.instance(statement, None, type(error)(primary), dbapi.Error) from None
-    finally:
-        cursor.close()
+
+    def load(connection: sa.Connection) -> None:
+        buffer.seek(0)
+        dbapi = connection.dialect.loaded_dbapi
+        cursor = connection.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(statement, buffer)
+        except dbapi.Error as error:
+            # Raise what SQLAlchemy raises for INSERTs (IntegrityError, ...), with PostgreSQL's primary
+            # message only: its DETAIL and CONTEXT quote the failing row, which can hold patient identifiers.
+            primary = getattr(getattr(error, "diag", None), "message_primary", None) or type(error).__name__
+            raise sa.exc.DBAPIError.instance(statement, None, type(error)(primary), dbapi.Error) from None
+        finally:
+            cursor.close()
+
+    return load
 
 
 def _typed(table: sa.Table, frame: pd.DataFrame) -> pd.DataFrame:
