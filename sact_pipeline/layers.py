@@ -9,11 +9,16 @@ around these functions, so the same work runs (and is tested) without Dagster.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
+import resource
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -57,6 +62,9 @@ class LayerGateFailed(Exception):
         super().__init__(f"{layer} layer for {partition} failed its Great Expectations suite and was not "
                          f"published: {outcome.failures()}")
         self.layer, self.partition, self.outcome = layer, partition, outcome
+
+    def __reduce__(self):  # comes back from a worker process whole
+        return type(self), (self.layer, self.partition, self.outcome)
 
 
 class LayerHeld(Exception):
@@ -119,7 +127,8 @@ class Discovery:
 
 _PIPELINES: dict[tuple[Settings, date], "Pipeline"] = {}
 
-STAGE_SECONDS: Counter = Counter()  # seconds per stage in this process: the benchmark reports them
+STAGE_SECONDS: Counter = Counter()  # seconds per stage in this process and its workers: the benchmark reports them
+WORKER_PEAK_MB: dict[int, float] = {}  # peak resident memory of each worker process (by pid), for the benchmark
 
 
 @contextmanager
@@ -470,7 +479,8 @@ class Pipeline:
         ))
 
     # --- many trust-months at once ------------------------------------------------------------------------
-    BATCH_ROWS = 200_000  # registered rows validated together: bounds memory, whatever the month's size
+    BATCH_ROWS = 200_000  # registered rows in memory at once (over all workers): bounds memory, whatever the month
+    PARALLEL_MIN_ROWS = 100_000  # below this, starting worker processes costs more than it saves
 
     def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
                            files: pd.DataFrame | None = None) -> dict[str, dict]:
@@ -488,38 +498,81 @@ class Pipeline:
         Trusts are taken in batches of about BATCH_ROWS registered rows: each batch is built, validated
         with one GX run per suite when it passes as a whole (validate_parts), and each trust-month is then
         written in its own transaction. A failing trust-month keeps its last good rows; the others go on.
-        (Writing in a background thread was measured and dropped: on SQLite the writer and the cleaning
-        fight for the GIL row by row, on PostgreSQL building the COPY text holds it; both got slower.)
+        A month of more than PARALLEL_MIN_ROWS rows is built by `settings.workers` processes, a batch
+        each (so both cores work, and this process reports events meanwhile); see _build_in_workers.
         """
         files = self.accepted_files() if files is None else files
         sizes = files.loc[files["reporting_month"] == month].groupby("trust_code")["data_rows"].sum()
+        total = int(sizes.reindex(trusts).fillna(0).sum())
+        workers = self.settings.workers if total > self.PARALLEL_MIN_ROWS else 1
+        if multiprocessing.current_process().daemon:  # a daemonic process may not start processes
+            workers = 1
+        limit = self.BATCH_ROWS // workers  # a batch per worker in memory at once: the same bound in all
         batches, batch, rows = [], [], 0
         for trust in trusts:
-            if batch and rows + int(sizes.get(trust, 0)) > self.BATCH_ROWS:
+            if batch and rows + int(sizes.get(trust, 0)) > limit:
                 batches.append(batch)
                 batch, rows = [], 0
             batch.append(trust)
             rows += int(sizes.get(trust, 0))
         batches += [batch] if batch else []
+        if workers > 1 and len(batches) > 1:
+            yield from self._build_in_workers(month, batches, layers, files, workers)
+            return
         for batch in batches:
-            loaded: dict[str, _Prepared] = {}
-            if RAW in layers:
-                prepared = [self._prepare_raw(month, trust, files) for trust in batch]
-                for item, result in zip(prepared, self._finish(prepared)):
-                    yield RAW, item.trust, result
-                    if not isinstance(result, Exception):
-                        loaded[item.trust] = item
-                batch = [t for t in batch if t in loaded]
-                del prepared
-            if CLEAN in layers:
-                prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
-                for trust in batch:
-                    try:
-                        prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None)))
-                    except LayerHeld as held_error:
-                        yield CLEAN, trust, held_error
-                for item, result in zip(prepared, self._finish(prepared)):
-                    yield CLEAN, item.trust, result
+            yield from self._build_batch(month, batch, layers, files)
+
+    def _build_batch(self, month: str, batch: list[str], layers, files: pd.DataFrame
+                     ) -> Iterator[tuple[str, str, object]]:
+        """Raw then clean for one batch of a month's trusts, in this process."""
+        loaded: dict[str, _Prepared] = {}
+        if RAW in layers:
+            prepared = [self._prepare_raw(month, trust, files) for trust in batch]
+            for item, result in zip(prepared, self._finish(prepared)):
+                yield RAW, item.trust, result
+                if not isinstance(result, Exception):
+                    loaded[item.trust] = item
+            batch = [t for t in batch if t in loaded]
+            del prepared
+        if CLEAN in layers:
+            prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
+            for trust in batch:
+                try:
+                    prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None)))
+                except LayerHeld as held_error:
+                    yield CLEAN, trust, held_error
+            for item, result in zip(prepared, self._finish(prepared)):
+                yield CLEAN, item.trust, result
+
+    def _build_in_workers(self, month: str, batches: list[list[str]], layers, files: pd.DataFrame,
+                          workers: int) -> Iterator[tuple[str, str, object]]:
+        """Each batch in a worker process (a pool kept for this process); results as batches finish.
+
+        A worker writes its trust-months itself (each in its own transaction, as in one process; SQLite
+        lets one writer at a time and the other waits for the lock), so only outcomes come back, never
+        rows. If this generator is abandoned (the caller failed), batches not started are cancelled;
+        a started batch finishes its trust-months, each whole or not at all."""
+        pool = _worker_pool(workers)
+        futures = [pool.submit(_build_batch_in_worker, self.settings, self.today, self.pseudonymiser,
+                               month, batch, tuple(layers), files) for batch in batches]
+        # The summary and publication after this need GX here too: import it (3 s) while the workers work.
+        threading.Thread(target=quality.import_gx, name="import-gx", daemon=True).start()
+        try:
+            for future in as_completed(futures):
+                try:
+                    results, stages, suite_runs, error, (pid, peak_mb) = future.result()
+                except BrokenProcessPool:
+                    _POOLS.pop(workers, None)  # a worker died (killed, out of memory): a new pool next time
+                    raise
+                STAGE_SECONDS.update(stages)
+                quality.RUNS["count"] += suite_runs
+                WORKER_PEAK_MB[pid] = max(WORKER_PEAK_MB.get(pid, 0.0), peak_mb)
+                yield from results
+                if error is not None:
+                    raise error
+        finally:
+            for future in futures:
+                future.cancel()
 
     def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
@@ -649,3 +702,45 @@ def _stage(final: Path, text: str) -> tuple[Path, Path]:
     with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
         stream.write(text)
     return Path(name), final
+
+
+# --- worker processes ---------------------------------------------------------------------------------------
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+_WORKER_PIPELINES: dict[tuple, Pipeline] = {}
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """One pool per process, kept between months and runs (a worker pays pandas' and GX's imports once).
+
+    Spawned, not forked: the parent may be a Dagster process with threads. Workers that were idle for a
+    while hold no database connection (_build_batch_in_worker disposes it)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[workers]
+
+
+def _build_batch_in_worker(settings: Settings, today: date, pseudonymiser, month: str, batch: list[str],
+                           layers: tuple[str, ...], files: pd.DataFrame):
+    """A batch of trust-months in a worker: (results, seconds per stage, suite runs, unexpected error,
+    (pid, peak resident MB)).
+
+    The pseudonymiser comes from the parent (over the pool's pipe, never logged), so a worker can never
+    pseudonymise with another key than the run's. An unexpected error is returned after the results
+    before it, so the parent still reports the trust-months that were written."""
+    key = (settings, today, pseudonymiser.key_id)
+    if key not in _WORKER_PIPELINES:
+        pipeline = _WORKER_PIPELINES[key] = Pipeline(settings, today=today)
+        pipeline.__dict__["pseudonymiser"] = pseudonymiser  # the cached_property, given rather than loaded
+    pipeline = _WORKER_PIPELINES[key]
+    STAGE_SECONDS.clear()
+    runs_before = quality.RUNS["count"]
+    results, error = [], None
+    try:
+        for result in pipeline._build_batch(month, batch, layers, files):
+            results.append(result)
+    except Exception as unexpected:  # noqa: BLE001 - re-raised by the parent after the results before it
+        error = unexpected
+    finally:
+        pipeline.warehouse.dispose()  # no idle connection between batches (a database may be dropped)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results, dict(STAGE_SECONDS), quality.RUNS["count"] - runs_before, error, (os.getpid(), peak_mb)

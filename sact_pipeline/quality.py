@@ -165,7 +165,7 @@ RUNS = {"count": 0}  # suite runs in this process: the benchmark reports it, a t
 _LOCK = threading.RLock()  # GX objects below are shared and mutable: one suite run at a time per process
 
 
-def _gx():
+def import_gx():
     """Import GX (about 3 s, once) and keep its loggers quiet unless the application configured them."""
     gx_logger = logging.getLogger("great_expectations")
     quieten = gx_logger.level == logging.NOTSET
@@ -182,7 +182,7 @@ def _engine() -> _Engine:
     global _ENGINE
     with _LOCK:
         if _ENGINE is None:
-            gx_module = _gx()
+            gx_module = import_gx()
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             context = gx_module.get_context(mode="ephemeral")
@@ -200,7 +200,7 @@ def _suite_and_validation(engine: _Engine, suite_name: str, expectations: Sequen
     Expectations are copied (an Expectation added to a suite is bound to it and gets an id), so the
     caller may pass the same objects to several suites or calls.
     """
-    gx_module = _gx()
+    gx_module = import_gx()
     copies = [copy.copy(e) for e in expectations]  # Expectation.__copy__: deep copy with id=None
     suite = engine.suites.get(suite_name)
     if suite is None:
@@ -548,7 +548,7 @@ def raw_expectations(
 ) -> list[gx.expectations.Expectation]:
     """The raw layer frame: the items as text plus month, trust, file_name, file_sha256, submitted_at,
     row_number and header_version."""
-    ge = _gx().expectations
+    ge = import_gx().expectations
     columns = list(dict.fromkeys([*item_columns, *RAW_METADATA_COLUMNS]))
     return [
         ge.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=False),
@@ -575,7 +575,7 @@ def clean_expectations(
     reporting month, with mostly=in_month_mostly. The default 0.0 never fails; it reports how many clean
     rows fall outside the month (None leaves it out; raise it to gate on that share).
     """
-    ge = _gx().expectations
+    ge = import_gx().expectations
     upper = dt.datetime.combine(today or dt.date.today(), dt.time.max)
     expectations = [
         ge.ExpectColumnValuesToNotBeNull(column="patient_key"),
@@ -612,7 +612,7 @@ def clean_expectations(
 
 def raw_reconciliation_expectations() -> list[gx.expectations.Expectation]:
     """One row per newly loaded file version: rows loaded equal the rows counted when it was registered."""
-    ge = _gx().expectations
+    ge = import_gx().expectations
     return [
         ge.ExpectColumnPairValuesToBeEqual(column_A="registered_rows", column_B="loaded_rows"),
         ge.ExpectColumnValuesToBeBetween(column="loaded_rows", min_value=1),
@@ -622,7 +622,7 @@ def raw_reconciliation_expectations() -> list[gx.expectations.Expectation]:
 def reconciliation_expectations(max_quarantine_share: float) -> list[gx.expectations.Expectation]:
     """The reconciliation frame, one row per file version: raw_rows, clean_rows, quarantined_rows, duplicate_rows,
     opted_out_rows, accounted_rows (their sum) and quarantine_share."""
-    ge = _gx().expectations
+    ge = import_gx().expectations
     return [
         ge.ExpectColumnPairValuesToBeEqual(column_A="raw_rows", column_B="accounted_rows"),
         ge.ExpectColumnValuesToNotBeNull(column="quarantine_share"),
@@ -641,7 +641,7 @@ def summary_expectations(
     Counts are >= 0 where present (null = missing submission); patients <= regimens <= cycles <=
     drug_administrations on rows where both are present; one row per (month, org_code).
     """
-    ge = _gx().expectations
+    ge = import_gx().expectations
     expectations = [ge.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in count_columns]
     for smaller, larger in zip(nested, nested[1:]):
         expectations.append(
@@ -662,7 +662,7 @@ def published_expectations(
 ) -> list[gx.expectations.Expectation]:
     """The published table, all cells text: rule R shapes for counts and changes, English trusts plus
     one ENGLAND row, one row per org_code."""
-    ge = _gx().expectations
+    ge = import_gx().expectations
     expectations = [ge.ExpectColumnValuesToMatchRegex(column=c, regex=PUBLISHED_COUNT_REGEX) for c in count_columns]
     expectations += [ge.ExpectColumnValuesToMatchRegex(column=c, regex=PUBLISHED_CHANGE_REGEX) for c in change_columns]
     expectations += [

@@ -20,13 +20,14 @@ class SactPipelineResource(ConfigurableResource):
     deadline_months: int
     max_quarantine_share: float
     ods_file: str = ""
+    workers: int = 0  # 0: SACT_WORKERS's default (up to 2 cores)
 
     def pipeline(self) -> Pipeline:
         settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
                                      output_dir=self.output_dir, warehouse_url=self.warehouse_url,
                                      first_month=self.first_month, deadline_months=self.deadline_months,
                                      max_quarantine_share=self.max_quarantine_share,
-                                     ods_file=self.ods_file or None)
+                                     ods_file=self.ods_file or None, workers=self.workers or None)
         return Pipeline.for_settings(settings)
 
     @classmethod
@@ -38,4 +39,4 @@ class SactPipelineResource(ConfigurableResource):
                    warehouse_url=EnvVar("SACT_WAREHOUSE_URL") if from_env else settings.warehouse_url,
                    first_month=settings.first_month, deadline_months=settings.deadline_months,
                    max_quarantine_share=settings.max_quarantine_share,
-                   ods_file=str(settings.ods_file or ""))
+                   ods_file=str(settings.ods_file or ""), workers=settings.workers)

@@ -36,6 +36,7 @@ class Settings:
     deadline_months: int = 1  # on time = first version received before the end of this many months after
     max_quarantine_share: float = 0.5  # a clean partition quarantining more than this fails its suite
     ods_file: Path | None = None  # a newer ODS etr extract; the packaged copy when unset
+    workers: int = 1  # processes building a large month's trust-months (SACT_WORKERS; default: up to 2 cores)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -70,6 +71,7 @@ class Settings:
                 deadline_months=int(pick("deadline_months", "SACT_DEADLINE_MONTHS", 1)),
                 max_quarantine_share=float(pick("max_quarantine_share", "SACT_MAX_QUARANTINE_SHARE", 0.5)),
                 ods_file=Path(ods).expanduser().resolve() if ods else None,
+                workers=int(pick("workers", "SACT_WORKERS", min(2, os.cpu_count() or 1))),
             )
         except ValueError as error:
             if isinstance(error, SettingsError):
@@ -79,4 +81,6 @@ class Settings:
             raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
         if settings.deadline_months < 0 or not 0 < settings.max_quarantine_share <= 1:
             raise SettingsError("SACT_DEADLINE_MONTHS must be >= 0 and SACT_MAX_QUARANTINE_SHARE in (0, 1]")
+        if settings.workers < 1:
+            raise SettingsError(f"SACT_WORKERS must be 1 or more, got {settings.workers}")
         return settings

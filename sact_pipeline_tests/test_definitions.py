@@ -248,6 +248,53 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
     assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.affected_trust_months() == []
 
 
+def test_a_large_month_built_by_worker_processes_equals_one_process_build(warehouse_url, tmp_path, instance,
+                                                                          monkeypatch):
+    """A month above PARALLEL_MIN_ROWS is built batch by batch in worker processes that write their own
+    trust-months: the warehouse must hold exactly what one process builds, a gate failure must come back
+    whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
+    from sact_pipeline import layers, quality
+    from sact_pipeline.layers import CLEAN, RAW, STAGE_SECONDS, LayerGateFailed
+    from sact_pipeline.settings import Settings
+    from sact_pipeline.warehouse import clean_data_quality, clean_quarantine
+
+    monkeypatch.setattr(Pipeline, "PARALLEL_MIN_ROWS", 0)  # these few rows count as a large month
+    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 60)  # two workers: batches of at most 30 rows, 3 batches
+    trusts = {"RR8": patients("A", 25) + patients("Q", 2, regimen="") + patients("A", 1),  # quarantine, duplicate
+              "RBV": patients("B", 20), "RAJ": patients("C", 18, regimen="") + patients("D", 2)}  # RAJ fails
+    tables = (raw_submissions, clean_activity, clean_quarantine, clean_data_quality, clean_file_versions)
+    built, stored = {}, {}
+    for workers, url in ((2, warehouse_url), (1, f"sqlite:///{tmp_path / 'one-process.db'}")):
+        settings = Settings.from_env(env={}, home=str(tmp_path / f"sact-{workers}"), first_month="2024-01",
+                                     warehouse_url=url, workers=workers)
+        for trust, rows in trusts.items():
+            write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", rows)
+        assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+        pipeline = Pipeline(settings)
+        STAGE_SECONDS.clear()
+        runs_before = quality.RUNS["count"]
+        built[workers] = pipeline.build_trust_months(JANUARY, list(trusts))
+        assert quality.RUNS["count"] > runs_before and STAGE_SECONDS["clean and pseudonymise"] > 0
+        assert pipeline.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
+        stored[workers] = {t.name: pipeline.warehouse.read(t, reporting_month=JANUARY) for t in tables}
+        if workers == 2:
+            assert layers._POOLS[2]._processes, "the month was not built in worker processes"
+
+    failure = built[2][CLEAN]["RAJ"]
+    assert isinstance(failure, LayerGateFailed) and "clean_reconciliation" in str(failure)
+    assert failure.outcome.failures() == built[1][CLEAN]["RAJ"].outcome.failures()
+    for layer in (RAW, CLEAN):
+        assert sorted(built[2][layer]) == sorted(trusts)
+        for trust in ("RR8", "RBV"):
+            assert built[2][layer][trust].metadata == built[1][layer][trust].metadata
+    for name, frame in stored[2].items():
+        keys = [c for c in ("trust_code", "file_name", "row_number", "item", "patient_key", "drug_name")
+                if c in frame]
+        pd.testing.assert_frame_equal(frame.sort_values(keys, ignore_index=True),
+                                      stored[1][name].sort_values(keys, ignore_index=True), obj=name)
+    assert len(stored[2]["clean_activity"]) == 25 + 20 and len(stored[2]["clean_quarantine"]) == 2
+
+
 def test_clean_from_raw_rows_in_memory_equals_clean_from_raw_read_back(warehouse_url, tmp_path, instance):
     """Clean takes the rows raw has just loaded in the same run (no read back); it must build exactly
     what it builds from the raw layer as stored, on either warehouse: dates, codes, quarantine and all."""

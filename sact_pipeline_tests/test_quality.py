@@ -355,7 +355,7 @@ def test_between_columns_are_compared_vectorised_without_changing_the_result():
 
 
 def test_row_wise_suites_decompose_and_aggregates_do_not():
-    ge = q._gx().expectations
+    ge = q.import_gx().expectations
     assert q.decomposes(q.raw_expectations(ITEMS))
     assert q.decomposes(q.raw_reconciliation_expectations())
     assert q.decomposes(q.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31)))

@@ -1,5 +1,6 @@
 """Settings: flags over variables over defaults, zero is a value, bad values are named."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ def test_defaults_hang_off_sact_home(tmp_path):
     assert settings.output_dir == tmp_path / "published"
     assert settings.dagster_home == tmp_path / "dagster"
     assert settings.warehouse_url == f"sqlite:///{tmp_path / 'warehouse.db'}"
+    assert settings.workers == min(2, os.cpu_count() or 1)  # a large month uses up to two cores
+    assert Settings.from_env(env={"SACT_HOME": str(tmp_path), "SACT_WORKERS": "1"}).workers == 1
 
 
 def test_flags_override_variables_and_zero_is_kept(tmp_path):
@@ -28,6 +31,7 @@ def test_flags_override_variables_and_zero_is_kept(tmp_path):
     ({"SACT_FIRST_MONTH": "Jan 2024"}, "SACT_FIRST_MONTH must be a month"),
     ({"SACT_DEADLINE_MONTHS": "-1"}, "SACT_DEADLINE_MONTHS must be >= 0"),
     ({"SACT_MAX_QUARANTINE_SHARE": "lots"}, "invalid setting"),
+    ({"SACT_WORKERS": "0"}, "SACT_WORKERS must be 1 or more"),
 ])
 def test_bad_values_are_named(env, message):
     with pytest.raises(SettingsError, match=message):
