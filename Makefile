@@ -59,9 +59,12 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/refresh_benchmark.py --trusts 20 --months 3 --patients 200
 
 ## bench-england: BENCHMARKS.md's tables: one England month (medians of 3) on SQLite and on the local
-## PostgreSQL, then the scaling series 0.25-2 on SQLite (about an hour on 2 cores)
+## PostgreSQL, with the default workers and with one process, then the scaling series 0.25-2 on SQLite
+## (about 20 minutes on 2 cores)
 BENCH_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 bench-england: $(VENV)/.installed
 	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3
 	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3 --warehouse-url $(BENCH_POSTGRES_URL)
+	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3 --workers 1
+	$(BIN)/python benchmarks/refresh_benchmark.py --scale 1 --repeat 3 --workers 1 --warehouse-url $(BENCH_POSTGRES_URL)
 	$(BIN)/python benchmarks/refresh_benchmark.py --series 0.25,0.5,1,2
