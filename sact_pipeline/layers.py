@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import resource
+import pickle
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -507,7 +508,7 @@ class Pipeline:
         workers = self.settings.workers if total > self.PARALLEL_MIN_ROWS else 1
         if multiprocessing.current_process().daemon:  # a daemonic process may not start processes
             workers = 1
-        limit = self.BATCH_ROWS // workers  # a batch per worker in memory at once: the same bound in all
+        limit = self.BATCH_ROWS // workers  # the batches being built hold about BATCH_ROWS rows together
         batches, batch, rows = [], [], 0
         for trust in trusts:
             if batch and rows + int(sizes.get(trust, 0)) > limit:
@@ -546,33 +547,37 @@ class Pipeline:
 
     def _build_in_workers(self, month: str, batches: list[list[str]], layers, files: pd.DataFrame,
                           workers: int) -> Iterator[tuple[str, str, object]]:
-        """Each batch in a worker process (a pool kept for this process); results as batches finish.
+        """Batches in worker processes (a pool kept for this process), one a worker at a time; results
+        as batches finish.
 
-        A worker writes its trust-months itself (each in its own transaction, as in one process; SQLite
-        lets one writer at a time and the other waits for the lock), so only outcomes come back, never
-        rows. If this generator is abandoned (the caller failed), batches not started are cancelled;
-        a started batch finishes its trust-months, each whole or not at all."""
-        pool = _worker_pool(workers)
-        futures = [pool.submit(_build_batch_in_worker, self.settings, self.today, self.pseudonymiser,
-                               month, batch, tuple(layers), files) for batch in batches]
+        A worker writes its trust-months itself (each in its own transaction, as in one process; on
+        SQLite the workers take turns at the write lock), so only outcomes come back, never rows. No
+        batch waits in a queue: when one fails, or the caller stops, the batches being built are waited
+        for (and, on a failure, reported) and no more start. So no worker is still writing once this
+        returns, and a retry of the step never races a stale batch over the same trust-months."""
         # The summary and publication after this need GX here too: import it (3 s) while the workers work.
         threading.Thread(target=quality.import_gx, name="import-gx", daemon=True).start()
+        pool = _worker_pool(workers)
+        waiting, running, error = list(reversed(batches)), set(), None
         try:
-            for future in as_completed(futures):
-                try:
-                    results, stages, suite_runs, error, (pid, peak_mb) = future.result()
-                except BrokenProcessPool:
-                    _POOLS.pop(workers, None)  # a worker died (killed, out of memory): a new pool next time
-                    raise
-                STAGE_SECONDS.update(stages)
-                quality.RUNS["count"] += suite_runs
-                WORKER_PEAK_MB[pid] = max(WORKER_PEAK_MB.get(pid, 0.0), peak_mb)
-                yield from results
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    running.add(pool.submit(_build_batch_in_worker, self.settings, self.today, self.pseudonymiser,
+                                            month, waiting.pop(), tuple(layers), files))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results, batch_error = _worker_results(future)
+                    yield from results
+                    error = error or batch_error
                 if error is not None:
-                    raise error
+                    waiting.clear()  # the batches being built finish and are reported; then the error
+            if error is not None:
+                raise error
+        except BrokenProcessPool:
+            _POOLS.pop(workers, None)  # a worker died (killed, out of memory): a new pool next time
+            raise
         finally:
-            for future in futures:
-                future.cancel()
+            wait(running)  # abandoned by the caller: let the batches being built finish their transactions
 
     def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
@@ -709,38 +714,76 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 _WORKER_PIPELINES: dict[tuple, Pipeline] = {}
 
 
+class WorkerTraceback(Exception):
+    """Where an error happened in a worker process: its traceback, as text (code lines and the message,
+    as the same error shows in one process)."""
+
+
 def _worker_pool(workers: int) -> ProcessPoolExecutor:
     """One pool per process, kept between months and runs (a worker pays pandas' and GX's imports once).
 
     Spawned, not forked: the parent may be a Dagster process with threads. Workers that were idle for a
-    while hold no database connection (_build_batch_in_worker disposes it)."""
+    while hold no database connection (_build_batch_in_worker disposes it). A pool that broke while idle
+    (a worker killed between months) is replaced."""
+    if workers in _POOLS and getattr(_POOLS[workers], "_broken", False):
+        _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
     if workers not in _POOLS:
         _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     return _POOLS[workers]
 
 
+def _worker_results(future) -> tuple[list, BaseException | None]:
+    """A finished batch's results and unexpected error (raised from its worker's traceback); its stage
+    seconds, suite runs and peak memory are added to this process's."""
+    results, stages, suite_runs, error, trace, (pid, peak_mb) = future.result()
+    STAGE_SECONDS.update(stages)
+    quality.RUNS["count"] += suite_runs
+    WORKER_PEAK_MB[pid] = max(WORKER_PEAK_MB.get(pid, 0.0), peak_mb)
+    if error is not None:
+        error.__cause__ = WorkerTraceback(f"in worker process {pid}:\n{trace}")
+    return results, error
+
+
 def _build_batch_in_worker(settings: Settings, today: date, pseudonymiser, month: str, batch: list[str],
                            layers: tuple[str, ...], files: pd.DataFrame):
     """A batch of trust-months in a worker: (results, seconds per stage, suite runs, unexpected error,
-    (pid, peak resident MB)).
+    its traceback, (pid, peak resident MB)).
 
     The pseudonymiser comes from the parent (over the pool's pipe, never logged), so a worker can never
     pseudonymise with another key than the run's. An unexpected error is returned after the results
-    before it, so the parent still reports the trust-months that were written."""
+    before it, so the parent still reports the trust-months that were written; one that would not
+    survive pickling is sent as a RuntimeError naming its type (an unpicklable result breaks the pool)."""
     key = (settings, today, pseudonymiser.key_id)
     if key not in _WORKER_PIPELINES:
+        _WORKER_PIPELINES.clear()  # one run's settings and key at a time: keep no earlier key
         pipeline = _WORKER_PIPELINES[key] = Pipeline(settings, today=today)
         pipeline.__dict__["pseudonymiser"] = pseudonymiser  # the cached_property, given rather than loaded
     pipeline = _WORKER_PIPELINES[key]
     STAGE_SECONDS.clear()
     runs_before = quality.RUNS["count"]
-    results, error = [], None
+    results, error, trace = [], None, ""
     try:
         for result in pipeline._build_batch(month, batch, layers, files):
             results.append(result)
     except Exception as unexpected:  # noqa: BLE001 - re-raised by the parent after the results before it
-        error = unexpected
+        error, trace = unexpected, traceback.format_exc()
+        if isinstance(error, sa.exc.StatementError):
+            error.params = None  # the rows it was writing (hidden from its message): not sent to the parent
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # noqa: BLE001
+            error = RuntimeError(f"{type(unexpected).__name__}: {unexpected}")
     finally:
         pipeline.warehouse.dispose()  # no idle connection between batches (a database may be dropped)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return results, dict(STAGE_SECONDS), quality.RUNS["count"] - runs_before, error, (os.getpid(), peak_mb)
+    return (results, dict(STAGE_SECONDS), quality.RUNS["count"] - runs_before, error, trace,
+            (os.getpid(), _peak_resident_mb()))
+
+
+def _peak_resident_mb() -> float:
+    """This process's peak resident memory: VmHWM, which (unlike ru_maxrss) a spawned process does not
+    inherit from its parent. 0 where /proc is not there."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), 0.0)

@@ -20,7 +20,7 @@ class SactPipelineResource(ConfigurableResource):
     deadline_months: int
     max_quarantine_share: float
     ods_file: str = ""
-    workers: int = 0  # 0: SACT_WORKERS's default (up to 2 cores)
+    workers: int = 0  # as the definitions were loaded with (SACT_WORKERS); 0: the default where the run runs
 
     def pipeline(self) -> Pipeline:
         settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,

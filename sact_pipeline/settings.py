@@ -25,6 +25,11 @@ def parse_month(value: str, name: str) -> str:
     return parsed.strftime("%Y-%m")
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -71,7 +76,7 @@ class Settings:
                 deadline_months=int(pick("deadline_months", "SACT_DEADLINE_MONTHS", 1)),
                 max_quarantine_share=float(pick("max_quarantine_share", "SACT_MAX_QUARANTINE_SHARE", 0.5)),
                 ods_file=Path(ods).expanduser().resolve() if ods else None,
-                workers=int(pick("workers", "SACT_WORKERS", min(2, os.cpu_count() or 1))),
+                workers=int(pick("workers", "SACT_WORKERS", min(2, available_cores()))),
             )
         except ValueError as error:
             if isinstance(error, SettingsError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 from dagster import AssetCheckKey, AssetKey, Definitions, MultiPartitionKey, instance_for_test
@@ -254,6 +256,7 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     trust-months: the warehouse must hold exactly what one process builds, a gate failure must come back
     whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
     from sact_pipeline import layers, quality
+    from sact_pipeline.domain.pseudonymise import Pseudonymiser
     from sact_pipeline.layers import CLEAN, RAW, STAGE_SECONDS, LayerGateFailed
     from sact_pipeline.settings import Settings
     from sact_pipeline.warehouse import clean_data_quality, clean_quarantine
@@ -271,6 +274,8 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
             write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", rows)
         assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
         pipeline = Pipeline(settings)
+        # The run's key is not the one in the environment the workers inherit: they must use the run's.
+        pipeline.__dict__["pseudonymiser"] = Pseudonymiser(b"the run's own key, not in the environment!")
         STAGE_SECONDS.clear()
         runs_before = quality.RUNS["count"]
         built[workers] = pipeline.build_trust_months(JANUARY, list(trusts))
@@ -293,6 +298,37 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         pd.testing.assert_frame_equal(frame.sort_values(keys, ignore_index=True),
                                       stored[1][name].sort_values(keys, ignore_index=True), obj=name)
     assert len(stored[2]["clean_activity"]) == 25 + 20 and len(stored[2]["clean_quarantine"]) == 2
+
+
+def test_an_error_in_a_worker_stops_the_month_after_reporting_what_was_written(settings, instance, monkeypatch):
+    """A worker's unexpected error (here the database refusing clean rows) reaches the step with the
+    worker's traceback, after the trust-months already written are reported; no batch starts after it,
+    and none is still writing when the step fails (a retry must not race it)."""
+    import sqlalchemy as sa
+
+    from sact_pipeline.layers import RAW, WorkerTraceback
+
+    monkeypatch.setattr(Pipeline, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 20)  # two workers, batches of one trust: three batches
+    for trust in ("RR8", "RBV", "RAJ"):
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 10))
+    assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+    pipeline = Pipeline(dataclasses.replace(settings, workers=2))
+    with pipeline.warehouse.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TRIGGER refuse_clean BEFORE INSERT ON clean_activity "
+                                   "BEGIN SELECT RAISE(ABORT, 'clean rows refused by the test'); END")
+
+    reported = []
+    with pytest.raises(sa.exc.IntegrityError, match="clean rows refused by the test") as raised:
+        for layer, trust, result in pipeline.iter_trust_months(JANUARY, ["RR8", "RBV", "RAJ"]):
+            reported.append((layer, trust, type(result).__name__))
+    assert isinstance(raised.value.__cause__, WorkerTraceback)
+    assert "in worker process" in str(raised.value.__cause__) and "_build_batch" in str(raised.value.__cause__)
+    assert raised.value.params is None  # the rows being written never travel back
+    # The two batches being built were reported (raw written, clean refused); the third never started.
+    assert sorted(reported) == [(RAW, "RBV", "LayerOutcome"), (RAW, "RR8", "LayerOutcome")]
+    assert sorted(pipeline.warehouse.layer_states(RAW)) == [(JANUARY, "RBV"), (JANUARY, "RR8")]
+    assert pipeline.warehouse.layer_states("clean") == {}
 
 
 def test_clean_from_raw_rows_in_memory_equals_clean_from_raw_read_back(warehouse_url, tmp_path, instance):

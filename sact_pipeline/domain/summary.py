@@ -34,7 +34,8 @@ def trust_measures(versions: pd.DataFrame, clean_rows: pd.DataFrame) -> pd.DataF
     rows, with trust_code and the counted columns). So a month is summarised without reading its rows."""
     shared = sites_sharing_trusts(versions)
     single = versions.loc[versions["in_use"] & ~versions["trust_code"].isin(shared), ["trust_code", *MEASURES]]
-    parts = [single] + ([count_activity(clean_rows, ["trust_code"])] if shared and len(clean_rows) else [])
+    clean_rows = clean_rows.loc[clean_rows["trust_code"].isin(shared)]  # rows of other trusts: not needed
+    parts = [single] + ([count_activity(clean_rows, ["trust_code"])] if len(clean_rows) else [])
     return pd.concat(parts, ignore_index=True).astype({m: "int64" for m in MEASURES})
 
 
