@@ -18,8 +18,9 @@ setup(
     ],
     extras_require={
         # playwright drives the Debian chromium (`make test` installs it) for the UI tests; dagster-k8s is
-        # there so the Kubernetes deployment config in deploy/ is validated by loading it.
-        "test": ["pytest>=8", "nhs-number>=2.2", "playwright>=1.50", "dagster-k8s==0.29.*"],
+        # there so the Kubernetes deployment config in deploy/ is validated by loading it; hypothesis
+        # generates the published months the disclosure attacker tests try to break.
+        "test": ["pytest>=8", "nhs-number>=2.2", "playwright>=1.50", "dagster-k8s==0.29.*", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["sact-pipeline=sact_pipeline.cli:main"]},
 )

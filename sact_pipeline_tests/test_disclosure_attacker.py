@@ -1,0 +1,132 @@
+"""Property-based: an attacker holding two consecutive published months cannot pin any "*" cell.
+
+The attacker oracle here is written independently of sact_pipeline.domain.disclosure: from the
+published table alone (trust cells, the ENGLAND cell, and the changes, which tie current = previous +
+change), it bounds every true count by interval arithmetic and asks whether a "*" cell's feasible range
+has collapsed to one value. Hypothesis generates the months, weighted towards what breaks naive rules:
+columns of zeros and ones, trusts that start or stop submitting, Welsh trusts, England totals that
+must be withheld. At least 2,000 cases run in CI (HYPOTHESIS_EXAMPLES raises it for a longer run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.publication import ENGLAND, publish_month
+
+EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "2000"))
+COUNT_CELL = re.compile(r"^(?:|0|\*|\[c\]|[1-9][0-9]*[05])$")
+SUPPRESSED, WITHHELD = "*", "[c]"
+
+# Counts: mostly the small values that suppression is about and the edges of rounding (8 and 12 both
+# publish as 10; an attacker gains most where true values sit on those edges), sometimes large ones.
+counts = st.one_of(st.sampled_from([0, 0, 0, 1, 1, 1, 2, 6, 7, 8, 8, 12, 13, 17, 18]), st.integers(0, 12),
+                   st.integers(0, 60), st.integers(0, 5000))
+# A trust in two consecutive months: whether it submitted each month, and each measure's two counts.
+trusts = st.tuples(st.booleans(), st.booleans(), st.lists(st.tuples(counts, counts), min_size=4, max_size=4))
+
+
+def summary(month: str, rows: list[tuple[str, bool, bool, list[int]]]) -> pd.DataFrame:
+    """A trust-month summary as the summary layer builds it: NA measures for a trust that did not submit."""
+    frame = pd.DataFrame({
+        "reporting_month": month, "org_code": [code for code, *_ in rows],
+        "org_name": [f"Trust {code}" for code, *_ in rows], "is_english": [english for _, english, *_ in rows],
+        "submission_status": ["on_time" if submitted else "missing" for _, _, submitted, _ in rows],
+        "submitted_at": [pd.Timestamp(f"{month}-28") if submitted else pd.NaT for _, _, submitted, _ in rows],
+    })
+    for number, measure in enumerate(MEASURES):
+        frame[measure] = pd.array([values[number] if submitted else None for _, _, submitted, values in rows],
+                                  dtype="Int64")
+    return frame
+
+
+def interval(text: str) -> tuple[int, int] | None:
+    """What a published count cell says about the true count (None: nothing, for "[c]")."""
+    if text == WITHHELD:
+        return None
+    if text == SUPPRESSED:
+        return (1, 7)
+    if text in ("", "0"):  # "": no submission, which counts 0 in England's total
+        return (0, 0)
+    value = int(text)
+    return (max(8, value - 2), value + 2)
+
+
+def implied(cell: str, before: str, change: str) -> str:
+    """The current cell as the attacker can read it: the cell itself, or previous + change."""
+    if cell in (SUPPRESSED, WITHHELD) and re.fullmatch(r"-?\d+", change) and re.fullmatch(r"\d+", before):
+        return str(int(before) + int(change))  # a numeric change beside a hidden cell: the defect we look for
+    return cell
+
+
+def pinned_cells(table: pd.DataFrame, previous: pd.DataFrame | None, measure: str) -> list[str]:
+    """The "*" trusts of one measure whose true count the attacker narrows to a single value."""
+    trusts_ = table.loc[table["org_code"] != ENGLAND].set_index("org_code")
+    england = table.loc[table["org_code"] == ENGLAND].iloc[0]
+    before = previous.set_index("org_code")[measure] if previous is not None else pd.Series(dtype=str)
+    cells = {code: implied(cell, before.get(code, ""), trusts_.loc[code, f"{measure}_change"])
+             for code, cell in trusts_[measure].items()}
+    total = interval(implied(england[measure], before.get(ENGLAND, ""), england[f"{measure}_change"]))
+    bounds = {code: interval(cell) for code, cell in cells.items()}
+    pinned = []
+    for code, cell in trusts_[measure].items():
+        if cell != SUPPRESSED:
+            continue
+        low, high = bounds[code] if bounds[code] is not None else (1, 7)
+        low, high = max(low, 1), min(high, 7)
+        if total is not None:
+            others_low = sum(b[0] for c, b in bounds.items() if c != code)
+            others_high = sum(b[1] for c, b in bounds.items() if c != code)
+            low, high = max(low, total[0] - others_high), min(high, total[1] - others_low)
+        if low >= high:  # one value left (or none: the cells contradict each other, as bad)
+            pinned.append(f"{code}: {low}..{high}")
+    return pinned
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(english=st.one_of(st.lists(trusts, min_size=1, max_size=5), st.lists(trusts, min_size=1, max_size=24)),
+       welsh=st.lists(trusts, max_size=3))
+def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, welsh):
+    rows = [(f"R{number:02d}", True, *trust) for number, trust in enumerate(english)]
+    rows += [(f"7A{number}", False, *trust) for number, trust in enumerate(welsh)]
+    previous_summary = summary("2024-01", [(code, is_english, before, [v[0] for v in values])
+                                           for code, is_english, before, _, values in rows])
+    current_summary = summary("2024-02", [(code, is_english, now, [v[1] for v in values])
+                                          for code, is_english, _, now, values in rows])
+    previous = publish_month(previous_summary, None)
+    current = publish_month(current_summary, previous_summary)
+
+    for table in (previous, current):
+        assert set(table["org_code"]) == {f"R{n:02d}" for n in range(len(english))} | {ENGLAND}  # no Welsh row
+        for measure in MEASURES:
+            assert table[measure].map(COUNT_CELL.fullmatch).all(), table[measure].tolist()  # nothing in 1..7
+    for measure in MEASURES:
+        assert pinned_cells(previous, None, measure) == []
+        assert pinned_cells(current, previous, measure) == []
+        # current = previous + change, wherever both months are numbers: changes come from published cells.
+        joined = current.merge(previous, on="org_code", suffixes=("", "_before"))
+        numeric = joined[measure].str.fullmatch(r"\d+") & joined[f"{measure}_before"].str.fullmatch(r"\d+")
+        assert (joined.loc[numeric, measure].astype(int) - joined.loc[numeric, f"{measure}_before"].astype(int)
+                == joined.loc[numeric, f"{measure}_change"].astype(int)).all()
+
+
+def test_the_oracle_finds_the_known_weakness_rule_r_closes():
+    """The oracle must be able to fail: trusts [1, 8, 8] with England published as 15 (what plain
+    suppress-then-round does) pin the "*" trust to 1; rule R withholds that England cell instead."""
+    table = pd.DataFrame({"org_code": ["RA", "RB", "RC", ENGLAND], "patients": ["*", "10", "10", "15"],
+                          "patients_change": ["", "", "", ""]})
+    assert pinned_cells(table, None, "patients") == ["RA: 1..1"]
+    rows = [("RA", True, True, [1, 1, 1, 1]), ("RB", True, True, [8, 8, 8, 8]), ("RC", True, True, [8, 8, 8, 8])]
+    published = publish_month(summary("2024-02", rows), None)
+    assert published.set_index("org_code").loc[ENGLAND, "patients"] == WITHHELD
+    assert pinned_cells(published, None, "patients") == []
+    # A change computed from raw counts beside a "*" would give the value away; the oracle reads it.
+    leaky = table.assign(patients=["*", "10", "10", WITHHELD], patients_change=["-5", "", "", ""])
+    before = pd.DataFrame({"org_code": ["RA", "RB", "RC", ENGLAND], "patients": ["10", "10", "10", "30"]})
+    assert pinned_cells(leaky, before, "patients") == ["RA: 8..7"]
