@@ -15,6 +15,7 @@ setup(
         "pyarrow>=20",
         "great-expectations>=1.24,<2",
         "sqlalchemy>=2.1,<2.2",
+        "openpyxl>=3.1",  # the published workbook (pandas' own Excel writer needs it too)
     ],
     extras_require={
         # playwright drives the Debian chromium (`make test` installs it) for the UI tests; dagster-k8s is

@@ -34,6 +34,7 @@ from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
 from sact_pipeline.domain.counting import MEASURES, count_activity, previous_month
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.pack import manifest, workbook_bytes
 from sact_pipeline.domain.publication import CHANGE_COLUMNS, COUNT_COLUMNS, notes_text, publish_month
 from sact_pipeline.domain.spec import ITEM_COLUMNS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
@@ -667,9 +668,15 @@ class Pipeline:
         used = versions.loc[versions["in_use"] & versions["trust_code"].isin(english)].sort_values("file_name")
         csv_path, notes_path = self.output_paths(month)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        notes = notes_text(month, datetime.now().replace(microsecond=0),
-                           [f"{n} {s}" for n, s in zip(used["file_name"], used["file_sha256"])])
-        staged = [_stage(csv_path, table.to_csv(index=False, lineterminator="\n")), _stage(notes_path, notes)]
+        produced_at = datetime.now().replace(microsecond=0)
+        built_from = list(zip(used["file_name"], used["file_sha256"]))
+        notes = notes_text(month, produced_at, [f"{n} {s}" for n, s in built_from])
+        pack = {csv_path: table.to_csv(index=False, lineterminator="\n").encode("utf-8"),
+                notes_path: notes.encode("utf-8"),
+                csv_path.with_suffix(".xlsx"): workbook_bytes(table, notes, produced_at)}
+        pack[csv_path.with_name(f"sact_submissions_{month}_manifest.json")] = manifest(
+            month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
+        staged = [_stage(path, data) for path, data in pack.items()]
         # Files first, then the table and its state in one transaction; if that fails, the previous files
         # come back, so the outputs and the recorded state never disagree.
         backups = []
@@ -696,16 +703,20 @@ class Pipeline:
             backup.unlink(missing_ok=True)
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
-                                 **{f"england_{m}": england[m] for m in MEASURES}})
+                                 "pack_files": ", ".join(path.name for path in pack),
+                                 # Numbers, so the Dagster UI plots them across months; a protected cell
+                                 # ('*', '[c]') is not a number and is shown as text under another key.
+                                 **{f"england_{m}" if england[m].isdigit() else f"england_{m}_protected":
+                                    int(england[m]) if england[m].isdigit() else england[m] for m in MEASURES}})
         outcome.metadata["table"] = table
         return outcome
 
 
-def _stage(final: Path, text: str) -> tuple[Path, Path]:
+def _stage(final: Path, data: bytes) -> tuple[Path, Path]:
     """Write beside the final file so the later rename is atomic on the same file system."""
     handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-        stream.write(text)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(data)
     return Path(name), final
 
 

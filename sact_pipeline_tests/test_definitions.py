@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 
 import pandas as pd
 import pytest
@@ -89,6 +91,60 @@ def test_materialise_trust_months_and_a_month_through_dagster(settings, instance
     assert "National Disease Registration Service" in notes_path.read_text()
     warehouse_table = pipeline.warehouse.read(published_submissions, reporting_month=JANUARY)
     assert warehouse_table.set_index("org_code").loc["RR8", "patients"] == "10"
+
+
+def test_the_publication_pack_holds_a_workbook_matching_the_csv_and_a_manifest(settings, instance):
+    """The workbook: Notes sheet first (title, acknowledgement, definitions, footnotes), then the table
+    with frozen header and filters, equal to the CSV cell for cell, numbers as numbers and markers as
+    text. The manifest: every file of the pack with its SHA-256, and the submission files used."""
+    import hashlib
+    import json
+
+    import openpyxl
+
+    from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES
+    from sact_pipeline.domain.publication import ACKNOWLEDGEMENT
+
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 12))
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240310093000.csv", patients("B", 3))
+    write_submission(settings.landing_dir / "SACT_RQF_202401_20240210093000.csv", patients("W", 30))  # Welsh
+    assert all(r.success for r in run_all(build_definitions(settings), instance, trusts=("RBV", "RR8", "RQF")).values())
+    csv_path, notes_path = Pipeline(settings).output_paths(JANUARY)
+    folder = csv_path.parent
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "sact_submissions_2024-01.csv", "sact_submissions_2024-01.xlsx",
+        "sact_submissions_2024-01_manifest.json", "sact_submissions_2024-01_notes.txt"]
+
+    book = openpyxl.load_workbook(folder / "sact_submissions_2024-01.xlsx")
+    assert book.sheetnames == ["Notes", "Table"]
+    notes = [row[0] for row in book["Notes"].iter_rows(values_only=True)]
+    assert notes[0] == "SACT submissions: reporting month 2024-01" and ACKNOWLEDGEMENT in notes
+    assert all(f"- {footnote}" in notes for footnote in NOTES_FOOTNOTES)
+    assert any(line and line.startswith("- patients: distinct patients") for line in notes)
+    assert [line or "" for line in notes] == notes_path.read_text().splitlines()
+
+    sheet = book["Table"]
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == sheet.dimensions
+    rows = list(sheet.iter_rows(values_only=True))
+    csv_rows = list(csv.reader(io.StringIO(csv_path.read_text())))
+    assert len(rows) == len(csv_rows) == 4  # header, RBV, RR8, ENGLAND: the Welsh trust (RQF) is not shown
+    assert Pipeline(settings).warehouse.layer_states("clean").get((JANUARY, "RQF"))  # though it was processed
+    header = list(rows[0])
+    for row, csv_row in zip(rows, csv_rows):
+        assert ["" if value is None else str(value) for value in row] == csv_row  # cell for cell
+    rbv, rr8 = dict(zip(header, rows[1])), dict(zip(header, rows[2]))
+    assert (rbv["patients"], rr8["patients"], rr8["drug_administrations"]) == ("*", 10, 10)  # text, numbers
+    assert sheet.cell(row=3, column=header.index("patients") + 1).number_format == "#,##0"
+
+    event = instance.get_latest_materialization_event(AssetKey("published_submissions")).asset_materialization
+    assert event.metadata["england_patients"].value == 15  # a number: the UI plots it across months
+    assert "sact_submissions_2024-01.xlsx" in event.metadata["pack_files"].value
+
+    pack = json.loads((folder / "sact_submissions_2024-01_manifest.json").read_text())
+    assert {f["name"]: f["sha256"] for f in pack["files"]} == {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.suffix != ".json"}
+    assert sorted(f["file_name"] for f in pack["built_from_submission_files"]) == [
+        "SACT_RBV_202401_20240310093000.csv", "SACT_RR8_202401_20240210093000.csv"]
 
 
 def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(settings, instance):

@@ -77,6 +77,21 @@ def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) 
     return pd.DataFrame(rows, columns=list(PUBLISHED_COLUMNS)).astype("str")
 
 
+MEASURE_DEFINITIONS: tuple[tuple[str, str], ...] = (
+    ("patients", "distinct patients (by pseudonymised NHS number, or local identifier where it is missing) "
+                 "with at least one valid drug administration in the month"),
+    ("regimens", "distinct regimens: patient, regimen name and regimen start date"),
+    ("cycles", "distinct cycles: regimen, cycle number and cycle start date"),
+    ("drug_administrations", "valid drug administration rows, after duplicates and quarantined rows are removed"),
+    ("<measure>_change", "this month's published value minus the previous month's published value"),
+)
+STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
+    ("on_time", "the first file for the month arrived before the end of the following month"),
+    ("late", "the first file for the month arrived after that"),
+    ("missing", "no usable file for the month has arrived"),
+)
+
+
 def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str]) -> str:
     """The notes file published beside each table."""
     lines = [
@@ -87,6 +102,12 @@ def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[
         "",
         "Disclosure control:",
         *(f"- {note}" for note in NOTES_FOOTNOTES),
+        "",
+        "Measures:",
+        *(f"- {name}: {meaning}" for name, meaning in MEASURE_DEFINITIONS),
+        "",
+        "Submission status:",
+        *(f"- {name}: {meaning}" for name, meaning in STATUS_DEFINITIONS),
         "",
         "Only organisations in England are shown. submission_status is judged on the first version received:",
         "on_time before the end of the month after the reporting month, late after that, missing if none.",
