@@ -71,6 +71,17 @@ def home_with_landing(tmp_path: Path, generated: Path) -> Path:
     return home
 
 
+def published_text(path) -> str:
+    """A published file as text to search: a workbook's every cell (the .xlsx itself is a zip)."""
+    if path.suffix != ".xlsx":
+        return path.read_text()
+    import openpyxl
+
+    book = openpyxl.load_workbook(path)
+    return "\n".join(str(value) for sheet in book for row in sheet.iter_rows(values_only=True)
+                     for value in row if value is not None)
+
+
 def test_refresh_publishes_every_month_and_a_second_refresh_changes_nothing(tmp_path, generated, capsys):
     home = home_with_landing(tmp_path, generated)
     code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
@@ -216,7 +227,7 @@ def test_no_identifier_reaches_clean_tables_published_files_or_dagster_storage(t
     tables = (clean_activity, clean_quarantine, clean_data_quality, clean_file_versions, trust_month_summary,
               published_submissions, submission_files, rejected_files)
     downstream = "\n".join(warehouse.read(t).to_csv() for t in tables)
-    downstream += "\n".join(p.read_text() for p in (home / "published").rglob("*.*"))
+    downstream += "\n".join(published_text(p) for p in (home / "published").rglob("*.*"))
     dagster_storage = b"".join(p.read_bytes() for p in (home / "dagster").rglob("*") if p.is_file())
     downstream += dagster_storage.decode("utf-8", "replace")
     downstream += output
