@@ -57,7 +57,7 @@ SUITES = {
     "raw_submissions": ("raw_submissions", "raw_reconciliation"),
     "clean_activity": ("clean_activity", "clean_reconciliation"),
     "trust_month_summary": ("trust_month_summary",),
-    "published_submissions": ("published_submissions",),
+    "published_submissions": ("published_submissions", "published_disclosure"),
 }
 TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity"}  # built by one step, in this order
 TRUST_MONTH_JOB = "trust_month_refresh"

@@ -35,7 +35,13 @@ from sact_pipeline.domain.counting import MEASURES, count_activity, previous_mon
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pack import manifest, workbook_bytes
-from sact_pipeline.domain.publication import CHANGE_COLUMNS, COUNT_COLUMNS, notes_text, publish_month
+from sact_pipeline.domain.publication import (
+    CHANGE_COLUMNS,
+    COUNT_COLUMNS,
+    notes_text,
+    publish_month,
+    suppressed_cell_ranges,
+)
 from sact_pipeline.domain.spec import ITEM_COLUMNS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.keys import load_pseudonymiser
@@ -661,6 +667,10 @@ class Pipeline:
         outcome = LayerOutcome(PUBLISHED, month, rows=len(table), metadata={"organisations": len(table) - 1})
         outcome.suites.append(quality.validate_frame(
             "published_submissions", quality.published_expectations(COUNT_COLUMNS, CHANGE_COLUMNS, english), table))
+        published_before = self.warehouse.read(published_submissions, reporting_month=previous_month(month))
+        outcome.suites.append(quality.validate_frame(
+            "published_disclosure", quality.disclosure_expectations(),
+            suppressed_cell_ranges(table, published_before if len(published_before) else None)))
         outcome.gate()
 
         files = self.accepted_files()

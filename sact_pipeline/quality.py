@@ -43,6 +43,7 @@ __all__ = [
     "reconciliation_expectations",
     "summary_expectations",
     "published_expectations",
+    "disclosure_expectations",
     "SHA256_REGEX",
     "PATIENT_KEY_REGEX",
     "PUBLISHED_COUNT_REGEX",
@@ -672,6 +673,17 @@ def published_expectations(
         ge.ExpectColumnValuesToBeUnique(column="org_code"),
     ]
     return expectations
+
+
+def disclosure_expectations() -> list[gx.expectations.Expectation]:
+    """The attacker's view of the tables about to be released (publication.suppressed_cell_ranges): every
+    '*' cell must still stand for at least two true counts within 1..7."""
+    ge = import_gx().expectations
+    return [
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A="highest", column_B="lowest"),
+        ge.ExpectColumnValuesToBeBetween(column="lowest", min_value=1, max_value=7),
+        ge.ExpectColumnValuesToBeBetween(column="highest", min_value=1, max_value=7),
+    ]
 
 
 def _as_datetime(value: dt.date | str, *, end: bool) -> dt.datetime:

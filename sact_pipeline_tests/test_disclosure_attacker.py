@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sact_pipeline.domain.counting import MEASURES
-from sact_pipeline.domain.publication import ENGLAND, publish_month
+from sact_pipeline.domain.publication import ENGLAND, publish_month, suppressed_cell_ranges
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "2000"))
 COUNT_CELL = re.compile(r"^(?:|0|\*|\[c\]|[1-9][0-9]*[05])$")
@@ -109,6 +109,12 @@ def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, wel
     for measure in MEASURES:
         assert pinned_cells(previous, None, measure) == []
         assert pinned_cells(current, previous, measure) == []
+    # The published gate's own attacker (production code) agrees: every "*" keeps two or more values.
+    for table, before in ((previous, None), (current, previous)):
+        ranges = suppressed_cell_ranges(table, before)
+        assert (ranges["lowest"] < ranges["highest"]).all()
+        assert len(ranges) == sum((table.loc[table["org_code"] != ENGLAND, m] == SUPPRESSED).sum() for m in MEASURES)
+    for measure in MEASURES:
         # current = previous + change, wherever both months are numbers: changes come from published cells.
         joined = current.merge(previous, on="org_code", suffixes=("", "_before"))
         numeric = joined[measure].str.fullmatch(r"\d+") & joined[f"{measure}_before"].str.fullmatch(r"\d+")
@@ -130,3 +136,20 @@ def test_the_oracle_finds_the_known_weakness_rule_r_closes():
     leaky = table.assign(patients=["*", "10", "10", WITHHELD], patients_change=["-5", "", "", ""])
     before = pd.DataFrame({"org_code": ["RA", "RB", "RC", ENGLAND], "patients": ["10", "10", "10", "30"]})
     assert pinned_cells(leaky, before, "patients") == ["RA: 8..7"]
+
+
+def test_the_published_gate_refuses_tables_that_pin_a_cell():
+    """The published layer's second suite (published_disclosure) runs the attacker on the tables about
+    to be released: a table that pins a '*' (England 15 over [*, 10, 10]) fails it, rule R's passes."""
+    from sact_pipeline import quality
+
+    leaky = pd.DataFrame({"org_code": ["RA", "RB", "RC", ENGLAND], **{m: ["*", "10", "10", "15"] for m in MEASURES},
+                          **{f"{m}_change": [""] * 4 for m in MEASURES}})
+    ranges = suppressed_cell_ranges(leaky, None)
+    assert ranges[["lowest", "highest"]].drop_duplicates().values.tolist() == [[1, 1]]
+    outcome = quality.validate_frame("published_disclosure", quality.disclosure_expectations(), ranges)
+    assert not outcome.success and "highest" in outcome.message()
+
+    rows = [("RA", True, True, [1, 1, 1, 1]), ("RB", True, True, [8, 8, 8, 8]), ("RC", True, True, [8, 8, 8, 8])]
+    safe = suppressed_cell_ranges(publish_month(summary("2024-02", rows), None), None)
+    assert quality.validate_frame("published_disclosure", quality.disclosure_expectations(), safe).success

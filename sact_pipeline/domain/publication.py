@@ -11,7 +11,15 @@ from datetime import datetime
 import pandas as pd
 
 from sact_pipeline.domain.counting import MEASURES
-from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES, format_cell, protect_column, published_change
+from sact_pipeline.domain.disclosure import (
+    NOTES_FOOTNOTES,
+    SUPPRESSED,
+    WITHHELD,
+    bounds,
+    format_cell,
+    protect_column,
+    published_change,
+)
 
 ENGLAND = "ENGLAND"
 PUBLISHED_COLUMNS: tuple[str, ...] = (
@@ -90,6 +98,48 @@ STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("late", "the first file for the month arrived after that"),
     ("missing", "no usable file for the month has arrived"),
 )
+
+
+ATTACK_COLUMNS: tuple[str, ...] = ("measure", "org_code", "lowest", "highest")
+
+
+def suppressed_cell_ranges(table: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """What a reader of the published tables can tell about each '*' trust cell: the range of true
+    counts left once every published cell, the ENGLAND cell and the changes (current = previous +
+    change, against the previous month's published table) are taken together, by interval arithmetic.
+
+    The published gate requires lowest < highest for every row: this re-checks rule R's promise on the
+    very tables about to be released, whatever produced them. A trust with no submission counts 0."""
+    rows = []
+    trusts = table.loc[table["org_code"] != ENGLAND]
+    england = table.loc[table["org_code"] == ENGLAND].iloc[0]
+    before = previous.set_index("org_code") if previous is not None and len(previous) else None
+    for measure in MEASURES:
+        def readable(code: str, cell: str, change: str) -> tuple[int, int] | None:
+            """The bounds a reader gets for one cell, through a numeric change if the cell hides itself."""
+            earlier = before[measure].get(code, "") if before is not None else ""
+            if cell in (SUPPRESSED, WITHHELD) and change.lstrip("-").isdigit() and earlier.isdigit():
+                implied = int(earlier) + int(change)
+                return (implied, implied) if implied < 10 else bounds(implied)
+            if cell == WITHHELD:
+                return None
+            return (0, 0) if cell == "" else bounds(int(cell) if cell.isdigit() else cell)
+
+        cells = {code: readable(code, cell, change) for code, cell, change in
+                 zip(trusts["org_code"], trusts[measure], trusts[f"{measure}_change"])}
+        total = readable(ENGLAND, england[measure], england[f"{measure}_change"])
+        low_sum = sum(b[0] for b in cells.values())
+        high_sum = sum(b[1] for b in cells.values())
+        for code, cell in zip(trusts["org_code"], trusts[measure]):
+            if cell != SUPPRESSED:
+                continue
+            low, high = cells[code]
+            low, high = max(low, 1), min(high, 7)
+            if total is not None:
+                others_low, others_high = low_sum - cells[code][0], high_sum - cells[code][1]
+                low, high = max(low, total[0] - others_high), min(high, total[1] - others_low)
+            rows.append((measure, code, low, high))
+    return pd.DataFrame(rows, columns=list(ATTACK_COLUMNS)).astype({"lowest": "int64", "highest": "int64"})
 
 
 def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str]) -> str:
