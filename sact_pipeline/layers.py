@@ -35,6 +35,7 @@ from sact_pipeline.domain.counting import MEASURES, count_activity, previous_mon
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pack import manifest, workbook_bytes
+from sact_pipeline.domain.report import report_html
 from sact_pipeline.domain.publication import (
     CHANGE_COLUMNS,
     COUNT_COLUMNS,
@@ -651,6 +652,13 @@ class Pipeline:
         folder = self.settings.output_dir / month
         return folder / f"sact_submissions_{month}.csv", folder / f"sact_submissions_{month}_notes.txt"
 
+    def _published_before(self, month: str, months: int) -> pd.DataFrame:
+        """The published tables of the `months` months before `month` (for the report's history)."""
+        earlier = [previous_month(month)]
+        while len(earlier) < months:
+            earlier.append(previous_month(earlier[-1]))
+        return self.warehouse.read_months(published_submissions, earlier)
+
     def publish(self, month: str) -> LayerOutcome:
         """Disclosure-controlled table with changes from the previous month's published values."""
         with stage("publish (with its GX)"):
@@ -667,7 +675,8 @@ class Pipeline:
         outcome = LayerOutcome(PUBLISHED, month, rows=len(table), metadata={"organisations": len(table) - 1})
         outcome.suites.append(quality.validate_frame(
             "published_submissions", quality.published_expectations(COUNT_COLUMNS, CHANGE_COLUMNS, english), table))
-        published_before = self.warehouse.read(published_submissions, reporting_month=previous_month(month))
+        history = self._published_before(month, 12)  # the gate's previous month and the report's history
+        published_before = history.loc[history["reporting_month"] == previous_month(month)]
         outcome.suites.append(quality.validate_frame(
             "published_disclosure", quality.disclosure_expectations(),
             suppressed_cell_ranges(table, published_before if len(published_before) else None)))
@@ -683,7 +692,8 @@ class Pipeline:
         notes = notes_text(month, produced_at, [f"{n} {s}" for n, s in built_from])
         pack = {csv_path: table.to_csv(index=False, lineterminator="\n").encode("utf-8"),
                 notes_path: notes.encode("utf-8"),
-                csv_path.with_suffix(".xlsx"): workbook_bytes(table, notes, produced_at)}
+                csv_path.with_suffix(".xlsx"): workbook_bytes(table, notes, produced_at),
+                csv_path.with_suffix(".html"): report_html(month, table, notes, history).encode("utf-8")}
         pack[csv_path.with_name(f"sact_submissions_{month}_manifest.json")] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
         staged = [_stage(path, data) for path, data in pack.items()]

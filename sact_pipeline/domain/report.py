@@ -1,0 +1,137 @@
+"""The month's HTML report: one self-contained file (inline CSS and SVG, no script, no request) that
+opens offline, prints, and reads with a screen reader.
+
+It shows published values only: the month's published table, the ENGLAND cells of up to 13 published
+months (charts) and each trust's submission status in those months (the timeliness grid). A protected
+cell ('*', '[c]') is shown as it is published, and a chart leaves a gap where ENGLAND was withheld.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import pandas as pd
+
+from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.publication import ENGLAND
+
+STATUS_TEXT = {"on_time": "On time", "late": "Late", "missing": "Missing"}
+MEASURE_TITLES = {"patients": "Patients", "regimens": "Regimens", "cycles": "Cycles",
+                  "drug_administrations": "Drug administrations"}
+CSS = """
+body { font-family: Arial, Helvetica, sans-serif; color: #212b32; margin: 2rem; max-width: 1200px; }
+h1 { font-size: 1.8rem; } h2 { font-size: 1.35rem; margin-top: 2rem; border-bottom: 2px solid #005eb8; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0 1rem; }
+caption { text-align: left; font-weight: bold; padding: 0.3rem 0; }
+th, td { border: 1px solid #aeb7bd; padding: 0.25rem 0.45rem; }
+thead th { background: #e8edee; position: sticky; top: 0; }
+tbody th { text-align: left; font-weight: normal; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+tr.england th, tr.england td { font-weight: bold; border-top: 2px solid #212b32; }
+.status { display: inline-block; padding: 0 0.35rem; border-radius: 3px; white-space: nowrap; }
+.on_time { background: #d5eadb; color: #00401e; } .late { background: #fff2c4; color: #5c4300; }
+.missing { background: #f6d3d0; color: #6b140e; } .none { color: #768692; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+figure { margin: 0; } figcaption { font-size: 0.85rem; color: #4c6272; }
+.notes p { margin: 0.2rem 0; white-space: pre-wrap; }
+@media print { body { margin: 0; } thead th { position: static; } h2 { break-after: avoid; }
+               table, figure { break-inside: avoid; } }
+"""
+
+
+def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFrame) -> str:
+    """The report for `month`. table: its published table (text cells); notes: its notes text; history:
+    published tables of earlier months (reporting_month, org_code, submission_status and the measures),
+    of which the 12 before `month` are shown with it."""
+    months = sorted({*history.loc[history["reporting_month"] < month, "reporting_month"].unique()})[-12:] + [month]
+    shown = pd.concat([history.loc[history["reporting_month"].isin(months[:-1])], table], ignore_index=True)
+    england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
+    title = f"SACT data submissions: {month}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+        f"<h1>{escape(title)}</h1>",
+        "<p>Systemic Anti-Cancer Therapy data submitted by NHS trusts in England to the National Disease "
+        "Registration Service: when each trust last sent data, and what it holds. Small numbers are "
+        "protected: see the notes below.</p>",
+        '<h2 id="table">Submissions by trust</h2>', _table(month, table),
+        '<h2 id="timeliness">Timeliness over the last 13 months</h2>', _grid(months, shown, table),
+        '<h2 id="england">England over the last 13 months</h2>', '<div class="charts">',
+        *(_chart(measure, months, england) for measure in MEASURES), "</div>",
+        '<h2 id="notes">Notes</h2>', '<div class="notes">',
+        *(f"<p>{escape(line)}</p>" for line in notes.splitlines() if line.strip()), "</div>",
+        "</body>", "</html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _status(code: str) -> str:
+    """Colour and text together: the status is never told by colour alone."""
+    if code not in STATUS_TEXT:
+        return '<span class="none">&ndash;</span>'
+    return f'<span class="status {code}">{STATUS_TEXT[code]}</span>'
+
+
+def _table(month: str, table: pd.DataFrame) -> str:
+    columns = [("Organisation", "org_name"), ("Code", "org_code"), ("Status", "submission_status"),
+               ("Submitted at", "submitted_at")]
+    columns += [(f"{MEASURE_TITLES[m]}{suffix}", f"{m}{key}") for m in MEASURES
+                for suffix, key in (("", ""), (" change", "_change"))]
+    head = "".join(f'<th scope="col">{escape(label)}</th>' for label, _ in columns)
+    rows = []
+    for record in table.to_dict("records"):
+        england = record["org_code"] == ENGLAND
+        cells = [f'<th scope="row">{escape(record["org_name"])}</th>', f"<td>{escape(record['org_code'])}</td>",
+                 f"<td>{'' if england else _status(record['submission_status'])}</td>",
+                 f"<td>{escape(record['submitted_at'].replace('T', ' '))}</td>"]
+        cells += [f'<td class="number">{escape(record[key])}</td>' for _, key in columns[4:]]
+        row_class = ' class="england"' if england else ""
+        rows.append(f"<tr{row_class}>{''.join(cells)}</tr>")
+    return (f"<table><caption>Published counts and changes from the previous month, {escape(month)}"
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _grid(months: list[str], shown: pd.DataFrame, table: pd.DataFrame) -> str:
+    trusts = table.loc[table["org_code"] != ENGLAND, ["org_code", "org_name"]]
+    status = shown.set_index(["org_code", "reporting_month"])["submission_status"].to_dict()
+    head = "".join(f'<th scope="col">{escape(m)}</th>' for m in months)
+    rows = [f'<tr><th scope="row">{escape(name)} ({escape(code)})</th>'
+            + "".join(f"<td>{_status(status.get((code, m), ''))}</td>" for m in months) + "</tr>"
+            for code, name in zip(trusts["org_code"], trusts["org_name"])]
+    return (f'<table class="grid"><caption>Submission status by trust and reporting month (&ndash;: not yet '
+            f'submitting)</caption><thead><tr><th scope="col">Trust</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _chart(measure: str, months: list[str], england: pd.DataFrame) -> str:
+    """A bar chart of the published ENGLAND cells as inline SVG, its values also in its text alternative."""
+    width, height, left, bottom, top = 360, 200, 56, 34, 14
+    values = {m: str(england[measure].get(m, "")) if measure in england else "" for m in months}
+    numbers = {m: int(v) for m, v in values.items() if v.isdigit()}
+    peak = max(numbers.values(), default=0) or 1
+    step = (width - left - 8) / len(months)
+    bars, labels = [], []
+    for number, month in enumerate(months):
+        x = left + number * step
+        if month in numbers:
+            bar = (height - bottom - top) * numbers[month] / peak
+            bars.append(f'<rect x="{x + step * 0.15:.1f}" y="{height - bottom - bar:.1f}" width="{step * 0.7:.1f}" '
+                        f'height="{bar:.1f}" fill="#005eb8"/>')
+        elif values[month]:  # withheld or suppressed: say so where the bar would be
+            bars.append(f'<text x="{x + step / 2:.1f}" y="{height - bottom - 4}" font-size="9" '
+                        f'text-anchor="middle">{escape(values[month])}</text>')
+        if number % 2 == 0 or number == len(months) - 1:
+            labels.append(f'<text x="{x + step / 2:.1f}" y="{height - bottom + 14}" font-size="9" '
+                          f'text-anchor="middle">{escape(month)}</text>')
+    title = f"England {MEASURE_TITLES[measure].lower()}, published, {months[0]} to {months[-1]}"
+    description = "; ".join(f"{m}: {values[m] or 'not published'}" for m in months)
+    key = f"chart-{measure}"
+    return (f'<figure><svg role="img" aria-labelledby="{key}-title {key}-desc" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<title id="{key}-title">{escape(title)}</title><desc id="{key}-desc">{escape(description)}</desc>'
+            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 8}" y2="{height - bottom}" stroke="#425563"/>'
+            f'<text x="{left - 6}" y="{top + 4}" font-size="9" text-anchor="end">{peak:,}</text>'
+            f'<text x="{left - 6}" y="{height - bottom}" font-size="9" text-anchor="end">0</text>'
+            f'{"".join(bars)}{"".join(labels)}</svg>'
+            f"<figcaption>{escape(title)}</figcaption></figure>")
