@@ -723,7 +723,8 @@ class Pipeline:
             backup.unlink(missing_ok=True)
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
-                                 "pack_files": ", ".join(path.name for path in pack),
+                                 "pack_folder": str(csv_path.parent),
+                                 "pack_files": "\n".join(str(path) for path in pack),
                                  # Numbers, so the Dagster UI plots them across months; a protected cell
                                  # ('*', '[c]') is not a number and is shown as text under another key.
                                  **{f"england_{m}" if england[m].isdigit() else f"england_{m}_protected":

@@ -112,7 +112,7 @@ def test_the_publication_pack_holds_a_workbook_matching_the_csv_and_a_manifest(s
     csv_path, notes_path = Pipeline(settings).output_paths(JANUARY)
     folder = csv_path.parent
     assert sorted(p.name for p in folder.iterdir()) == [
-        "sact_submissions_2024-01.csv", "sact_submissions_2024-01.xlsx",
+        "sact_submissions_2024-01.csv", "sact_submissions_2024-01.html", "sact_submissions_2024-01.xlsx",
         "sact_submissions_2024-01_manifest.json", "sact_submissions_2024-01_notes.txt"]
 
     book = openpyxl.load_workbook(folder / "sact_submissions_2024-01.xlsx")
@@ -138,7 +138,8 @@ def test_the_publication_pack_holds_a_workbook_matching_the_csv_and_a_manifest(s
 
     event = instance.get_latest_materialization_event(AssetKey("published_submissions")).asset_materialization
     assert event.metadata["england_patients"].value == 15  # a number: the UI plots it across months
-    assert "sact_submissions_2024-01.xlsx" in event.metadata["pack_files"].value
+    assert sorted(event.metadata["pack_files"].value.splitlines()) == sorted(str(p) for p in folder.iterdir())
+    assert event.metadata["pack_folder"].value == str(folder)
 
     pack = json.loads((folder / "sact_submissions_2024-01_manifest.json").read_text())
     assert {f["name"]: f["sha256"] for f in pack["files"]} == {
