@@ -149,3 +149,21 @@ def test_notes_carry_the_acknowledgement_footnotes_and_file_versions():
     for footnote in NOTES_FOOTNOTES:
         assert f"- {footnote}" in text
     assert "SACT_RR8_202402_20240305080000.csv abc123" in text
+
+
+def test_the_workbook_keeps_text_as_text_even_when_it_looks_like_a_formula(tmp_path):
+    """Names come from the ODS file: '=...' must not become a formula, nor '#N/A' an error cell."""
+    import io
+
+    import openpyxl
+
+    from sact_pipeline.domain.pack import workbook_bytes
+
+    current = summary_rows("2024-02", [("RAA", "on_time", 13, 13, 13, 13, True)])
+    current["org_name"] = ['=HYPERLINK("http://example.org","x")\x07']
+    table = publish_month(current, None)
+    table.loc[table["org_code"] == "ENGLAND", "org_name"] = "#N/A"
+    book = openpyxl.load_workbook(io.BytesIO(workbook_bytes(table, "notes", datetime(2024, 3, 1))))
+    names = [row[2] for row in book["Table"].iter_rows(min_row=2, values_only=True)]
+    assert names == ['=HYPERLINK("http://example.org","x")', "#N/A"]
+    assert [cell.data_type for cell in book["Table"]["C"][1:]] == ["s", "s"]

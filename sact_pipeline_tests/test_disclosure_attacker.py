@@ -89,6 +89,19 @@ def pinned_cells(table: pd.DataFrame, previous: pd.DataFrame | None, measure: st
     return pinned
 
 
+def pinned_previous_cells(table: pd.DataFrame, previous: pd.DataFrame, measure: str) -> list[str]:
+    """The previous month's "*" trusts the attacker reads back through this month: previous = current - change."""
+    before = previous.set_index("org_code")[measure]
+    pinned = []
+    for code, cell, change in zip(table["org_code"], table[measure], table[f"{measure}_change"]):
+        if before.get(code) == SUPPRESSED and re.fullmatch(r"\d+", cell) and re.fullmatch(r"-?\d+", change):
+            value = int(cell) - int(change)
+            low, high = (max(8, value - 2), value + 2) if value >= 10 and value % 5 == 0 else (value, value)
+            if max(low, 1) >= min(high, 7):
+                pinned.append(f"{code}: {value}")
+    return pinned
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(english=st.one_of(st.lists(trusts, min_size=1, max_size=5), st.lists(trusts, min_size=1, max_size=24)),
        welsh=st.lists(trusts, max_size=3))
@@ -109,6 +122,7 @@ def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, wel
     for measure in MEASURES:
         assert pinned_cells(previous, None, measure) == []
         assert pinned_cells(current, previous, measure) == []
+        assert pinned_previous_cells(current, previous, measure) == []
     # The published gate's own attacker (production code) agrees: every "*" keeps two or more values.
     for table, before in ((previous, None), (current, previous)):
         ranges = suppressed_cell_ranges(table, before)
@@ -153,3 +167,14 @@ def test_the_published_gate_refuses_tables_that_pin_a_cell():
     rows = [("RA", True, True, [1, 1, 1, 1]), ("RB", True, True, [8, 8, 8, 8]), ("RC", True, True, [8, 8, 8, 8])]
     safe = suppressed_cell_ranges(publish_month(summary("2024-02", rows), None), None)
     assert quality.validate_frame("published_disclosure", quality.disclosure_expectations(), safe).success
+
+    # Changes computed from raw counts would give a previous '*' away (previous = current - change), and a
+    # withheld trust cell (never rule R's) is read as "any count" rather than crashing the gate.
+    before = pd.DataFrame({"org_code": ["RA", "RB", ENGLAND], **{m: ["*", "[c]", "30"] for m in MEASURES}})
+    now = pd.DataFrame({"org_code": ["RA", "RB", ENGLAND], **{m: ["10", "20", "30"] for m in MEASURES},
+                        **{f"{m}_change": ["5", "", "0"] for m in MEASURES}})
+    assert pinned_previous_cells(now, before, "patients") == ["RA: 5"]
+    leak = suppressed_cell_ranges(now, before)
+    assert leak.loc[leak["measure"] == "patients", ["org_code", "lowest", "highest"]].values.tolist() == [
+        ["RA (previous month)", 5, 5]]
+    assert not quality.validate_frame("published_disclosure", quality.disclosure_expectations(), leak).success

@@ -22,6 +22,7 @@ from openpyxl.utils import get_column_letter
 from sact_pipeline.domain.publication import CHANGE_COLUMNS, COUNT_COLUMNS
 
 INTEGER = re.compile(r"^-?\d+$")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 COUNT_FORMAT = "#,##0"
 CHANGE_FORMAT = "+#,##0;-#,##0;0"  # a change shows its sign, as the CSV's numbers do not need to
 TABLE_SHEET, NOTES_SHEET = "Table", "Notes"
@@ -45,6 +46,9 @@ def workbook_bytes(table: pd.DataFrame, notes: str, produced_at: datetime) -> by
     formats = {c: COUNT_FORMAT for c in COUNT_COLUMNS} | {c: CHANGE_FORMAT for c in CHANGE_COLUMNS}
     for values in table.itertuples(index=False):  # one row per trust (~150): not a hot path
         sheet.append([_cell(value, column in formats) for column, value in zip(columns, values)])
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str):  # text, never a formula or an error code ("=...", "#N/A")
+                cell.data_type = "s"
     for index, column in enumerate(columns, start=1):
         letter = get_column_letter(index)
         sheet[f"{letter}1"].font = Font(bold=True)
@@ -57,7 +61,7 @@ def workbook_bytes(table: pd.DataFrame, notes: str, produced_at: datetime) -> by
     sheet.freeze_panes = "A2"
     sheet.auto_filter.ref = sheet.dimensions
     book.properties.creator = "sact-pipeline"
-    book.properties.created = book.properties.modified = produced_at  # no wall-clock time in the file
+    book.properties.created = produced_at  # (openpyxl stamps 'modified' and the zip entries itself)
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
@@ -68,7 +72,7 @@ def _cell(value: str, numeric_column: bool):
         return None
     if numeric_column and INTEGER.match(value):
         return int(value)
-    return value
+    return CONTROL.sub("", value)  # an ODS name with a control character would make the file invalid
 
 
 def manifest(month: str, produced_at: datetime, files: dict[str, bytes],

@@ -106,24 +106,25 @@ ATTACK_COLUMNS: tuple[str, ...] = ("measure", "org_code", "lowest", "highest")
 def suppressed_cell_ranges(table: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
     """What a reader of the published tables can tell about each '*' trust cell: the range of true
     counts left once every published cell, the ENGLAND cell and the changes (current = previous +
-    change, against the previous month's published table) are taken together, by interval arithmetic.
+    change, and previous = current - change, against the previous month's published table) are taken
+    together, by interval arithmetic.
 
     The published gate requires lowest < highest for every row: this re-checks rule R's promise on the
-    very tables about to be released, whatever produced them. A trust with no submission counts 0."""
+    very tables about to be released, whatever produced them (a cell rule R would never publish is read
+    for what it gives away, not refused with an error). A trust with no submission counts 0."""
     rows = []
     trusts = table.loc[table["org_code"] != ENGLAND]
     england = table.loc[table["org_code"] == ENGLAND].iloc[0]
     before = previous.set_index("org_code") if previous is not None and len(previous) else None
     for measure in MEASURES:
-        def readable(code: str, cell: str, change: str) -> tuple[int, int] | None:
+        def earlier(code: str) -> str:
+            return str(before[measure].get(code, "")) if before is not None else ""
+
+        def readable(code: str, cell: str, change: str) -> tuple[int, int]:
             """The bounds a reader gets for one cell, through a numeric change if the cell hides itself."""
-            earlier = before[measure].get(code, "") if before is not None else ""
-            if cell in (SUPPRESSED, WITHHELD) and change.lstrip("-").isdigit() and earlier.isdigit():
-                implied = int(earlier) + int(change)
-                return (implied, implied) if implied < 10 else bounds(implied)
-            if cell == WITHHELD:
-                return None
-            return (0, 0) if cell == "" else bounds(int(cell) if cell.isdigit() else cell)
+            if cell in (SUPPRESSED, WITHHELD) and _is_number(change) and earlier(code).isdigit():
+                return _text_bounds(str(int(earlier(code)) + int(change)))
+            return _text_bounds(cell)
 
         cells = {code: readable(code, cell, change) for code, cell, change in
                  zip(trusts["org_code"], trusts[measure], trusts[f"{measure}_change"])}
@@ -133,13 +134,37 @@ def suppressed_cell_ranges(table: pd.DataFrame, previous: pd.DataFrame | None) -
         for code, cell in zip(trusts["org_code"], trusts[measure]):
             if cell != SUPPRESSED:
                 continue
-            low, high = cells[code]
-            low, high = max(low, 1), min(high, 7)
-            if total is not None:
+            low, high = max(cells[code][0], 1), min(cells[code][1], 7)
+            if total != _UNKNOWN:
                 others_low, others_high = low_sum - cells[code][0], high_sum - cells[code][1]
                 low, high = max(low, total[0] - others_high), min(high, total[1] - others_low)
             rows.append((measure, code, low, high))
+        # A '*' of the previous month read back through this month's change (previous = current - change).
+        for code, cell, change in zip(table["org_code"], table[measure], table[f"{measure}_change"]):
+            if earlier(code) == SUPPRESSED and _is_number(change) and cell.isdigit():
+                low, high = _text_bounds(str(int(cell) - int(change)))
+                rows.append((measure, f"{code} (previous month)", max(low, 1), min(high, 7)))
     return pd.DataFrame(rows, columns=list(ATTACK_COLUMNS)).astype({"lowest": "int64", "highest": "int64"})
+
+
+_UNKNOWN = (0, 10**15)  # a withheld (or unreadable) cell: any count
+
+
+def _is_number(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _text_bounds(text: str) -> tuple[int, int]:
+    """The true counts a published text cell can stand for; a number rule R could not have published
+    (1-7, or not a multiple of 5) stands for itself exactly."""
+    if text in ("", "0"):
+        return (0, 0)
+    if text == SUPPRESSED:
+        return bounds(SUPPRESSED)
+    if _is_number(text):
+        value = int(text)
+        return bounds(value) if value >= 10 and value % 5 == 0 else (value, value)
+    return _UNKNOWN
 
 
 def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str]) -> str:

@@ -31,6 +31,7 @@ tr.england th, tr.england td { font-weight: bold; border-top: 2px solid #212b32;
 .status { display: inline-block; padding: 0 0.35rem; border-radius: 3px; white-space: nowrap; }
 .on_time { background: #d5eadb; color: #00401e; } .late { background: #fff2c4; color: #5c4300; }
 .missing { background: #f6d3d0; color: #6b140e; } .none { color: #768692; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; } figcaption { font-size: 0.85rem; color: #4c6272; }
 .notes p { margin: 0.2rem 0; white-space: pre-wrap; }
@@ -43,7 +44,7 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
     """The report for `month`. table: its published table (text cells); notes: its notes text; history:
     published tables of earlier months (reporting_month, org_code, submission_status and the measures),
     of which the 12 before `month` are shown with it."""
-    months = sorted({*history.loc[history["reporting_month"] < month, "reporting_month"].unique()})[-12:] + [month]
+    months = _thirteen_months(month)  # consecutive: a month never published shows as such, not skipped
     shown = pd.concat([history.loc[history["reporting_month"].isin(months[:-1])], table], ignore_index=True)
     england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
     title = f"SACT data submissions: {month}"
@@ -66,10 +67,16 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
     return "\n".join(parts) + "\n"
 
 
+def _thirteen_months(month: str) -> list[str]:
+    year, number = map(int, month.split("-"))
+    index = year * 12 + number - 1
+    return [f"{i // 12}-{i % 12 + 1:02d}" for i in range(index - 12, index + 1)]
+
+
 def _status(code: str) -> str:
     """Colour and text together: the status is never told by colour alone."""
     if code not in STATUS_TEXT:
-        return '<span class="none">&ndash;</span>'
+        return '<span class="none" title="not submitting yet">&ndash;<span class="visually-hidden"> not submitting yet</span></span>'
     return f'<span class="status {code}">{STATUS_TEXT[code]}</span>'
 
 
@@ -131,7 +138,7 @@ def _chart(measure: str, months: list[str], england: pd.DataFrame) -> str:
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
             f'<title id="{key}-title">{escape(title)}</title><desc id="{key}-desc">{escape(description)}</desc>'
             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 8}" y2="{height - bottom}" stroke="#425563"/>'
-            f'<text x="{left - 6}" y="{top + 4}" font-size="9" text-anchor="end">{peak:,}</text>'
-            f'<text x="{left - 6}" y="{height - bottom}" font-size="9" text-anchor="end">0</text>'
-            f'{"".join(bars)}{"".join(labels)}</svg>'
+            + (f'<text x="{left - 6}" y="{top + 4}" font-size="9" text-anchor="end">{peak:,}</text>'
+               f'<text x="{left - 6}" y="{height - bottom}" font-size="9" text-anchor="end">0</text>' if numbers else "")
+            + f'{"".join(bars)}{"".join(labels)}</svg>'
             f"<figcaption>{escape(title)}</figcaption></figure>")
