@@ -93,8 +93,9 @@ def test_the_sensor_processes_new_submissions_through_every_layer(live_deploymen
         rows = list(csv.DictReader(csv_path.open(newline="", encoding="utf-8")))
         assert rows[-1]["org_code"] == "ENGLAND"
         assert sorted(r["org_code"] for r in rows[:-1]) == scenario.english_trusts  # Welsh trust not published
-    assert set(scenario.initial_hashes) == {p.relative_to(live.published_dir).as_posix()
-                                            for m in MONTHS for p in live.published_paths(m)}
+    # Each month's pack, and nothing else (no temporary or .previous file left behind).
+    assert set(scenario.initial_hashes) == {f"{m}/sact_submissions_{m}{end}" for m in MONTHS for end in
+                                            (".csv", ".html", ".xlsx", "_manifest.json", "_notes.txt")}
 
 
 def test_a_late_correction_republishes_its_month_and_the_next_only(live_deployment, sact_scenario):
