@@ -31,11 +31,11 @@ import sqlalchemy as sa
 
 from sact_pipeline import quality
 from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
-from sact_pipeline.domain.counting import MEASURES, count_activity, previous_month
+from sact_pipeline.domain.counting import MEASURES, count_activity, months_up_to, previous_month
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pack import manifest, workbook_bytes
-from sact_pipeline.domain.report import report_html
+from sact_pipeline.domain.report import REPORT_MONTHS, report_html
 from sact_pipeline.domain.publication import (
     CHANGE_COLUMNS,
     COUNT_COLUMNS,
@@ -648,16 +648,17 @@ class Pipeline:
             return pd.read_sql(query, connection)
 
     # --- published ----------------------------------------------------------------------------------------
-    def output_paths(self, month: str) -> tuple[Path, Path]:
-        folder = self.settings.output_dir / month
-        return folder / f"sact_submissions_{month}.csv", folder / f"sact_submissions_{month}_notes.txt"
+    def pack_paths(self, month: str) -> dict[str, Path]:
+        """The files of a month's publication pack, by kind: csv, notes, xlsx, html, manifest."""
+        base = self.settings.output_dir / month / f"sact_submissions_{month}"
+        return {"csv": base.with_suffix(".csv"), "notes": base.with_name(f"{base.name}_notes.txt"),
+                "xlsx": base.with_suffix(".xlsx"), "html": base.with_suffix(".html"),
+                "manifest": base.with_name(f"{base.name}_manifest.json")}
 
-    def _published_before(self, month: str, months: int) -> pd.DataFrame:
-        """The published tables of the `months` months before `month` (for the report's history)."""
-        earlier = [previous_month(month)]
-        while len(earlier) < months:
-            earlier.append(previous_month(earlier[-1]))
-        return self.warehouse.read_months(published_submissions, earlier)
+    def output_paths(self, month: str) -> tuple[Path, Path]:
+        """The month's CSV and notes (the contract's two files; pack_paths has the rest)."""
+        paths = self.pack_paths(month)
+        return paths["csv"], paths["notes"]
 
     def publish(self, month: str) -> LayerOutcome:
         """Disclosure-controlled table with changes from the previous month's published values."""
@@ -675,7 +676,8 @@ class Pipeline:
         outcome = LayerOutcome(PUBLISHED, month, rows=len(table), metadata={"organisations": len(table) - 1})
         outcome.suites.append(quality.validate_frame(
             "published_submissions", quality.published_expectations(COUNT_COLUMNS, CHANGE_COLUMNS, english), table))
-        history = self._published_before(month, 12)  # the gate's previous month and the report's history
+        # The published months before this one: the gate's previous month and the report's history.
+        history = self.warehouse.read_months(published_submissions, months_up_to(month, REPORT_MONTHS)[:-1])
         published_before = history.loc[history["reporting_month"] == previous_month(month)]
         outcome.suites.append(quality.validate_frame(
             "published_disclosure", quality.disclosure_expectations(),
@@ -685,16 +687,17 @@ class Pipeline:
         files = self.accepted_files()
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         used = versions.loc[versions["in_use"] & versions["trust_code"].isin(english)].sort_values("file_name")
-        csv_path, notes_path = self.output_paths(month)
+        paths = self.pack_paths(month)
+        csv_path, notes_path = paths["csv"], paths["notes"]
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         produced_at = datetime.now().replace(microsecond=0)
         built_from = list(zip(used["file_name"], used["file_sha256"]))
         notes = notes_text(month, produced_at, [f"{n} {s}" for n, s in built_from])
         pack = {csv_path: table.to_csv(index=False, lineterminator="\n").encode("utf-8"),
                 notes_path: notes.encode("utf-8"),
-                csv_path.with_suffix(".xlsx"): workbook_bytes(table, notes, produced_at),
-                csv_path.with_suffix(".html"): report_html(month, table, notes, history).encode("utf-8")}
-        pack[csv_path.with_name(f"sact_submissions_{month}_manifest.json")] = manifest(
+                paths["xlsx"]: workbook_bytes(table, notes, produced_at),
+                paths["html"]: report_html(month, table, notes, history).encode("utf-8")}
+        pack[paths["manifest"]] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
         staged = [_stage(path, data) for path, data in pack.items()]
         # Files first, then the table and its state in one transaction; if that fails, the previous files
@@ -727,8 +730,9 @@ class Pipeline:
                                  "pack_files": "\n".join(str(path) for path in pack),
                                  # Numbers, so the Dagster UI plots them across months; a protected cell
                                  # ('*', '[c]') is not a number and is shown as text under another key.
-                                 **{f"england_{m}" if england[m].isdigit() else f"england_{m}_protected":
-                                    int(england[m]) if england[m].isdigit() else england[m] for m in MEASURES}})
+                                 **{f"england_{m}": int(england[m]) for m in MEASURES if england[m].isdigit()},
+                                 **{f"england_{m}_protected": england[m] for m in MEASURES
+                                    if not england[m].isdigit()}})
         outcome.metadata["table"] = table
         return outcome
 

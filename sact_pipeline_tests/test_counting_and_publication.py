@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES
-from sact_pipeline.domain.counting import count_activity, submission_deadline, submission_status
+from sact_pipeline.domain.counting import count_activity, months_up_to, submission_deadline, submission_status
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.publication import ACKNOWLEDGEMENT, PUBLISHED_COLUMNS, notes_text, publish_month
 from sact_pipeline.domain.summary import summarise_month, trust_measures
@@ -18,6 +18,11 @@ def activity(rows):
     frame = pd.DataFrame(rows, columns=["trust", "patient_key", "regimen", "start_date_of_regimen", "cycle_number",
                                         "start_date_of_cycle"])
     return frame
+
+
+def test_months_up_to_run_back_across_a_year():
+    assert months_up_to("2024-02", 4) == ["2023-11", "2023-12", "2024-01", "2024-02"]
+    assert months_up_to("2024-02", 13)[0] == "2023-02" and len(months_up_to("2024-02", 13)) == 13
 
 
 def test_counts_follow_the_definitions():

@@ -55,3 +55,10 @@ def submission_status(first_received: datetime | None, reporting_month: str, dea
 def previous_month(reporting_month: str) -> str:
     year, month = map(int, reporting_month.split("-"))
     return f"{year - 1}-12" if month == 1 else f"{year}-{month - 1:02d}"
+
+
+def months_up_to(reporting_month: str, count: int) -> list[str]:
+    """`count` consecutive months ending with `reporting_month`, oldest first (YYYY-MM)."""
+    year, month = map(int, reporting_month.split("-"))
+    last = year * 12 + month - 1
+    return [f"{index // 12}-{index % 12 + 1:02d}" for index in range(last - count + 1, last + 1)]

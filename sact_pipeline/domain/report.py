@@ -12,9 +12,10 @@ from html import escape
 
 import pandas as pd
 
-from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.counting import MEASURES, months_up_to
 from sact_pipeline.domain.publication import ENGLAND
 
+REPORT_MONTHS = 13  # the month and the 12 before it, in the grid and the charts
 STATUS_TEXT = {"on_time": "On time", "late": "Late", "missing": "Missing"}
 MEASURE_TITLES = {"patients": "Patients", "regimens": "Regimens", "cycles": "Cycles",
                   "drug_administrations": "Drug administrations"}
@@ -44,7 +45,7 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
     """The report for `month`. table: its published table (text cells); notes: its notes text; history:
     published tables of earlier months (reporting_month, org_code, submission_status and the measures),
     of which the 12 before `month` are shown with it."""
-    months = _thirteen_months(month)  # consecutive: a month never published shows as such, not skipped
+    months = months_up_to(month, REPORT_MONTHS)  # consecutive: a month never published shows, not skipped
     shown = pd.concat([history.loc[history["reporting_month"].isin(months[:-1])], table], ignore_index=True)
     england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
     title = f"SACT data submissions: {month}"
@@ -65,12 +66,6 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
         "</body>", "</html>",
     ]
     return "\n".join(parts) + "\n"
-
-
-def _thirteen_months(month: str) -> list[str]:
-    year, number = map(int, month.split("-"))
-    index = year * 12 + number - 1
-    return [f"{i // 12}-{i % 12 + 1:02d}" for i in range(index - 12, index + 1)]
 
 
 def _status(code: str) -> str:
