@@ -441,7 +441,7 @@ class Pipeline:
                 "in_use": key in in_use, **measures,
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
-                "data_quality_findings": cleaned.data_quality_findings,
+                "data_quality_findings": cleaned.data_quality_findings, "opted_out_rows": 0,
                 "pseudonymisation_key_id": pseudonymiser.key_id,
             })
             if key not in in_use:  # earlier versions are counted for the record but not published

@@ -125,7 +125,47 @@ clean_file_versions = sa.Table(
     sa.Column("quarantined_rows", sa.BigInteger, nullable=False),
     sa.Column("duplicate_rows", sa.BigInteger, nullable=False),
     sa.Column("data_quality_findings", sa.BigInteger, nullable=False),
+    sa.Column("opted_out_rows", sa.BigInteger, nullable=False),  # internal only: never summarised or published
     sa.Column("pseudonymisation_key_id", sa.String(16), nullable=False),
+)
+
+# Registration opt-outs: the files (by content) and the patients they list, as pseudonyms only.
+optout_files = sa.Table(
+    "optout_files", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("entries", sa.BigInteger, nullable=False),  # valid NHS numbers listed
+    sa.Column("invalid_entries", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),  # '' when used; why not, or which rows were invalid (no values)
+    sa.Column("registered_at", sa.DateTime, nullable=False),
+)
+
+optout_patients = sa.Table(
+    "optout_patients", metadata,
+    sa.Column("patient_key", sa.String(64), primary_key=True),
+    sa.Column("pseudonymisation_key_id", sa.String(16), primary_key=True),
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+)
+
+optout_pending = sa.Table(
+    "optout_pending", metadata,
+    # Trust-months whose clean rows held a patient of an opt-out file not yet applied to them: affected
+    # until clean is re-derived with that file applied (the write that applies it deletes the row).
+    sa.Column("reporting_month", sa.String(7), primary_key=True),
+    sa.Column("trust_code", sa.String(5), primary_key=True),
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+)
+
+raw_purges = sa.Table(
+    "raw_purges", metadata,
+    # Trust-months whose identifiable raw rows and files were purged under the retention setting; the
+    # file register keeps their names, hashes and row counts.
+    sa.Column("reporting_month", sa.String(7), primary_key=True),
+    sa.Column("trust_code", sa.String(5), primary_key=True),
+    sa.Column("raw_rows", sa.BigInteger, nullable=False),
+    sa.Column("files_deleted", sa.BigInteger, nullable=False),
+    sa.Column("purged_at", sa.DateTime, nullable=False),
 )
 
 

@@ -19,7 +19,7 @@ def versions(*rows) -> pd.DataFrame:
         records.append({**WHERE, "org_code": "RR8", "file_sha256": sha, "file_name": name, "submitted_at": datetime(2024, 2, 10, 9, 30),
                         "in_use": sha == "b" * 64, "patients": 1, "regimens": 2, "cycles": 3,
                         "drug_administrations": rows_in, "raw_rows": rows_in, "clean_rows": rows_in,
-                        "quarantined_rows": 0, "duplicate_rows": 0, "data_quality_findings": 0,
+                        "quarantined_rows": 0, "duplicate_rows": 0, "data_quality_findings": 0, "opted_out_rows": 0,
                         "pseudonymisation_key_id": "0123456789abcdef"})
     return pd.DataFrame(records)
 
