@@ -4,6 +4,11 @@ Each layer's live table is replaced per partition in ONE transaction (delete the
 the already-validated frame, record the layer state), so a failed run leaves the last good rows in
 place. PostgreSQL loads use COPY; the driver is psycopg2, which dagster-postgres already needs, so the
 project carries a single PostgreSQL driver (a bare postgresql:// URL is pinned to it).
+
+On PostgreSQL the tables live in three schemas, so that access can be granted by what a table holds
+(sact_pipeline/database.py makes the roles): `raw` (identifiable rows and the opt-out control, the loader
+only), `clean` (what analysts read) and `published`. SQLite has no schemas: its engine maps the three to
+none, so every Core statement is the same on both. Hand-written SQL must name the schema on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from sact_pipeline.domain.counting import MEASURES
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
 from sact_pipeline.domain.spec import INTEGER_COLUMNS, ITEM_COLUMNS, NUMERIC_COLUMNS
 from sact_pipeline.domain.summary import SUMMARY_COLUMNS, SUMMARY_COUNT_COLUMNS
+
+RAW_SCHEMA = "raw"  # identifiable submissions and registration opt-outs: the loader only
+CLEAN_SCHEMA = "clean"  # the file register and the pseudonymised layers: analysts read them
+PUBLISHED_SCHEMA = "published"  # small numbers protected: anyone with the reader role
+SCHEMAS = (RAW_SCHEMA, CLEAN_SCHEMA, PUBLISHED_SCHEMA)
 
 metadata = sa.MetaData()
 
@@ -48,6 +58,7 @@ submission_files = sa.Table(
     sa.Column("data_rows", sa.BigInteger, nullable=False),
     sa.Column("ignored_columns", sa.Text, nullable=False),
     sa.Column("registered_at", sa.DateTime, nullable=False),
+    schema=CLEAN_SCHEMA,
 )
 
 rejected_files = sa.Table(
@@ -59,6 +70,7 @@ rejected_files = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("rejected_at", sa.DateTime, nullable=False),
     sa.Column("last_seen_at", sa.DateTime, nullable=False),  # still in the landing zone at that scan
+    schema=CLEAN_SCHEMA,
 )
 
 raw_submissions = sa.Table(
@@ -71,6 +83,7 @@ raw_submissions = sa.Table(
     sa.Column("row_number", sa.BigInteger, nullable=False),
     *(sa.Column(column, sa.Text) for column in ITEM_COLUMNS),
     sa.Index("ix_raw_submissions_partition", "reporting_month", "trust_code"),
+    schema=RAW_SCHEMA,
 )
 
 
@@ -90,6 +103,7 @@ clean_activity = sa.Table(
     sa.Column("file_sha256", sa.String(64), nullable=False),
     *(sa.Column(column, _clean_type(column)) for column in CLEAN_COLUMNS),
     sa.Index("ix_clean_activity_partition", "reporting_month", "trust_code"),
+    schema=CLEAN_SCHEMA,
 )
 
 clean_quarantine = sa.Table(
@@ -101,6 +115,7 @@ clean_quarantine = sa.Table(
     sa.Column("patient_key", sa.String(64)),
     *(sa.Column(column, sa.Text) for column in QUARANTINE_ITEM_COLUMNS),
     sa.Index("ix_clean_quarantine_partition", "reporting_month", "trust_code"),
+    schema=CLEAN_SCHEMA,
 )
 
 clean_data_quality = sa.Table(
@@ -109,6 +124,7 @@ clean_data_quality = sa.Table(
     sa.Column("item", sa.Text, nullable=False),
     sa.Column("missing", sa.BigInteger, nullable=False),
     sa.Column("invalid", sa.BigInteger, nullable=False),
+    schema=CLEAN_SCHEMA,
 )
 
 clean_file_versions = sa.Table(
@@ -127,6 +143,7 @@ clean_file_versions = sa.Table(
     sa.Column("data_quality_findings", sa.BigInteger, nullable=False),
     sa.Column("opted_out_rows", sa.BigInteger, nullable=False),  # internal only: never summarised or published
     sa.Column("pseudonymisation_key_id", sa.String(16), nullable=False),
+    schema=CLEAN_SCHEMA,
 )
 
 # Registration opt-outs: the files (by content) and the patients they list, as pseudonyms only.
@@ -139,6 +156,7 @@ optout_files = sa.Table(
     sa.Column("invalid_entries", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),  # '' when used; why not, or which rows were invalid (no values)
     sa.Column("registered_at", sa.DateTime, nullable=False),
+    schema=RAW_SCHEMA,
 )
 
 optout_patients = sa.Table(
@@ -146,6 +164,7 @@ optout_patients = sa.Table(
     sa.Column("patient_key", sa.String(64), primary_key=True),
     sa.Column("pseudonymisation_key_id", sa.String(16), primary_key=True),
     sa.Column("file_sha256", sa.String(64), primary_key=True),
+    schema=RAW_SCHEMA,
 )
 
 optout_pending = sa.Table(
@@ -155,6 +174,7 @@ optout_pending = sa.Table(
     sa.Column("reporting_month", sa.String(7), primary_key=True),
     sa.Column("trust_code", sa.String(5), primary_key=True),
     sa.Column("file_sha256", sa.String(64), primary_key=True),
+    schema=RAW_SCHEMA,
 )
 
 raw_purges = sa.Table(
@@ -166,6 +186,7 @@ raw_purges = sa.Table(
     sa.Column("raw_rows", sa.BigInteger, nullable=False),
     sa.Column("files_deleted", sa.BigInteger, nullable=False),
     sa.Column("purged_at", sa.DateTime, nullable=False),
+    schema=RAW_SCHEMA,
 )
 
 
@@ -183,12 +204,14 @@ trust_month_summary = sa.Table(
     "trust_month_summary", metadata,
     *(sa.Column(column, _summary_type(column)) for column in SUMMARY_COLUMNS),
     sa.Index("ix_trust_month_summary_month", "reporting_month"),
+    schema=CLEAN_SCHEMA,
 )
 
 published_submissions = sa.Table(
     "published_submissions", metadata,
     *(sa.Column(column, sa.Text) for column in PUBLISHED_COLUMNS),
     sa.Index("ix_published_submissions_month", "reporting_month"),
+    schema=PUBLISHED_SCHEMA,
 )
 
 layer_state = sa.Table(
@@ -199,6 +222,7 @@ layer_state = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("row_count", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    schema=CLEAN_SCHEMA,
 )
 
 
@@ -213,7 +237,36 @@ gate_failures = sa.Table(
     sa.Column("inputs_fingerprint", sa.String(64), nullable=False),
     sa.Column("message", sa.Text, nullable=False),  # suite and expectation names with counts: no row values
     sa.Column("failed_at", sa.DateTime, nullable=False),
+    schema=CLEAN_SCHEMA,
 )
+
+
+class WarehouseError(Exception):
+    """The warehouse database is not in a state the pipeline can use; the message says what to run."""
+
+
+class WarehouseSchemaMissing(WarehouseError):
+    """A PostgreSQL warehouse lacks a schema and the connecting user may not create it (the loader before
+    `sact-pipeline db init`)."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = missing
+        super().__init__(
+            f"the warehouse database has no schema {', '.join(missing)} and this user may not create it: run "
+            "`sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` once as a "
+            "superuser (it creates the schemas, owned by the loader role sact_loader)")
+
+
+class WarehouseLayoutOutdated(WarehouseError):
+    """Warehouse tables still sit in schema public (the layout before schemas): starting afresh beside them
+    would look like an empty warehouse and re-run everything, so the pipeline refuses until they are moved."""
+
+    def __init__(self, tables: list[str]):
+        self.tables = tables
+        super().__init__(
+            f"schema public holds warehouse tables of the layout before schemas ({', '.join(tables)}): run "
+            "`sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` to move them, "
+            "with their rows, into schemas raw, clean and published")
 
 
 @dataclass(frozen=True)
@@ -235,7 +288,8 @@ def is_transient_database_error(error: BaseException) -> bool:
 
 
 def engine_for(url: str) -> sa.Engine:
-    """SQLAlchemy engine; a bare postgresql:// URL uses psycopg2 (see module docstring)."""
+    """SQLAlchemy engine; a bare postgresql:// URL uses psycopg2, SQLite maps the schemas to none (see
+    module docstring)."""
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
@@ -244,11 +298,37 @@ def engine_for(url: str) -> sa.Engine:
             from pathlib import Path
 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 60}, hide_parameters=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60}, hide_parameters=True,
+                                  execution_options={"schema_translate_map": dict.fromkeys(SCHEMAS)})
         sa.event.listen(engine, "connect", _sqlite_write_ahead_log)
         return engine
     # hide_parameters: a failed INSERT must not print raw rows (patient identifiers) into error messages.
     return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+
+
+# pg_advisory_xact_lock key: processes starting on a new warehouse at once create its schemas in turn.
+_SCHEMA_LOCK = 0x5AC7_0006
+
+
+def _prepare_postgres(connection: sa.Connection) -> None:
+    """Make sure the schemas and tables exist: create what is missing when this user may (the loader owns
+    its schemas after db init; a superuser may anyway), else say what to run."""
+    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+    names = [table.name for table in metadata.sorted_tables]
+    in_public = connection.execute(sa.text(
+        "select tablename from pg_tables where schemaname = 'public' and tablename = any(:names)"
+    ), {"names": names}).scalars().all()
+    if in_public:
+        raise WarehouseLayoutOutdated(sorted(in_public))
+    present = set(connection.execute(sa.text("select nspname from pg_namespace where nspname = any(:names)"),
+                                     {"names": list(SCHEMAS)}).scalars())
+    missing = [schema for schema in SCHEMAS if schema not in present]
+    if missing:
+        if not connection.execute(sa.text("select has_database_privilege(current_database(), 'CREATE')")).scalar():
+            raise WarehouseSchemaMissing(missing)
+        for schema in missing:
+            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+    metadata.create_all(connection)
 
 
 def _sqlite_write_ahead_log(dbapi_connection, _record) -> None:
@@ -266,7 +346,11 @@ class Warehouse:
         self.url = url
         self.engine = engine_for(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
-        metadata.create_all(self.engine)
+        if self.is_postgres:
+            with self.engine.begin() as connection:
+                _prepare_postgres(connection)
+        else:
+            metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -394,6 +478,7 @@ def _insert_sqlite(table: sa.Table, frame: pd.DataFrame):
     names = ", ".join(f'"{c.name}"' for c in table.columns)
     marks = ", ".join("?" for _ in table.columns)
     rows = list(zip(*columns))
+    # Unqualified: SQLite has no schemas (the engine's schema_translate_map drops them from Core statements).
     return lambda connection: connection.exec_driver_sql(
         f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
 
@@ -420,7 +505,7 @@ def _copy_into(table: sa.Table, frame: pd.DataFrame):
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer,
                     pacsv.WriteOptions(include_header=False))
     columns = ", ".join(f'"{c.name}"' for c in table.columns)
-    statement = f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)'
+    statement = f'COPY "{table.schema}"."{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)'
 
     def load(connection: sa.Connection) -> None:
         buffer.seek(0)

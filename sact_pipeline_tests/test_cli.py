@@ -258,7 +258,7 @@ def test_postgresql_warehouse_and_dagster_instance_give_the_same_publication(tmp
     engine = sa.create_engine(sa.engine.make_url(postgres_url).set(drivername="postgresql+psycopg2"))
     with engine.connect() as connection:  # the Dagster runs are stored in PostgreSQL, not in SQLite files
         runs = connection.execute(sa.text("select count(*) from runs where status = 'SUCCESS'")).scalar()
-        published_rows = connection.execute(sa.text("select count(*) from published_submissions")).scalar()
+        published_rows = connection.execute(sa.text("select count(*) from published.published_submissions")).scalar()
     engine.dispose()
     assert runs == 1 + 3 + 3  # discovery, one trust-month run per month, one publication per month
     assert published_rows == sum(len(published(pg_home, m)) for m in MONTHS)
