@@ -249,24 +249,13 @@ class WarehouseSchemaMissing(WarehouseError):
     """A PostgreSQL warehouse lacks a schema and the connecting user may not create it (the loader before
     `sact-pipeline db init`)."""
 
-    def __init__(self, missing: list[str]):
-        self.missing = missing
-        super().__init__(
-            f"the warehouse database has no schema {', '.join(missing)} and this user may not create it: run "
-            "`sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` once as a "
-            "superuser (it creates the schemas, owned by the loader role sact_loader)")
-
 
 class WarehouseLayoutOutdated(WarehouseError):
     """Warehouse tables still sit in schema public (the layout before schemas): starting afresh beside them
     would look like an empty warehouse and re-run everything, so the pipeline refuses until they are moved."""
 
-    def __init__(self, tables: list[str]):
-        self.tables = tables
-        super().__init__(
-            f"schema public holds warehouse tables of the layout before schemas ({', '.join(tables)}): run "
-            "`sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` to move them, "
-            "with their rows, into schemas raw, clean and published")
+
+RUN_DB_INIT = "run `sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` (a superuser)"
 
 
 @dataclass(frozen=True)
@@ -319,13 +308,17 @@ def _prepare_postgres(connection: sa.Connection) -> None:
         "select tablename from pg_tables where schemaname = 'public' and tablename = any(:names)"
     ), {"names": names}).scalars().all()
     if in_public:
-        raise WarehouseLayoutOutdated(sorted(in_public))
+        raise WarehouseLayoutOutdated(f"schema public holds warehouse tables of the layout before schemas "
+                                      f"({', '.join(sorted(in_public))}): {RUN_DB_INIT} to move them, with their "
+                                      "rows, into schemas raw, clean and published")
     present = set(connection.execute(sa.text("select nspname from pg_namespace where nspname = any(:names)"),
                                      {"names": list(SCHEMAS)}).scalars())
     missing = [schema for schema in SCHEMAS if schema not in present]
     if missing:
         if not connection.execute(sa.text("select has_database_privilege(current_database(), 'CREATE')")).scalar():
-            raise WarehouseSchemaMissing(missing)
+            raise WarehouseSchemaMissing(f"the warehouse database has no schema {', '.join(missing)} and this user "
+                                         f"may not create it: {RUN_DB_INIT} once; it creates the schemas, owned "
+                                         "by the loader role sact_loader")
         for schema in missing:
             connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     metadata.create_all(connection)
