@@ -2,15 +2,17 @@
 
 The instance is the repository's dagster.yaml (dagster-postgres storage, queued runs, run retries,
 telemetry off) copied into $SACT_HOME/deploy/dagster; the warehouse is a PostgreSQL database too, because
-the queue runs several trust-months at once. Both databases are created when missing. The two processes
+the queue runs several trust-months at once. Both databases are created when missing, and `up` runs
+`db init` on the warehouse (sact_pipeline/database.py) as DAGSTER_PG_USERNAME, the administrator that
+creates the databases, so the pipeline connects as the loader role sact_loader. The two processes
 run in their own process groups (the webserver and daemon start children), with pid files and logs
 beside the instance, so `down` stops everything `up` started, even after the shell that ran it is gone.
 
 Environment (defaults in brackets): SACT_HOME [.sact], SACT_UI_HOST [127.0.0.1], SACT_UI_PORT [3000],
 DAGSTER_PG_HOST [127.0.0.1], DAGSTER_PG_PORT [5432], DAGSTER_PG_USERNAME [postgres],
 DAGSTER_PG_PASSWORD [empty], DAGSTER_PG_DB [sact_dagster], SACT_WAREHOUSE_URL
-[postgresql+psycopg2://<same server>/sact_warehouse]. Everything else (landing zone, key, schedule) is as
-for `sact-pipeline refresh`.
+[postgresql+psycopg2://sact_loader@<same server>/sact_warehouse, with SACT_DB_LOADER_PASSWORD if set].
+Everything else (landing zone, key, schedule) is as for `sact-pipeline refresh`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+
+from sact_pipeline.database import LOADER, create_database, init_database
+from sact_pipeline.warehouse import WarehouseError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PROCESSES = ("webserver", "daemon")
@@ -51,8 +55,8 @@ class Deployment:
             env.setdefault(name, default)
         if not env.get("SACT_WAREHOUSE_URL"):
             env["SACT_WAREHOUSE_URL"] = URL.create(
-                "postgresql+psycopg2", username=env["DAGSTER_PG_USERNAME"],
-                password=env["DAGSTER_PG_PASSWORD"] or None, host=env["DAGSTER_PG_HOST"],
+                "postgresql+psycopg2", username=LOADER,
+                password=env.get("SACT_DB_LOADER_PASSWORD") or None, host=env["DAGSTER_PG_HOST"],
                 port=int(env["DAGSTER_PG_PORT"]), database="sact_warehouse").render_as_string(hide_password=False)
         env["SACT_HOME"] = str(home)
         env["DAGSTER_HOME"] = str(home / "deploy" / "dagster")
@@ -78,20 +82,23 @@ class Deployment:
                           password=e["DAGSTER_PG_PASSWORD"] or None, host=e["DAGSTER_PG_HOST"],
                           port=int(e["DAGSTER_PG_PORT"]), database=e["DAGSTER_PG_DB"])
 
+    def warehouse_admin_url(self) -> URL:
+        """The administrator that creates the databases (DAGSTER_PG_*), on the warehouse's server."""
+        warehouse = make_url(self.env["SACT_WAREHOUSE_URL"])
+        return self.dagster_url().set(host=warehouse.host, port=warehouse.port, database=warehouse.database)
 
-def create_database(url: URL | str) -> None:
-    """CREATE DATABASE when it does not exist (connecting to the server's `postgres` database)."""
-    url = make_url(url)
-    admin = sa.create_engine(url.set(drivername="postgresql+psycopg2", database="postgres"),
-                             isolation_level="AUTOCOMMIT")
+
+def init_warehouse(deployment: Deployment, log=print) -> None:
+    """`db init` on a PostgreSQL warehouse (idempotent; creates the database when missing)."""
+    if make_url(deployment.env["SACT_WAREHOUSE_URL"]).get_backend_name() != "postgresql":
+        return
     try:
-        with admin.connect() as connection:
-            exists = connection.execute(sa.text("select 1 from pg_database where datname = :name"),
-                                        {"name": url.database}).first()
-            if not exists:
-                connection.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
-    finally:
-        admin.dispose()
+        lines = init_database(deployment.env["SACT_WAREHOUSE_URL"], env=deployment.env,
+                              admin_url=deployment.warehouse_admin_url().render_as_string(hide_password=False))
+    except WarehouseError as error:
+        raise SystemExit(str(error)) from None
+    for line in lines:
+        log(f"warehouse: {line}")
 
 
 def _running(pid_file: Path) -> int | None:
@@ -114,9 +121,7 @@ def up(deployment: Deployment, *, wait_seconds: float = 120, log=print) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPOSITORY / "dagster.yaml", dagster_home / "dagster.yaml")
     create_database(deployment.dagster_url())
-    warehouse = make_url(deployment.env["SACT_WAREHOUSE_URL"])
-    if warehouse.get_backend_name() == "postgresql":
-        create_database(warehouse)
+    init_warehouse(deployment, log)
     bin_dir = Path(sys.executable).parent
     commands = {
         "webserver": [str(bin_dir / "dagster-webserver"), "-w", str(REPOSITORY / "workspace.yaml"),

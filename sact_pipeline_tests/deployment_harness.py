@@ -8,8 +8,9 @@ which then drops both databases WITH (FORCE), whatever happened in the tests.
 
 - ``alert_webhook``: a tiny HTTP server (a thread) that records the alert POST bodies.
 - ``live_deployment``: a temporary SACT_HOME under pytest's tmp path, fresh PostgreSQL databases
-  ``sact_test_<hex>_dagster`` (instance) and ``sact_test_<hex>_warehouse``, a free port, a 5-second
-  sensor interval, the test pseudonymisation key, SACT_FIRST_MONTH and the webhook URL.
+  ``sact_test_<hex>_dagster`` (instance) and ``sact_test_<hex>_warehouse`` (used as the loader role
+  sact_loader, which `up` makes with db init; the test server lets it in without a password), a free
+  port, a 5-second sensor interval, the test pseudonymisation key, SACT_FIRST_MONTH and the webhook URL.
 - ``sact_scenario``: the data story the tests follow, each step done once per session whichever test asks
   first: generate submissions and wait for every layer (``load_initial``); a late corrected file for the
   first month (``drop_late_correction``); a resubmission for the last month whose patients cannot be
@@ -42,6 +43,7 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from sact_pipeline.database import LOADER
 from sact_pipeline.deploy import Deployment, down, up
 from sact_pipeline.domain.synthetic import DefectRates, GeneratedFile, WELSH_TRUST, generate_submissions
 from sact_pipeline.layers import Pipeline
@@ -468,8 +470,9 @@ def deployment_environment(home: Path, server_url: str, databases: tuple[str, st
         "DAGSTER_PG_USERNAME": server.username or "postgres",
         "DAGSTER_PG_PASSWORD": server.password or "",
         "DAGSTER_PG_DB": databases[0],
-        "SACT_WAREHOUSE_URL": server.set(drivername="postgresql+psycopg2", database=databases[1])
-        .render_as_string(hide_password=False),
+        # As the loader role, which `up` makes with db init: the deployment runs with the loader's rights.
+        "SACT_WAREHOUSE_URL": server.set(drivername="postgresql+psycopg2", database=databases[1], username=LOADER,
+                                         password=None).render_as_string(hide_password=False),
         "SACT_SENSOR_INTERVAL": "5",
         "SACT_PSEUDONYMISATION_KEY": TEST_KEY,
         "SACT_FIRST_MONTH": FIRST_MONTH,
