@@ -1,6 +1,7 @@
 """Cleaning one submission file version: typing, validation, pseudonymisation and minimisation.
 
-Every raw row ends up in exactly one place: clean, quarantined (with every reason), or duplicate.
+Every raw row ends up in exactly one place: opted out, clean, quarantined (with every reason), or
+duplicate.
 Mandatory-item failures quarantine a row; required items that are missing or off their code list are
 data-quality findings counted per item. Identifiers (NHS number, local id, names, postcode, date of
 birth) never leave this function: the clean layer holds a keyed pseudonym, age and postcode district.
@@ -31,6 +32,7 @@ from sact_pipeline.domain.spec import (
 )
 
 MAX_AGE = 120
+NHS_NUMBER_KEYS = "nhs_number"  # the pseudonymisation namespace of patient keys made from NHS numbers
 EARLIEST_ADMINISTRATION = pd.Timestamp("1990-01-01")  # the clean suite's lower bound (SACT began in 2012)
 CODED_COLUMNS: dict[str, tuple[str, ...]] = {
     i.column: i.codes for i in V3_ITEMS if i.codes is not None and not i.identifying
@@ -55,6 +57,7 @@ class CleanedSubmission:
     data_quality: pd.DataFrame  # item, missing, invalid: findings per item, counted on clean rows
     raw_rows: int
     duplicate_rows: int
+    opted_out_rows: int = 0  # rows of patients who opted out of registration: removed, counted, nothing else
 
     @property
     def clean_rows(self) -> int:
@@ -70,13 +73,19 @@ class CleanedSubmission:
 
 
 def clean_submission(
-    raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser
+    raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser,
+    opted_out: frozenset[str] | set[str] = frozenset(),
 ) -> CleanedSubmission:
-    """Clean one file version (raw frame: row_number plus the 44 items as text)."""
+    """Clean one file version (raw frame: row_number plus the 44 items as text).
+
+    `opted_out`: patient keys (pseudonyms of NHS numbers) of patients who opted out of registration. Their
+    rows are removed first, before duplicates and quarantine, so nothing of them reaches any table."""
     items = pd.DataFrame({c: raw[c].astype("str").str.strip() for c in ITEM_COLUMNS}, index=raw.index)
+    opted = _opted_out_rows(items["nhs_number"], opted_out, pseudonymiser)
+    items = items.loc[~opted]
     duplicated = items.duplicated(keep="first").to_numpy()
     items = items.loc[~duplicated]
-    row_number = raw["row_number"].loc[~duplicated].astype("int64")
+    row_number = raw["row_number"].loc[~opted].loc[~duplicated].astype("int64")
 
     for column in TWO_DIGIT_CODED:  # '1' -> '01': Excel drops the leading zero of two-digit codes
         items[column] = items[column].where(~items[column].str.fullmatch(r"\d"), "0" + items[column])
@@ -90,7 +99,7 @@ def clean_submission(
     has_local = (local_id != "").to_numpy()
     patient_key = pd.Series(pd.NA, index=items.index, dtype="str")
     if nhs_valid.any():
-        patient_key[nhs_valid] = pseudonymiser.pseudonymise(nhs[nhs_valid], "nhs_number")
+        patient_key[nhs_valid] = pseudonymiser.pseudonymise(nhs[nhs_valid], NHS_NUMBER_KEYS)
     by_local = ~nhs_valid & has_local
     if by_local.any():
         patient_key[by_local] = pseudonymiser.pseudonymise(trust_code + "\x1f" + local_id[by_local],
@@ -159,7 +168,20 @@ def clean_submission(
         data_quality=data_quality,
         raw_rows=len(raw),
         duplicate_rows=int(duplicated.sum()),
+        opted_out_rows=int(opted.sum()),
     )
+
+
+def _opted_out_rows(nhs_numbers: pd.Series, opted_out, pseudonymiser: Pseudonymiser) -> np.ndarray:
+    """Rows whose valid NHS number pseudonymises to an opted-out patient key (matched on keys only)."""
+    if not opted_out:
+        return np.zeros(len(nhs_numbers), dtype=bool)
+    nhs = nhs_number.normalise(nhs_numbers)
+    valid = nhs_number.is_valid(nhs).to_numpy()
+    opted = np.zeros(len(nhs), dtype=bool)
+    if valid.any():
+        opted[valid] = pseudonymiser.pseudonymise(nhs[valid], NHS_NUMBER_KEYS).isin(opted_out).to_numpy()
+    return opted
 
 
 class _Reasons:
