@@ -2,7 +2,9 @@
 
 The sensor reconciles what is in the landing zone with what the layers were built from, one step a tick:
 1. complete new or changed files (same size and time on two ticks; .part/.tmp never) whose content
-   (SHA-256) is new -> a discovery run; the cursor keeps name, size, time and hash of each file;
+   (SHA-256) is new, in the landing zone or the opt-out folder -> a discovery run; the cursor keeps name,
+   size, time and hash of each file; (an opt-out marks the trust-months holding its patients, and step 2
+   re-derives them, then step 3 re-publishes their months);
 2. trust-months whose registered file versions differ from their clean partition -> runs for them,
    grouped into one run per month (a partition range over the month's trusts);
 3. when no trust-month run is queued or running, the earliest month whose inputs changed -> its month run
@@ -39,6 +41,7 @@ from dagster import (
 
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
 from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
+from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
 
@@ -60,8 +63,12 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
             description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
     def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
         pipeline = sact.pipeline()
+        try:
+            pipeline.check_key()
+        except PseudonymisationKeyError as error:  # nothing runs on a changed key: restore it or rekey
+            return SkipReason(str(error))
         cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
-        seen = stat_candidates(pipeline.settings.landing_dir)
+        seen = _watched_files(pipeline.settings)
         stable = {path: list(stat) for path, stat in seen.items() if cursor["seen"].get(path) == list(stat)}
         # registered: [size, mtime, sha256] of each file as last handed to discovery
         changed = sorted(path for path, stat in stable.items() if cursor["registered"].get(path, [])[:2] != stat)
@@ -71,7 +78,7 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         if changed:
             if _in_flight(instance, discovery_job):
                 return SkipReason("waiting for the discovery run in progress")
-            hashes = {path: sha256_of_file(pipeline.settings.landing_dir / path) for path in changed}
+            hashes = {path: sha256_of_file(_watched_path(pipeline.settings, path)) for path in changed}
             new_content = {path: digest for path, digest in hashes.items()
                            if digest and cursor["registered"].get(path, [])[2:] != [digest]}
             cursor["registered"].update({path: stable[path] + [hashes[path]] for path in changed if hashes[path]})
@@ -129,6 +136,22 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
                           tags={"sact/trigger": "monthly-schedule"})
 
     return landing_zone_sensor, monthly_refresh
+
+
+OPTOUT_PREFIX = "opt-out::"  # cursor keys of files in SACT_OPTOUT_DIR (landing-zone keys are relative paths)
+
+
+def _watched_files(settings) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of the landing zone's candidate files and of the opt-out folder's, by cursor key."""
+    seen = stat_candidates(settings.landing_dir)
+    seen.update({OPTOUT_PREFIX + path: stat for path, stat in stat_candidates(settings.optout_dir).items()})
+    return seen
+
+
+def _watched_path(settings, key: str):
+    if key.startswith(OPTOUT_PREFIX):
+        return settings.optout_dir / key[len(OPTOUT_PREFIX):]
+    return settings.landing_dir / key
 
 
 def build_run_failure_alerts():

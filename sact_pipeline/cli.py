@@ -24,12 +24,13 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warehouse-url", help="SQLAlchemy URL of the warehouse (SACT_WAREHOUSE_URL)")
     group.add_argument("--dagster-home", help="Dagster instance folder (DAGSTER_HOME)")
     group.add_argument("--first-month", help="first reporting month covered, YYYY-MM (SACT_FIRST_MONTH)")
+    group.add_argument("--optout-dir", help="registration opt-out files (SACT_OPTOUT_DIR)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(home=args.home, landing_dir=args.landing_dir, output_dir=args.output_dir,
                              warehouse_url=args.warehouse_url, dagster_home=args.dagster_home,
-                             first_month=args.first_month)
+                             first_month=args.first_month, optout_dir=args.optout_dir)
 
 
 LOCAL_INSTANCE_YAML = """\
@@ -81,24 +82,28 @@ class Backfill:
                                                                   or trust in self.trusts)
 
 
-def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) -> RefreshReport:
+def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, rekey: bool = False) -> RefreshReport:
     """Discover, then materialise every affected trust-month and month through Dagster.
 
     With a backfill, every trust-month with files in its range (and trusts) is re-run, then its months
-    and the month after the range, whose changes read the last month of it.
+    and the month after the range, whose changes read the last month of it. Refuses to run when the
+    clean layer was built with another pseudonymisation key, unless `rekey` (then every trust-month
+    built with another key is affected and re-derived from raw).
     """
     from dagster import DagsterInstance
 
     from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
-    from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
+    from sact_pipeline.run_tags import MONTH_TAG, REKEY_TAG, trust_month_run_tags
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
     pipeline = Pipeline.for_settings(settings)
     pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
+    if not rekey:
+        pipeline.check_key()
     defs = build_definitions(settings)
     failures: list[str] = []
-    tags = {"sact/trigger": "cli-refresh"}
+    tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
     # The console shows our progress lines; Dagster's own events still go to the instance (and the UI).
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
@@ -113,6 +118,12 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None) 
         rejected = [(path, reason) for path, reason, _ in pipeline.rejected_in_landing_zone(seen_since=since)]
         for path, reason in rejected:
             log(f"REJECTED {path}: {reason}")
+        for name, reason in pipeline.rejected_optouts():
+            log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
+            failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
+        pending = pipeline.optout_pending_trust_months()
+        if pending:
+            log(f"opt-outs: {len(pending)} trust-months hold patients who opted out; re-deriving them without")
 
         if backfill is None:
             trust_months = pipeline.affected_trust_months()
@@ -186,8 +197,8 @@ def print_summary(settings: Settings, log=print) -> None:
     log("(England figures after disclosure control; notes files sit beside each table)")
 
 
-def _run_and_report(settings: Settings, backfill: Backfill | None = None) -> int:
-    """Refresh (or backfill), print the summary, failures and rejected files; the exit code."""
+def _run_and_report(settings: Settings, backfill: Backfill | None = None, rekey: bool = False) -> int:
+    """Refresh (or backfill, or rekey), print the summary, failures and rejected files; the exit code."""
     from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
     from sact_pipeline.keys import is_demo_key
 
@@ -195,7 +206,7 @@ def _run_and_report(settings: Settings, backfill: Backfill | None = None) -> int
         print(f"note: using the local DEMO pseudonymisation key in {settings.home} (SACT_DEMO_MODE=1); "
               "set SACT_PSEUDONYMISATION_KEY or SACT_PSEUDONYMISATION_KEY_FILE for real data")
     try:
-        report = refresh(settings, backfill=backfill)
+        report = refresh(settings, backfill=backfill, rekey=rekey)
     except PseudonymisationKeyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -222,6 +233,50 @@ def _backfill_command(args: argparse.Namespace) -> int:
         return 2
     trusts = tuple(code.strip().upper() for code in args.trust or ())
     return _run_and_report(settings, Backfill(first, last, trusts))
+
+
+def _rekey_command(args: argparse.Namespace) -> int:
+    """Re-derive the opt-out list and every clean trust-month under the configured key (resumable: a
+    second run re-derives only what the first did not finish)."""
+    from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
+    from sact_pipeline.layers import Pipeline
+
+    settings = _settings(args)
+    pipeline = Pipeline.for_settings(settings)
+    try:
+        key_id = pipeline.pseudonymiser.key_id
+        others = {k for k in pipeline.clean_key_ids().values() if k != key_id}
+        files = pipeline.rekey_optouts()
+    except PseudonymisationKeyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"rekey to key id {key_id}: {files} opt-out files re-derived; clean trust-months built with "
+          f"{', '.join(sorted(others)) or 'no other key'} are re-derived from raw")
+    code = _run_and_report(settings, rekey=True)
+    purged = pipeline.purged_trust_months()
+    kept = sorted(f"{m} {t}" for (m, t), k in pipeline.clean_key_ids().items() if k != key_id and (m, t) in purged)
+    if kept:
+        print(f"{len(kept)} trust-months whose raw rows were purged keep the key they were built with (no "
+              f"identifiers are held to re-derive them): {', '.join(kept)}")
+    return code
+
+
+def _purge_raw_command(args: argparse.Namespace) -> int:
+    """Apply the raw retention setting: identifiable raw rows and files of older months go; registers stay."""
+    from sact_pipeline.layers import Pipeline
+
+    settings = _settings(args)
+    keep = args.keep_months if args.keep_months is not None else settings.raw_retention_months
+    if not keep:
+        print("error: no raw retention set: give --keep-months N or set SACT_RAW_RETENTION_MONTHS (reporting months "
+              "of identifiable raw rows to keep)", file=sys.stderr)
+        return 2
+    purge = Pipeline.for_settings(settings).purge_raw(keep, dry_run=args.dry_run, log=print)
+    verb = "would purge" if args.dry_run else "purged"
+    print(f"{verb} {purge.rows} identifiable raw rows of {purge.trust_months} trust-months and {purge.files} files "
+          f"from before {purge.cutoff} (keeping {keep} months); the file registers keep their names, hashes and "
+          "row counts, and the clean, summary and published layers are unchanged")
+    return 0
 
 
 def _generate_command(args: argparse.Namespace) -> int:
@@ -292,6 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--trust", action="append", metavar="CODE",
                           help="only this trust (repeatable); months are re-published for all trusts")
     backfill.set_defaults(handler=_backfill_command)
+
+    rekey = commands.add_parser("rekey", help="after a change of pseudonymisation key: re-derive the opt-out "
+                                              "list and the clean layer from raw under the new key")
+    _settings_arguments(rekey)
+    rekey.set_defaults(handler=_rekey_command)
+
+    purge = commands.add_parser("purge-raw", help="delete identifiable raw rows and landing files older than the "
+                                                  "retention (SACT_RAW_RETENTION_MONTHS); registers are kept")
+    _settings_arguments(purge)
+    purge.add_argument("--keep-months", type=int, help="reporting months to keep, counted back from the last month "
+                                                       "that has ended (default SACT_RAW_RETENTION_MONTHS)")
+    purge.add_argument("--dry-run", action="store_true", help="say what would be purged; change nothing")
+    purge.set_defaults(handler=_purge_raw_command)
 
     generate = commands.add_parser("generate", help="write realistic synthetic submissions into the landing zone")
     _settings_arguments(generate)

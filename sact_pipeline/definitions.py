@@ -49,7 +49,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import ONLY_TRUSTS_TAG, SCOPE_TAG, TRUSTS
+from sact_pipeline.run_tags import ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
 
@@ -128,6 +128,8 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
     a submission; with sact/scope=affected only those not yet built from their current files. A month's
     trusts are built together (Pipeline.build_trust_months); events are reported per trust-month."""
     pipeline = sact.pipeline()
+    if context.run.tags.get(REKEY_TAG) != "1":
+        pipeline.check_key()  # never mix pseudonyms of two keys: a key change needs `sact-pipeline rekey`
     files = pipeline.accepted_files()
     submitted = set(pipeline.trust_month_fingerprints(files))
     wanted = [tm for tm in trust_months_of(context.partition_keys) if tm in submitted]
@@ -206,7 +208,15 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
             context.log.error(f"rejected {path}: {reason}")
         for path, reason in discovery.rejected_known:
             context.log.warning(f"still rejected, left in the landing zone: {path}: {reason}")
+        for name, note, trust_months in discovery.optouts_new:
+            if note.startswith("rejected"):
+                context.log.error(f"opt-out file {name} {note}: applied to nothing until a readable copy arrives")
+            else:
+                context.log.info(f"opt-out file {name} registered: {trust_months} trust-months hold its patients "
+                                 f"and are re-derived without them{'; ' + note if note else ''}")
         return MaterializeResult(metadata={
+            "new_optout_files": len(discovery.optouts_new),
+            "optout_trust_months_to_rederive": sum(count for _, _, count in discovery.optouts_new),
             "new_file_versions": len(discovery.accepted_new), "new_rejected_files": len(discovery.rejected_new),
             "rejected_files_in_landing_zone": len(discovery.rejected_new) + len(discovery.rejected_known),
             "trusts": len(discovery.trusts), "new_trusts": MetadataValue.text(", ".join(new_trusts) or "none"),

@@ -32,8 +32,16 @@ import sqlalchemy as sa
 from sact_pipeline import quality
 from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
 from sact_pipeline.domain.counting import MEASURES, count_activity, months_up_to, previous_month
-from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
+from sact_pipeline.domain.landing import (
+    SubmissionRejected,
+    find_candidate_files,
+    read_submission,
+    sha256_of,
+    sha256_of_file,
+)
+from sact_pipeline.domain.optouts import OptOutFileRejected, read_optout_file
 from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.domain.pack import manifest, workbook_bytes
 from sact_pipeline.domain.report import REPORT_MONTHS, report_html
 from sact_pipeline.domain.publication import (
@@ -46,7 +54,7 @@ from sact_pipeline.domain.publication import (
 from sact_pipeline.domain.spec import ITEM_COLUMNS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.keys import load_pseudonymiser
-from sact_pipeline.settings import Settings
+from sact_pipeline.settings import Settings, SettingsError
 from sact_pipeline.warehouse import (
     LayerState,
     Warehouse,
@@ -54,7 +62,11 @@ from sact_pipeline.warehouse import (
     clean_data_quality,
     clean_file_versions,
     clean_quarantine,
+    optout_files,
+    optout_patients,
+    optout_pending,
     published_submissions,
+    raw_purges,
     raw_submissions,
     rejected_files,
     submission_files,
@@ -74,6 +86,11 @@ class LayerGateFailed(Exception):
 
     def __reduce__(self):  # comes back from a worker process whole
         return type(self), (self.layer, self.partition, self.outcome)
+
+
+class PseudonymisationKeyChanged(PseudonymisationKeyError):
+    """The clean layer was built with another key than the one configured now: refreshing would mix
+    pseudonyms of two keys, so nothing runs until the key is restored or `sact-pipeline rekey` is run."""
 
 
 class LayerHeld(Exception):
@@ -127,11 +144,22 @@ def _raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
 
 
 @dataclass(frozen=True)
+class RawPurge:
+    """What a retention purge removed (or would remove): raw rows before `cutoff` and their files."""
+
+    cutoff: str
+    rows: int
+    trust_months: int
+    files: int
+
+
+@dataclass(frozen=True)
 class Discovery:
     accepted_new: list[str]
     rejected_new: list[tuple[str, str]]  # (relative path, reason)
     rejected_known: list[tuple[str, str]]
     trusts: list[str]
+    optouts_new: list[tuple[str, str, int]] = field(default_factory=list)  # (file, note or rejection, trust-months)
 
 
 _PIPELINES: dict[tuple[Settings, date], "Pipeline"] = {}
@@ -184,9 +212,13 @@ class Pipeline:
 
     # --- landing zone -----------------------------------------------------------------------------------
     def discover(self) -> Discovery:
-        """Register every new file version in the landing zone, accepted or rejected with its reason."""
+        """Register new opt-out files (first: a submission registered in the same scan is cleaned with them
+        applied), then every new file version in the landing zone, accepted or rejected with its reason."""
         with stage("discover"):
-            return self._discover()
+            optouts = self.register_optouts()
+            discovery = self._discover()
+            discovery.optouts_new.extend(optouts)
+            return discovery
 
     def _discover(self) -> Discovery:
         landing = self.settings.landing_dir
@@ -253,6 +285,130 @@ class Pipeline:
         return files.drop_duplicates(["trust_code", "reporting_month", "file_name", "sha256"],
                                      keep="first").reset_index(drop=True)
 
+    # --- registration opt-outs ------------------------------------------------------------------------------
+    def register_optouts(self) -> list[tuple[str, str, int]]:
+        """Register each new opt-out file (by content): its patients as pseudonyms under the current key,
+        and every trust-month whose clean rows hold one of them as pending (affected until re-derived).
+        Returns (file name, note or 'rejected: reason', trust-months to re-derive) per new file."""
+        registered = set(self.warehouse.read(optout_files)["sha256"])
+        results = []
+        for path in find_candidate_files(self.settings.optout_dir):
+            data = path.read_bytes()
+            digest = sha256_of(data)
+            if digest in registered:
+                continue
+            registered.add(digest)
+            record = {"sha256": digest, "file_name": path.name, "size_bytes": len(data),
+                      "registered_at": datetime.now()}
+            try:
+                listed = read_optout_file(path.name, data)
+            except OptOutFileRejected as rejection:
+                record.update(entries=0, invalid_entries=0, reason=f"rejected: {rejection.reason}")
+                self.warehouse.replace([(optout_files, {"sha256": digest}, pd.DataFrame([record]))])
+                results.append((path.name, record["reason"], 0))
+                continue
+            record.update(entries=len(listed.nhs_numbers), invalid_entries=len(listed.invalid_rows), reason=listed.note)
+            keys = pd.DataFrame({"patient_key": listed.pseudonyms(self.pseudonymiser),
+                                 "pseudonymisation_key_id": self.pseudonymiser.key_id, "file_sha256": digest})
+            self.warehouse.replace([(optout_files, {"sha256": digest}, pd.DataFrame([record])),
+                                    (optout_patients, {"file_sha256": digest}, keys)])
+            # After the commit above: a clean write that missed this file checks again after its own commit.
+            pending = self._mark_pending(self._optout_matches(file_sha256=digest))
+            results.append((path.name, listed.note, pending))
+        return results
+
+    def rekey_optouts(self) -> int:
+        """Re-derive every opt-out's patient keys under the current key, from the opt-out files: they are the
+        only place the NHS numbers are kept, so a rekey is refused while one of them is missing (its
+        patients would silently stop being opted out). One transaction; returns the files re-derived."""
+        registered = self.warehouse.read(optout_files)
+        usable = registered.loc[~registered["reason"].str.startswith("rejected")]
+        present = {sha256_of(path.read_bytes()): path for path in find_candidate_files(self.settings.optout_dir)}
+        missing = usable.loc[~usable["sha256"].isin(list(present))]
+        if len(missing):
+            raise PseudonymisationKeyError(
+                f"cannot rekey: {len(missing)} registered opt-out files are not in {self.settings.optout_dir} "
+                f"({', '.join(sorted(missing['file_name']))}); restore them first, or their patients would not be "
+                "opted out under the new key")
+        operations = []
+        for digest in usable["sha256"]:
+            listed = read_optout_file(present[digest].name, present[digest].read_bytes())
+            operations.append((optout_patients, {"file_sha256": digest}, pd.DataFrame({
+                "patient_key": listed.pseudonyms(self.pseudonymiser),
+                "pseudonymisation_key_id": self.pseudonymiser.key_id, "file_sha256": digest})))
+        if operations:
+            self.warehouse.replace(operations)
+        return len(operations)
+
+    def rejected_optouts(self) -> list[tuple[str, str]]:
+        """Opt-out files lying in SACT_OPTOUT_DIR that could not be read: (file name, reason). They are
+        applied to nothing until a readable copy arrives, so every refresh reports them."""
+        rejected = self.warehouse.read(optout_files)
+        rejected = dict(zip(rejected["sha256"], rejected["reason"]))
+        return [(path.name, rejected[digest]) for path in find_candidate_files(self.settings.optout_dir)
+                if (digest := sha256_of(path.read_bytes())) in rejected
+                and rejected[digest].startswith("rejected")]
+
+    def opted_out(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Patient keys (current key) of every registered opt-out, and the opt-out files they come from."""
+        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
+            optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
+        with self.warehouse.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        files = sa.select(optout_files.c.sha256).where(~optout_files.c.reason.startswith("rejected"))
+        with self.warehouse.engine.connect() as connection:
+            applied = frozenset(connection.execute(files).scalars())
+        return frozenset(key for key, _ in rows), applied
+
+    def _optout_matches(self, *, month: str | None = None, trust: str | None = None,
+                        file_sha256: str | None = None, not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
+        opted-out patient's under the current key: what still holds a patient who opted out."""
+        found = []
+        for table in (clean_activity, clean_quarantine):
+            query = sa.select(table.c.reporting_month, table.c.trust_code, optout_patients.c.file_sha256).distinct(
+            ).join(optout_patients, optout_patients.c.patient_key == table.c.patient_key).where(
+                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
+            if month is not None:
+                query = query.where(table.c.reporting_month == month)
+            if trust is not None:
+                query = query.where(table.c.trust_code == trust)
+            if file_sha256 is not None:
+                query = query.where(optout_patients.c.file_sha256 == file_sha256)
+            with self.warehouse.engine.connect() as connection:
+                found += [row for row in connection.execute(query).all() if row[2] not in not_files]
+        return pd.DataFrame(sorted(set(found)), columns=["reporting_month", "trust_code", "file_sha256"])
+
+    def _mark_pending(self, matches: pd.DataFrame) -> int:
+        """Record trust-months to re-derive because of opt-out files; the number of trust-months."""
+        if matches.empty:
+            return 0
+        with self.warehouse.engine.connect() as connection:
+            known = {tuple(row) for row in connection.execute(sa.select(optout_pending))}
+        new = matches.loc[[tuple(row) not in known for row in matches.itertuples(index=False)]]
+        if len(new):
+            with self.warehouse.engine.begin() as connection:
+                connection.execute(sa.insert(optout_pending), new.to_dict("records"))
+        return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
+
+    def optout_pending_trust_months(self) -> set[tuple[str, str]]:
+        with self.warehouse.engine.connect() as connection:
+            query = sa.select(optout_pending.c.reporting_month, optout_pending.c.trust_code).distinct()
+            return {(month, trust) for month, trust in connection.execute(query)}
+
+    def _after_clean_write(self, month: str, trust: str, applied: frozenset[str]) -> None:
+        """The opt-outs this write applied are done for the trust-month; one registered while it was
+        being built (not applied) is marked pending if the rows just written hold its patient."""
+        with self.warehouse.engine.begin() as connection:
+            pending = connection.execute(sa.select(optout_pending.c.file_sha256).where(
+                optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust)).scalars().all()
+            done = [sha for sha in pending if sha in applied]
+            if done:
+                connection.execute(sa.delete(optout_pending).where(
+                    optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
+                    optout_pending.c.file_sha256.in_(done)))
+        self._mark_pending(self._optout_matches(month=month, trust=trust, not_files=applied))
+
     # --- what needs doing ---------------------------------------------------------------------------------
     def trust_month_fingerprints(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
         """The registered file versions of each trust-month, as one hash (pass `files` if already read)."""
@@ -264,11 +420,44 @@ class Pipeline:
         }
 
     def affected_trust_months(self, files: pd.DataFrame | None = None) -> list[tuple[str, str]]:
-        """Trust-months whose accepted file versions differ from what the clean layer was built from."""
+        """Trust-months whose clean layer is not what their accepted file versions, the current key and the
+        registered opt-outs make: a new version, a rekey, or a patient who opted out since it was built.
+
+        A trust-month whose raw rows were purged cannot be re-derived with another key: it keeps the key
+        it was built with (recorded with it) and counts as current under that key."""
         current = self.trust_month_fingerprints(files)
-        key_id = self.pseudonymiser.key_id
         done = self.warehouse.layer_states(CLEAN)
-        return sorted(k for k, f in current.items() if done.get(k) != _fingerprint([f, key_id]))
+        pending = self.optout_pending_trust_months()
+        keys = self.clean_key_ids()
+        purged = self.purged_trust_months()
+        key_id = self.pseudonymiser.key_id
+        return sorted(k for k, f in current.items() if k in pending or done.get(k) != _fingerprint(
+            [f, keys.get(k, key_id) if k in purged else key_id]))
+
+    def clean_key_ids(self) -> dict[tuple[str, str], str]:
+        """The pseudonymisation key id each clean trust-month was built with."""
+        query = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
+                          clean_file_versions.c.pseudonymisation_key_id).distinct().where(clean_file_versions.c.in_use)
+        with self.warehouse.engine.connect() as connection:
+            return {(m, t): k for m, t, k in connection.execute(query)}
+
+    def purged_trust_months(self) -> set[tuple[str, str]]:
+        with self.warehouse.engine.connect() as connection:
+            query = sa.select(raw_purges.c.reporting_month, raw_purges.c.trust_code)
+            return {(month, trust) for month, trust in connection.execute(query)}
+
+    def check_key(self) -> None:
+        """Refuse (PseudonymisationKeyChanged) when clean trust-months that can be re-derived were built
+        with another key: a changed key is either a mistake (restore it) or a rekey (run `rekey`)."""
+        purged = self.purged_trust_months()
+        others = Counter(k for tm, k in self.clean_key_ids().items()
+                         if k != self.pseudonymiser.key_id and tm not in purged)
+        if others:
+            built = ", ".join(f"{count} with key id {key}" for key, count in sorted(others.items()))
+            raise PseudonymisationKeyChanged(
+                f"the configured pseudonymisation key (key id {self.pseudonymiser.key_id}) is not the key the clean "
+                f"layer was built with ({built} trust-months): if the key was changed on purpose, run "
+                f"`sact-pipeline rekey` to re-derive the clean layer from raw; otherwise restore the key")
 
     def held_trust_months(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
         """Trust-months whose current file versions failed a gate, with the failure: retrying them cannot
@@ -303,6 +492,13 @@ class Pipeline:
         parts += [f"versions|{m}|{t}|{s}|{a}" for m, t, s, a in
                   files.loc[files["reporting_month"] == month, ["reporting_month", "trust_code", "sha256",
                                                                "submitted_at"]].itertuples(index=False)]
+        # Opt-outs applied change the counts without changing the files or the key: re-publish then too.
+        opted = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
+                          clean_file_versions.c.opted_out_rows).where(
+            clean_file_versions.c.in_use, clean_file_versions.c.reporting_month.in_([month, before]),
+            clean_file_versions.c.opted_out_rows > 0)
+        with self.warehouse.engine.connect() as connection:
+            parts += [f"opted-out|{m}|{t}|{n}" for m, t, n in connection.execute(opted)]
         parts.append(f"deadline|{self.settings.deadline_months}")
         parts.append(f"organisations|{self.organisations_fingerprint}")
         # The published changes read the stored summary of the month before: when it is rebuilt, re-publish.
@@ -329,6 +525,56 @@ class Pipeline:
     def month_is_affected(self, month: str) -> bool:
         """Ask again after publishing the month before: its new summary can affect this month."""
         return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
+
+    # --- retention of identifiable raw data -----------------------------------------------------------------
+    def retention_cutoff(self, keep_months: int) -> str:
+        """The first reporting month whose raw rows are kept: `keep_months` months back from the last
+        month that has ended."""
+        if keep_months < 1:
+            raise SettingsError("the raw retention must be 1 month or more (SACT_RAW_RETENTION_MONTHS or "
+                                "--keep-months)")
+        return months_up_to(previous_month(self.today.strftime("%Y-%m")), keep_months)[0]
+
+    def purge_raw(self, keep_months: int, *, dry_run: bool = False, log=lambda line: None) -> "RawPurge":
+        """Delete identifiable raw rows of reporting months before the retention cutoff, and the landing-zone
+        files they came from; rejected files rejected before the cutoff go too. The file registers (names,
+        hashes, row counts) and the clean, summary and published layers stay, so history stays auditable.
+
+        The rows of each trust-month go in one transaction with its raw_purges record; files are deleted
+        after it (a crash in between leaves files that the next purge deletes: it can be run again)."""
+        cutoff = self.retention_cutoff(keep_months)
+        query = sa.select(raw_submissions.c.reporting_month, raw_submissions.c.trust_code,
+                          sa.func.count()).where(raw_submissions.c.reporting_month < cutoff).group_by(
+            raw_submissions.c.reporting_month, raw_submissions.c.trust_code)
+        with self.warehouse.engine.connect() as connection:
+            held = sorted((m, t, n) for m, t, n in connection.execute(query))
+        registered = self.warehouse.read(submission_files)
+        old_files = registered.loc[registered["reporting_month"] < cutoff, ["relative_path", "sha256", "reporting_month",
+                                                                          "trust_code"]]
+        rejected = self.warehouse.read(rejected_files)
+        old_rejected = rejected.loc[rejected["rejected_at"] < pd.Timestamp(f"{cutoff}-01"), ["relative_path", "sha256"]]
+        landing = self.settings.landing_dir
+        deletable = [(landing / path, sha, month, trust) for path, sha, month, trust in old_files.itertuples(index=False)]
+        deletable += [(landing / path, sha, "", "") for path, sha in old_rejected.itertuples(index=False)]
+        # Only the registered content: a newer file at the same path is another version, kept.
+        deletable = [item for item in deletable if item[0].is_file() and sha256_of_file(item[0]) == item[1]]
+        purge = RawPurge(cutoff, rows=sum(n for _, _, n in held), trust_months=len(held), files=len(deletable))
+        if dry_run:
+            return purge
+        earlier = {(m, t): n for m, t, n in self.warehouse.read(raw_purges)[["reporting_month", "trust_code",
+                                                                            "raw_rows"]].itertuples(index=False)}
+        files_by_trust_month = Counter((month, trust) for _, _, month, trust in deletable)
+        for number, (month, trust, rows) in enumerate(held, 1):
+            self.warehouse.replace([
+                (raw_submissions, {"reporting_month": month, "trust_code": trust}, None),
+                (raw_purges, {"reporting_month": month, "trust_code": trust}, pd.DataFrame([{
+                    "reporting_month": month, "trust_code": trust, "raw_rows": earlier.get((month, trust), 0) + rows,
+                    "files_deleted": files_by_trust_month[(month, trust)], "purged_at": datetime.now()}])),
+            ])
+            log(f"[{number}/{len(held)}] {month} {trust}: {rows} raw rows purged")
+        for path, _, _, _ in deletable:
+            path.unlink(missing_ok=True)
+        return purge
 
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
@@ -397,12 +643,15 @@ class Pipeline:
     def clean(self, month: str, trust: str) -> LayerOutcome:
         """Clean every raw version of a trust-month; the latest version from each submitting organisation
         (the trust, or each of its sites) becomes the trust's clean data."""
-        return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files())])[0])
+        return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files(),
+                                                                optouts=self.opted_out())])[0])
 
     def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame,
-                       held: dict[tuple[str, str], str] | None = None, loaded: _Prepared | None = None) -> _Prepared:
+                       held: dict[tuple[str, str], str] | None = None, loaded: _Prepared | None = None,
+                       optouts: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())) -> _Prepared:
         """`loaded`: the raw step of this trust-month in the same run; when it loaded every registered
-        version, its rows are used as they are instead of reading them back from the warehouse."""
+        version, its rows are used as they are instead of reading them back from the warehouse.
+        `optouts`: opted-out patient keys and their files (Pipeline.opted_out), removed before cleaning."""
         partition = f"{month}|{trust}"
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
@@ -413,6 +662,8 @@ class Pipeline:
         else:
             with stage("read raw back"):
                 raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
+        if raw.empty and (month, trust) in self.purged_trust_months():
+            return self._prepare_purged_clean(month, trust, this_partition, optouts)
         if raw.empty:
             raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
         held = (self.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
@@ -432,7 +683,7 @@ class Pipeline:
             rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
             with stage("clean and pseudonymise"):
                 cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
-                                           pseudonymiser=pseudonymiser)
+                                           pseudonymiser=pseudonymiser, opted_out=optouts[0])
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
             measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
             version_rows.append({
@@ -441,7 +692,7 @@ class Pipeline:
                 "in_use": key in in_use, **measures,
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
-                "data_quality_findings": cleaned.data_quality_findings, "opted_out_rows": 0,
+                "data_quality_findings": cleaned.data_quality_findings, "opted_out_rows": cleaned.opted_out_rows,
                 "pseudonymisation_key_id": pseudonymiser.key_id,
             })
             if key not in in_use:  # earlier versions are counted for the record but not published
@@ -449,8 +700,9 @@ class Pipeline:
             reconciliation.append({
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
-                "opted_out_rows": 0,
-                "accounted_rows": cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows,
+                "opted_out_rows": cleaned.opted_out_rows,
+                "accounted_rows": cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows
+                + cleaned.opted_out_rows,
                 "quarantine_share": cleaned.quarantined_rows / max(cleaned.raw_rows, 1),
             })
             if key in in_use:
@@ -463,7 +715,8 @@ class Pipeline:
         data_quality = (pd.concat([c.data_quality for _, c in chosen]).groupby("item", as_index=False, sort=False)
                         [["missing", "invalid"]].sum().assign(**partition_columns))
         used = pd.DataFrame([v for v in version_rows if v["in_use"]])
-        totals = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings"]].sum()
+        totals = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "opted_out_rows",
+                       "data_quality_findings"]].sum()
         if len(used) == 1:  # the usual case: the trust-month's measures are its one file's, counted above
             measures = {m: int(used[m].iloc[0]) for m in MEASURES}
         else:  # a trust and its sites: a patient seen at two sites counts once
@@ -475,17 +728,74 @@ class Pipeline:
         })
         month_start = pd.Timestamp(f"{month}-01")
         fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
+
+        def write() -> None:
+            self.warehouse.replace_partition(
+                partition_columns,
+                {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
+                 clean_file_versions: pd.DataFrame(version_rows)},
+                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
+            )
+            self._after_clean_write(month, trust, optouts[1])
+
         return _Prepared(outcome, month, trust, this_partition, checks=[
             ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
                                                           month_start + pd.offsets.MonthEnd(0)), clean),
             ("clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
              pd.DataFrame(reconciliation)),
-        ], write=lambda: self.warehouse.replace_partition(
-            partition_columns,
-            {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
-             clean_file_versions: pd.DataFrame(version_rows)},
-            LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
-        ))
+        ], write=write)
+
+    def _prepare_purged_clean(self, month: str, trust: str, files: pd.DataFrame,
+                              optouts: tuple[frozenset[str], frozenset[str]]) -> _Prepared:
+        """A trust-month whose raw rows were purged can only lose rows: opt-outs registered since it was
+        built are applied to its clean and quarantined rows as they stand, and its counts are taken again."""
+        where = {"reporting_month": month, "trust_code": trust}
+        clean = self.warehouse.read(clean_activity, **where)
+        quarantine = self.warehouse.read(clean_quarantine, **where)
+        versions = self.warehouse.read(clean_file_versions, **where)
+        data_quality = self.warehouse.read(clean_data_quality, **where)
+        built_with = set(versions["pseudonymisation_key_id"])
+        if built_with != {self.pseudonymiser.key_id}:
+            raise ValueError(f"{trust} {month}: its raw rows were purged and its clean rows were built with key id "
+                             f"{', '.join(sorted(built_with))}, so opt-outs pseudonymised with the current key "
+                             f"{self.pseudonymiser.key_id} cannot be matched to them")
+        opted_clean, opted_quarantine = clean["patient_key"].isin(optouts[0]), quarantine["patient_key"].isin(optouts[0])
+        removed = Counter(clean.loc[opted_clean, "file_sha256"]) + Counter(quarantine.loc[opted_quarantine, "file_sha256"])
+        clean, quarantine = clean.loc[~opted_clean].reset_index(drop=True), quarantine.loc[~opted_quarantine]
+        in_use = versions["in_use"].to_numpy()
+        for index in versions.index[in_use]:
+            sha = versions.at[index, "file_sha256"]
+            rows = clean.loc[clean["file_sha256"] == sha]
+            counts = count_activity(rows.assign(_all=1), ["_all"]) if len(rows) else None
+            for measure in MEASURES:
+                versions.at[index, measure] = int(counts[measure].iloc[0]) if counts is not None else 0
+            versions.at[index, "clean_rows"] = len(rows)
+            versions.at[index, "quarantined_rows"] = int((quarantine["file_sha256"] == sha).sum())
+            versions.at[index, "opted_out_rows"] += removed[sha]
+        used = versions.loc[in_use]
+        reconciliation = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "opted_out_rows"]].astype(
+            "int64").assign(accounted_rows=lambda f: f[["clean_rows", "quarantined_rows", "duplicate_rows",
+                                                        "opted_out_rows"]].sum(axis=1),
+                            quarantine_share=lambda f: f["quarantined_rows"] / f["raw_rows"].clip(lower=1))
+        outcome = LayerOutcome(CLEAN, f"{month}|{trust}", rows=len(clean), metadata={
+            "raw_rows_purged": True, "opted_out_rows_removed_now": sum(removed.values()),
+            **{m: int(used[m].sum()) for m in MEASURES}})
+        month_start = pd.Timestamp(f"{month}-01")
+        fingerprint = self.trust_month_fingerprints(files).get((month, trust), "")
+
+        def write() -> None:
+            self.warehouse.replace_partition(
+                where, {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
+                        clean_file_versions: versions},
+                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, self.pseudonymiser.key_id]), len(clean)))
+            self._after_clean_write(month, trust, optouts[1])
+
+        return _Prepared(outcome, month, trust, files, checks=[
+            ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
+                                                          month_start + pd.offsets.MonthEnd(0)), clean),
+            ("clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
+             reconciliation),
+        ], write=write)
 
     # --- many trust-months at once ------------------------------------------------------------------------
     BATCH_ROWS = 200_000  # registered rows in memory at once (over all workers): bounds memory, whatever the month
@@ -545,9 +855,10 @@ class Pipeline:
             del prepared
         if CLEAN in layers:
             prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
+            optouts = self.opted_out()
             for trust in batch:
                 try:
-                    prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None)))
+                    prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None), optouts))
                 except LayerHeld as held_error:
                     yield CLEAN, trust, held_error
             for item, result in zip(prepared, self._finish(prepared)):
@@ -619,6 +930,12 @@ class Pipeline:
         if held:
             raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
                             f"previous publication stands; a corrected file releases it): " + "; ".join(held))
+        holding = self._optout_matches(month=month)
+        if len(holding):  # never counted: re-derived first (a write raced an opt-out, or was held by a gate)
+            self._mark_pending(holding)
+            raise LayerHeld(f"{month} is not summarised while clean rows of {', '.join(sorted(set(holding['trust_code'])))} "
+                            "hold patients who opted out of registration; those trust-months are marked to be "
+                            "re-derived without them (the previous publication stands)")
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         measures = trust_measures(versions, self._clean_rows_for_counting(month, sites_sharing_trusts(versions)))
         summary = summarise_month(month, files, measures, versions, self.organisations,

@@ -21,13 +21,15 @@ class SactPipelineResource(ConfigurableResource):
     max_quarantine_share: float
     ods_file: str = ""
     workers: int = 0  # as the definitions were loaded with (SACT_WORKERS); 0: the default where the run runs
+    optout_dir: str = ""  # registration opt-out files (SACT_OPTOUT_DIR); '' : SACT_HOME/optouts
 
     def pipeline(self) -> Pipeline:
         settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
                                      output_dir=self.output_dir, warehouse_url=self.warehouse_url,
                                      first_month=self.first_month, deadline_months=self.deadline_months,
                                      max_quarantine_share=self.max_quarantine_share,
-                                     ods_file=self.ods_file or None, workers=self.workers or None)
+                                     ods_file=self.ods_file or None, workers=self.workers or None,
+                                     optout_dir=self.optout_dir or None)
         return Pipeline.for_settings(settings)
 
     @classmethod
@@ -39,4 +41,5 @@ class SactPipelineResource(ConfigurableResource):
                    warehouse_url=EnvVar("SACT_WAREHOUSE_URL") if from_env else settings.warehouse_url,
                    first_month=settings.first_month, deadline_months=settings.deadline_months,
                    max_quarantine_share=settings.max_quarantine_share,
-                   ods_file=str(settings.ods_file or ""), workers=settings.workers)
+                   ods_file=str(settings.ods_file or ""), workers=settings.workers,
+                   optout_dir=str(settings.optout_dir or ""))

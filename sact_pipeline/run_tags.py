@@ -14,6 +14,7 @@ TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already built from their current files
 ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: a range run builds only these trusts
 MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml runs one per month at a time
+REKEY_TAG = "sact/rekey"  # "1": the run may re-derive clean partitions built with another key (`rekey`)
 
 
 def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -> dict[str, str]:

@@ -42,6 +42,8 @@ class Settings:
     max_quarantine_share: float = 0.5  # a clean partition quarantining more than this fails its suite
     ods_file: Path | None = None  # a newer ODS etr extract; the packaged copy when unset
     workers: int = 1  # processes building a large month's trust-months (SACT_WORKERS; default: up to 2 cores)
+    optout_dir: Path | None = None  # registration opt-out files (SACT_OPTOUT_DIR; default SACT_HOME/optouts)
+    raw_retention_months: int = 0  # reporting months of identifiable raw rows kept by `purge-raw`; 0: not set
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -65,6 +67,7 @@ class Settings:
         dagster_home = path("dagster_home", "DAGSTER_HOME", home / "dagster")
         warehouse_url = pick("warehouse_url", "SACT_WAREHOUSE_URL", f"sqlite:///{home / 'warehouse.db'}")
         ods = pick("ods_file", "SACT_ODS_FILE")
+        optouts = path("optout_dir", "SACT_OPTOUT_DIR", home / "optouts")
         try:
             settings = cls(
                 home=home,
@@ -77,6 +80,8 @@ class Settings:
                 max_quarantine_share=float(pick("max_quarantine_share", "SACT_MAX_QUARANTINE_SHARE", 0.5)),
                 ods_file=Path(ods).expanduser().resolve() if ods else None,
                 workers=int(pick("workers", "SACT_WORKERS", min(2, available_cores()))),
+                optout_dir=optouts,
+                raw_retention_months=int(pick("raw_retention_months", "SACT_RAW_RETENTION_MONTHS", 0)),
             )
         except ValueError as error:
             if isinstance(error, SettingsError):
@@ -86,6 +91,8 @@ class Settings:
             raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
         if settings.deadline_months < 0 or not 0 < settings.max_quarantine_share <= 1:
             raise SettingsError("SACT_DEADLINE_MONTHS must be >= 0 and SACT_MAX_QUARANTINE_SHARE in (0, 1]")
+        if settings.raw_retention_months < 0:
+            raise SettingsError(f"SACT_RAW_RETENTION_MONTHS must be 0 (not set) or more, got {settings.raw_retention_months}")
         if settings.workers < 1:
             raise SettingsError(f"SACT_WORKERS must be 1 or more, got {settings.workers}")
         return settings

@@ -146,6 +146,35 @@ def test_a_failing_trust_file_is_held_and_its_month_keeps_its_publication(settin
         assert pipeline.output_paths("2024-01")[0].read_bytes() == published["2024-01"]
 
 
+def test_an_optout_file_rederives_every_trust_month_holding_the_patient_and_republishes_their_months(settings):
+    landing = settings.landing_dir
+    opted = [{"nhs_number": "943 476 5919", "local_patient_identifier": ""}] * 2  # two administrations
+    for month, stamp in (("202401", "20240210"), ("202402", "20240310"), ("202403", "20240410")):
+        write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 22) + opted)
+        write_submission(landing / f"SACT_RBV_{month}_{stamp}093000.csv", patients("B", 30))
+    write_submission(landing / "SACT_RBV_202404_20240510093000.csv", patients("B", 30))
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        daemon.settle()
+        pipeline = Pipeline(settings)
+        months = ("2024-01", "2024-02", "2024-03", "2024-04")
+        before = {m: pipeline.output_paths(m)[0].read_bytes() for m in months}
+        assert pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code").loc["RR8", "patients"] == "25"
+
+        settings.optout_dir.mkdir(parents=True)
+        (settings.optout_dir / "optouts_20240520.csv").write_text("NHS_Number\n9434765919\n")
+        launched = daemon.settle()
+        assert launched == [("discover_submissions", None)] + [
+            ("trust_month_refresh", f"2024-0{m}-01|RR8") for m in (1, 2, 3)] + [
+            ("month_publication", f"2024-0{m}-01") for m in (1, 2, 3, 4)]  # April's changes read March
+        assert daemon.failed == []
+        for month in months[:3]:
+            table = pd.read_csv(pipeline.output_paths(month)[0], dtype=str).set_index("org_code")
+            assert table.loc["RR8", "patients"] == "20"  # 22 patients now, rounded
+        assert pipeline.output_paths("2024-04")[0].read_bytes() != before["2024-04"]  # its notes' time at least
+        assert daemon.settle() == [] and daemon.skip_reason == "every layer is up to date"
+
+
 def test_a_file_still_growing_waits(settings):
     path = write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 5))
     with instance_for_test() as instance:
