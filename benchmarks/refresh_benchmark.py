@@ -203,7 +203,7 @@ def measure(args) -> dict:
 def fresh_postgres_database(url: str) -> str:
     import sqlalchemy as sa
 
-    from sact_pipeline.deploy import create_database
+    from sact_pipeline.database import create_database
 
     fresh = sa.make_url(url).set(database=f"sact_bench_{os.getpid()}")
     drop_postgres_database(fresh)  # left over from an interrupted measurement of the same pid

@@ -380,10 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--if-empty", action="store_true", help="do nothing if the landing zone holds files")
     generate.set_defaults(handler=_generate_command)
 
+    from sact_pipeline.database import add_db_parser  # here: it loads the warehouse (pandas) on import
+
+    add_db_parser(commands)
+
     args = parser.parse_args(argv)
+    from sact_pipeline.warehouse import WarehouseError
+
     try:
         return args.handler(args)
-    except SettingsError as error:
+    except (SettingsError, WarehouseError) as error:  # e.g. the loader before `db init`: say what to run
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -262,7 +262,7 @@ def test_a_raw_purge_keeps_the_registers_and_every_later_layer_and_optouts_still
     pipeline = Pipeline(Settings.from_env(env={}, home=str(home)))
     landing_before = sorted(p.name for p in (home / "landing").rglob("*.csv"))
     rows = landing_rows(home / "landing")
-    registers = {t.name: pipeline.warehouse.read(t) for t in (submission_files, clean_activity, trust_month_summary)}
+    registers = {t: pipeline.warehouse.read(t) for t in (submission_files, clean_activity, trust_month_summary)}
     published = {p: p.read_bytes() for p in (home / "published").rglob("*") if p.is_file()}
     keep = months_to_keep_from("2024-02")
 
@@ -281,8 +281,8 @@ def test_a_raw_purge_keeps_the_registers_and_every_later_layer_and_optouts_still
     assert len(raw) == len(rows) - len(january)
     assert sorted(p.name for p in (home / "landing").rglob("*.csv")) == sorted(
         n for n in landing_before if n not in set(january["file_name"]))
-    for name, before in registers.items():  # the file register and every later layer: untouched
-        pd.testing.assert_frame_equal(pipeline.warehouse.read(metadata.tables[name]), before)
+    for table, before in registers.items():  # the file register and every later layer: untouched
+        pd.testing.assert_frame_equal(pipeline.warehouse.read(table), before)
     assert {p: p.read_bytes() for p in published} == published
     purges = pipeline.warehouse.read(raw_purges)
     assert purges["raw_rows"].sum() == len(january) and set(purges["reporting_month"]) == {"2024-01"}
@@ -292,7 +292,7 @@ def test_a_raw_purge_keeps_the_registers_and_every_later_layer_and_optouts_still
     # An opt-out still reaches the purged month: its clean rows lose the patient, its counts drop.
     patient = opted_out_patient(pipeline, rows)
     key = Pseudonymiser(TEST_KEY.encode()).pseudonymise(pd.Series([patient]), "nhs_number").iloc[0]
-    clean = registers["clean_activity"]
+    clean = registers[clean_activity]
     theirs = clean.loc[clean["patient_key"] == key]
     part = count_activity(theirs, ["reporting_month", "trust_code"]).set_index(["reporting_month", "trust_code"])
     write_optouts(home, patient)
@@ -300,7 +300,7 @@ def test_a_raw_purge_keeps_the_registers_and_every_later_layer_and_optouts_still
     assert code == 0, err
     assert key not in set(pipeline.warehouse.read(clean_activity)["patient_key"])
     summary = pipeline.warehouse.read(trust_month_summary).set_index(["reporting_month", "org_code"])
-    before = registers["trust_month_summary"].set_index(["reporting_month", "org_code"])
+    before = registers[trust_month_summary].set_index(["reporting_month", "org_code"])
     for (month, trust), counts in part.iterrows():
         assert summary.loc[(month, trust), list(MEASURES)].tolist() == \
             (before.loc[(month, trust), list(MEASURES)] - counts[list(MEASURES)]).tolist()
