@@ -100,9 +100,14 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         busy = {run.tags.get(MONTH_TAG) for run in instance.get_runs(  # a run for the month is on its way:
             RunsFilter(job_name=trust_month_job, statuses=IN_FLIGHT))}  # what it leaves is asked for after
         by_month = {month: trusts for month, trusts in by_month.items() if month not in busy}
+        # A run key names everything a trust-month is built from: its files, the key, the opt-outs still to
+        # apply to it (an opt-out re-derives a trust-month whose files are unchanged: a new request).
+        pending = pipeline.optout_pending()
+        key_id = pipeline.pseudonymiser.key_id
         requests = [  # one run per month builds all of its affected trust-months
             RunRequest(run_key=f"trust-months-{month}|" + hashlib.sha256("".join(
-                           f"{t}{fingerprints[(month, t)]}" for t in sorted(trusts)).encode()).hexdigest()[:16],
+                           f"{t}{fingerprints[(month, t)]}{key_id}{sorted(pending.get((month, t), ()))}"
+                           for t in sorted(trusts)).encode()).hexdigest()[:16],
                        job_name=trust_month_job,
                        tags={"sact/trigger": "landing-zone-sensor",
                              **trust_month_run_tags(instance, month, trusts, affected_only=True)})

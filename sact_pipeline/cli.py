@@ -121,7 +121,7 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
         for name, reason in pipeline.rejected_optouts():
             log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
             failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
-        pending = pipeline.optout_pending_trust_months()
+        pending = pipeline.optout_pending()
         if pending:
             log(f"opt-outs: {len(pending)} trust-months hold patients who opted out; re-deriving them without")
 
@@ -253,11 +253,13 @@ def _rekey_command(args: argparse.Namespace) -> int:
     print(f"rekey to key id {key_id}: {files} opt-out files re-derived; clean trust-months built with "
           f"{', '.join(sorted(others)) or 'no other key'} are re-derived from raw")
     code = _run_and_report(settings, rekey=True)
-    purged = pipeline.purged_trust_months()
-    kept = sorted(f"{m} {t}" for (m, t), k in pipeline.clean_key_ids().items() if k != key_id and (m, t) in purged)
+    if code == 0:
+        pipeline.forget_unused_optout_keys()  # earlier keys' opt-out pseudonyms, once nothing is built with them
+    kept = sorted(f"{m} {t}" for (m, t), k in pipeline.clean_key_ids().items() if k != key_id)
     if kept:
-        print(f"{len(kept)} trust-months whose raw rows were purged keep the key they were built with (no "
-              f"identifiers are held to re-derive them): {', '.join(kept)}")
+        print(f"{len(kept)} trust-months keep the key they were built with: their raw rows were purged (no "
+              f"identifiers are held to re-derive them) or their files fail a gate (re-derived under the new key "
+              f"when a corrected file arrives): {', '.join(kept)}")
     return code
 
 
@@ -272,6 +274,9 @@ def _purge_raw_command(args: argparse.Namespace) -> int:
               "of identifiable raw rows to keep)", file=sys.stderr)
         return 2
     purge = Pipeline.for_settings(settings).purge_raw(keep, dry_run=args.dry_run, log=print)
+    if purge.skipped:
+        print(f"not purged, their clean layer is not current (pending files, opt-outs, a gate failure or another "
+              f"key; a later purge takes them): {', '.join(purge.skipped)}")
     verb = "would purge" if args.dry_run else "purged"
     print(f"{verb} {purge.rows} identifiable raw rows of {purge.trust_months} trust-months and {purge.files} files "
           f"from before {purge.cutoff} (keeping {keep} months); the file registers keep their names, hashes and "

@@ -34,6 +34,7 @@ from sact_pipeline.warehouse import (
     RAW_SCHEMA,
     SCHEMAS,
     WarehouseError,
+    add_new_columns,
     engine_for,
     metadata,
 )
@@ -201,6 +202,7 @@ def _tables(connection: sa.Connection) -> list[str]:
     missing = [table for table in metadata.sorted_tables if (table.schema, table.name) not in placed]
     connection.exec_driver_sql(f"SET LOCAL ROLE {LOADER}")
     metadata.create_all(connection, tables=missing)
+    add_new_columns(connection)  # columns added since the tables were made (the loader owns them)
     connection.exec_driver_sql("RESET ROLE")
     lines.append(f"tables: {len(missing)} created, {len(metadata.sorted_tables) - len(missing)} already there")
     return lines

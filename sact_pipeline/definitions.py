@@ -200,7 +200,8 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
     def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
-        discovery = retry_transient(context, lambda: sact.pipeline().discover())
+        discovery = retry_transient(context, lambda: sact.pipeline().discover(
+            check_key=context.run.tags.get(REKEY_TAG) != "1"))
         new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
         if new_trusts:
             context.instance.add_dynamic_partitions(TRUSTS, new_trusts)

@@ -8,6 +8,7 @@ around these functions, so the same work runs (and is tested) without Dagster.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -46,7 +47,7 @@ from sact_pipeline.domain.publication import (
 from sact_pipeline.domain.spec import ITEM_COLUMNS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.keys import load_pseudonymiser
-from sact_pipeline.protection import DataProtection
+from sact_pipeline.protection import NO_OPTOUTS, DataProtection, OptOuts
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import (
     LayerState,
@@ -185,14 +186,16 @@ class Pipeline(DataProtection):
         return load_pseudonymiser(self.settings.home)
 
     # --- landing zone -----------------------------------------------------------------------------------
-    def discover(self) -> Discovery:
+    def discover(self, *, check_key: bool = True) -> Discovery:
         """Register new opt-out files (first: a submission registered in the same scan is cleaned with them
-        applied), then every new file version in the landing zone, accepted or rejected with its reason."""
+        applied), then every new file version in the landing zone, accepted or rejected with its reason.
+        Refuses on a changed key (check_key), unless a rekey runs: opt-outs registered under a wrong key
+        would never be applied under the right one."""
         with stage("discover"):
+            if check_key:
+                self.check_key()
             optouts = self.register_optouts()
-            discovery = self._discover()
-            discovery.optouts_new.extend(optouts)
-            return discovery
+            return dataclasses.replace(self._discover(), optouts_new=optouts)
 
     def _discover(self) -> Discovery:
         landing = self.settings.landing_dir
@@ -277,7 +280,7 @@ class Pipeline(DataProtection):
         it was built with (recorded with it) and counts as current under that key."""
         current = self.trust_month_fingerprints(files)
         done = self.warehouse.layer_states(CLEAN)
-        pending = self.optout_pending_trust_months()
+        pending = self.optout_pending()
         keys = self.clean_key_ids()
         purged = self.purged_trust_months()
         key_id = self.pseudonymiser.key_id
@@ -423,7 +426,7 @@ class Pipeline(DataProtection):
 
     def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame,
                        held: dict[tuple[str, str], str] | None = None, loaded: _Prepared | None = None,
-                       optouts: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())) -> _Prepared:
+                       optouts: OptOuts = NO_OPTOUTS) -> _Prepared:
         """`loaded`: the raw step of this trust-month in the same run; when it loaded every registered
         version, its rows are used as they are instead of reading them back from the warehouse.
         `optouts`: opted-out patient keys and their files (Pipeline.opted_out), removed before cleaning."""
@@ -447,9 +450,14 @@ class Pipeline(DataProtection):
         versions = this_partition[["org_code", "file_name", "sha256", "submitted_at"]]
         versions = versions.rename(columns={"sha256": "file_sha256"})
         in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
+        newest = versions.groupby("org_code").tail(1)  # files from one organisation are resubmissions
+        purged = [name for name, sha in zip(newest["file_name"], newest["file_sha256"]) if (name, sha) not in in_raw]
+        if purged and (month, trust) in self.purged_trust_months():  # a site's file in use can't be re-read
+            raise LayerHeld(f"{trust} {month}: not re-derived, because the raw rows of {', '.join(purged)} (in "
+                            "use) were purged; its clean rows stand")
         versions = versions.loc[[key in in_raw for key in zip(versions["file_name"], versions["file_sha256"])]]
         versions = versions.reset_index(drop=True)
-        latest = versions.groupby("org_code").tail(1)  # files from one organisation are resubmissions
+        latest = versions.groupby("org_code").tail(1)
         in_use = set(zip(latest["file_name"], latest["file_sha256"]))
         pseudonymiser = self.pseudonymiser
         version_rows, reconciliation, chosen = [], [], []
@@ -458,7 +466,7 @@ class Pipeline(DataProtection):
             rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
             with stage("clean and pseudonymise"):
                 cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
-                                           pseudonymiser=pseudonymiser, opted_out=optouts[0])
+                                           pseudonymiser=pseudonymiser, opted_out=optouts.keys)
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
             measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
             version_rows.append({
@@ -510,8 +518,8 @@ class Pipeline(DataProtection):
                 {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
                  clean_file_versions: pd.DataFrame(version_rows)},
                 LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
+                **self.clean_write_hooks(month, trust, optouts.files),
             )
-            self._after_clean_write(month, trust, optouts[1])
 
         return _Prepared(outcome, month, trust, this_partition, checks=[
             ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
@@ -521,7 +529,7 @@ class Pipeline(DataProtection):
         ], write=write)
 
     def _prepare_purged_clean(self, month: str, trust: str, files: pd.DataFrame,
-                              optouts: tuple[frozenset[str], frozenset[str]]) -> _Prepared:
+                              optouts: OptOuts) -> _Prepared:
         """A trust-month whose raw rows were purged can only lose rows: opt-outs registered since it was
         built are applied to its clean and quarantined rows as they stand, and its counts are taken again."""
         where = {"reporting_month": month, "trust_code": trust}
@@ -531,10 +539,10 @@ class Pipeline(DataProtection):
         data_quality = self.warehouse.read(clean_data_quality, **where)
         built_with = set(versions["pseudonymisation_key_id"])
         if built_with != {self.pseudonymiser.key_id}:
-            raise ValueError(f"{trust} {month}: its raw rows were purged and its clean rows were built with key id "
+            raise LayerHeld(f"{trust} {month}: its raw rows were purged and its clean rows were built with key id "
                              f"{', '.join(sorted(built_with))}, so opt-outs pseudonymised with the current key "
                              f"{self.pseudonymiser.key_id} cannot be matched to them")
-        opted_clean, opted_quarantine = clean["patient_key"].isin(optouts[0]), quarantine["patient_key"].isin(optouts[0])
+        opted_clean, opted_quarantine = clean["patient_key"].isin(optouts.keys), quarantine["patient_key"].isin(optouts.keys)
         removed = Counter(clean.loc[opted_clean, "file_sha256"]) + Counter(quarantine.loc[opted_quarantine, "file_sha256"])
         clean, quarantine = clean.loc[~opted_clean].reset_index(drop=True), quarantine.loc[~opted_quarantine]
         in_use = versions["in_use"].to_numpy()
@@ -562,8 +570,8 @@ class Pipeline(DataProtection):
             self.warehouse.replace_partition(
                 where, {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
                         clean_file_versions: versions},
-                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, self.pseudonymiser.key_id]), len(clean)))
-            self._after_clean_write(month, trust, optouts[1])
+                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, self.pseudonymiser.key_id]), len(clean)),
+                **self.clean_write_hooks(month, trust, optouts.files))
 
         return _Prepared(outcome, month, trust, files, checks=[
             ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
@@ -705,12 +713,11 @@ class Pipeline(DataProtection):
         if held:
             raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
                             f"previous publication stands; a corrected file releases it): " + "; ".join(held))
-        holding = self._optout_matches(month=month)
-        if len(holding):  # never counted: re-derived first (a write raced an opt-out, or was held by a gate)
-            self._mark_pending(holding)
-            raise LayerHeld(f"{month} is not summarised while clean rows of {', '.join(sorted(set(holding['trust_code'])))} "
-                            "hold patients who opted out of registration; those trust-months are marked to be "
-                            "re-derived without them (the previous publication stands)")
+        holding = self.mark_optouts_pending(month)
+        if holding:  # never counted: re-derived first (a write that crashed, or a trust-month held by a gate)
+            raise LayerHeld(f"{month} is not summarised while clean rows of {', '.join(holding)} hold patients who "
+                            "opted out of registration; those trust-months are marked to be re-derived without "
+                            "them (the previous publication stands)")
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         measures = trust_measures(versions, self._clean_rows_for_counting(month, sites_sharing_trusts(versions)))
         summary = summarise_month(month, files, measures, versions, self.organisations,

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from sact_pipeline.domain.counting import months_up_to, previous_month
 from sact_pipeline.domain.landing import find_candidate_files, sha256_of, sha256_of_file
@@ -40,6 +42,28 @@ class PseudonymisationKeyChanged(PseudonymisationKeyError):
     pseudonyms of two keys, so nothing runs until the key is restored or `sact-pipeline rekey` is run."""
 
 
+APPLIED, REJECTED = "applied", "rejected"  # optout_files.status
+OPTOUT_LOCK = 0x5AC7_0F7  # PostgreSQL advisory lock: opt-out registration versus clean writes
+
+
+class OptOuts(NamedTuple):
+    """What a clean build applies: opted-out patient keys (current key) and the opt-out files they come from."""
+
+    keys: frozenset[str]
+    files: frozenset[str]
+
+
+NO_OPTOUTS = OptOuts(frozenset(), frozenset())
+
+
+def _optout_lock(connection: sa.Connection, *, exclusive: bool) -> None:
+    """Clean writes share the lock, an opt-out registration holds it alone (PostgreSQL; SQLite has one
+    writer at a time). Released when the transaction ends."""
+    if connection.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": OPTOUT_LOCK})
+
+
 @dataclass(frozen=True)
 class RawPurge:
     """What a retention purge removed (or would remove): raw rows before `cutoff` and their files."""
@@ -48,16 +72,22 @@ class RawPurge:
     rows: int
     trust_months: int
     files: int
+    skipped: list[str]  # 'YYYY-MM TRUST' of older trust-months not purged: their clean layer is not current
 
 
 class DataProtection:
     """Opt-outs, key checks and raw retention for layers.Pipeline (see the module docstring)."""
 
     # --- registration opt-outs ------------------------------------------------------------------------------
+    # A new opt-out and a clean write of a trust-month holding its patient may run at once. Each checks the
+    # other inside its own transaction (registration: which clean rows hold the new patients; clean write:
+    # which opt-outs it did not apply hold the rows it writes), under a lock that lets clean writes run
+    # together but not beside a registration: one always sees the other's rows, and marks the trust-month
+    # pending. (SQLite has one writer at a time, which is the same lock.)
     def register_optouts(self) -> list[tuple[str, str, int]]:
         """Register each new opt-out file (by content): its patients as pseudonyms under the current key,
-        and every trust-month whose clean rows hold one of them as pending (affected until re-derived).
-        Returns (file name, note or 'rejected: reason', trust-months to re-derive) per new file."""
+        and, in the same transaction, every trust-month whose clean rows hold one of them as pending
+        (affected until re-derived). Returns (file name, note or 'rejected: reason', trust-months) per file."""
         registered = set(self.warehouse.read(optout_files)["sha256"])
         results = []
         for path in find_candidate_files(self.settings.optout_dir):
@@ -71,26 +101,36 @@ class DataProtection:
             try:
                 listed = read_optout_file(path.name, data)
             except OptOutFileRejected as rejection:
-                record.update(entries=0, invalid_entries=0, reason=f"rejected: {rejection.reason}")
+                record.update(status=REJECTED, entries=0, invalid_entries=0, reason=rejection.reason)
                 self.warehouse.replace([(optout_files, {"sha256": digest}, pd.DataFrame([record]))])
-                results.append((path.name, record["reason"], 0))
+                results.append((path.name, f"rejected: {rejection.reason}", 0))
                 continue
-            record.update(entries=len(listed.nhs_numbers), invalid_entries=len(listed.invalid_rows), reason=listed.note)
-            keys = pd.DataFrame({"patient_key": listed.pseudonyms(self.pseudonymiser),
-                                 "pseudonymisation_key_id": self.pseudonymiser.key_id, "file_sha256": digest})
-            self.warehouse.replace([(optout_files, {"sha256": digest}, pd.DataFrame([record])),
-                                    (optout_patients, {"file_sha256": digest}, keys)])
-            # After the commit above: a clean write that missed this file checks again after its own commit.
-            pending = self._mark_pending(self._optout_matches(file_sha256=digest))
-            results.append((path.name, listed.note, pending))
+            record.update(status=APPLIED, entries=len(listed.nhs_numbers), invalid_entries=len(listed.invalid_rows),
+                          reason=listed.note)
+            marked = []
+            self.warehouse.replace(
+                [(optout_files, {"sha256": digest}, pd.DataFrame([record])),
+                 (optout_patients, {"file_sha256": digest, "pseudonymisation_key_id": self.pseudonymiser.key_id},
+                  self._optout_keys(listed, digest))],
+                before=lambda connection: _optout_lock(connection, exclusive=True),
+                after=lambda connection: marked.append(self._mark_pending(
+                    connection, self._optout_matches(connection, file_sha256=digest))))
+            results.append((path.name, listed.note, marked[0]))
         return results
 
+    def _optout_keys(self, listed, digest: str) -> pd.DataFrame:
+        """optout_patients rows of one opt-out file under the current key."""
+        return pd.DataFrame({"patient_key": listed.pseudonyms(self.pseudonymiser),
+                             "pseudonymisation_key_id": self.pseudonymiser.key_id, "file_sha256": digest})
+
     def rekey_optouts(self) -> int:
-        """Re-derive every opt-out's patient keys under the current key, from the opt-out files: they are the
-        only place the NHS numbers are kept, so a rekey is refused while one of them is missing (its
-        patients would silently stop being opted out). One transaction; returns the files re-derived."""
+        """Derive every opt-out's patient keys under the current key too, from the opt-out files: they are
+        the only place the NHS numbers are kept, so a rekey is refused while one of them is missing (its
+        patients would silently stop being opted out). Keys under earlier keys are kept until no clean
+        trust-month is built with them (forget_unused_optout_keys): a rekey stopped half way, or a key
+        restored, still finds every opt-out. One transaction; returns the files re-derived."""
         registered = self.warehouse.read(optout_files)
-        usable = registered.loc[~registered["reason"].str.startswith("rejected")]
+        usable = registered.loc[registered["status"] == APPLIED]
         present = {sha256_of(path.read_bytes()): path for path in find_candidate_files(self.settings.optout_dir)}
         missing = usable.loc[~usable["sha256"].isin(list(present))]
         if len(missing):
@@ -98,41 +138,46 @@ class DataProtection:
                 f"cannot rekey: {len(missing)} registered opt-out files are not in {self.settings.optout_dir} "
                 f"({', '.join(sorted(missing['file_name']))}); restore them first, or their patients would not be "
                 "opted out under the new key")
-        operations = []
-        for digest in usable["sha256"]:
-            listed = read_optout_file(present[digest].name, present[digest].read_bytes())
-            operations.append((optout_patients, {"file_sha256": digest}, pd.DataFrame({
-                "patient_key": listed.pseudonyms(self.pseudonymiser),
-                "pseudonymisation_key_id": self.pseudonymiser.key_id, "file_sha256": digest})))
+        operations = [(optout_patients, {"file_sha256": digest, "pseudonymisation_key_id": self.pseudonymiser.key_id},
+                       self._optout_keys(read_optout_file(present[digest].name, present[digest].read_bytes()), digest))
+                      for digest in usable["sha256"]]
         if operations:
-            self.warehouse.replace(operations)
+            self.warehouse.replace(operations, before=lambda connection: _optout_lock(connection, exclusive=True))
         return len(operations)
+
+    def forget_unused_optout_keys(self) -> int:
+        """Drop opt-out keys made with a key no clean trust-month is built with any more (after a rekey)."""
+        in_use = set(self.clean_key_ids().values()) | {self.pseudonymiser.key_id}
+        with self.warehouse.engine.begin() as connection:
+            return connection.execute(sa.delete(optout_patients).where(
+                optout_patients.c.pseudonymisation_key_id.not_in(sorted(in_use)))).rowcount
 
     def rejected_optouts(self) -> list[tuple[str, str]]:
         """Opt-out files lying in SACT_OPTOUT_DIR that could not be read: (file name, reason). They are
         applied to nothing until a readable copy arrives, so every refresh reports them."""
-        rejected = self.warehouse.read(optout_files)
+        registered = self.warehouse.read(optout_files)
+        rejected = registered.loc[registered["status"] == REJECTED]
         rejected = dict(zip(rejected["sha256"], rejected["reason"]))
         return [(path.name, rejected[digest]) for path in find_candidate_files(self.settings.optout_dir)
-                if (digest := sha256_of(path.read_bytes())) in rejected
-                and rejected[digest].startswith("rejected")]
+                if (digest := sha256_of(path.read_bytes())) in rejected]
 
-    def opted_out(self) -> tuple[frozenset[str], frozenset[str]]:
-        """Patient keys (current key) of every registered opt-out, and the opt-out files they come from."""
-        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
-            optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
+    def opted_out(self) -> "OptOuts":
+        """Patient keys (current key) of every registered opt-out and the files they come from, read in that
+        order from one connection, so a file registered meanwhile is never counted as applied without its
+        patients (it is applied by the next build, which the registration marks pending)."""
         with self.warehouse.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        files = sa.select(optout_files.c.sha256).where(~optout_files.c.reason.startswith("rejected"))
-        with self.warehouse.engine.connect() as connection:
-            applied = frozenset(connection.execute(files).scalars())
-        return frozenset(key for key, _ in rows), applied
+            files = frozenset(connection.execute(sa.select(optout_files.c.sha256).where(
+                optout_files.c.status == APPLIED)).scalars())
+            keys = frozenset(connection.execute(sa.select(optout_patients.c.patient_key).where(
+                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id,
+                optout_patients.c.file_sha256.in_(sorted(files)))).scalars()) if files else frozenset()
+        return OptOuts(keys, files)
 
-    def _optout_matches(self, *, month: str | None = None, trust: str | None = None,
+    def _optout_matches(self, connection: sa.Connection, *, month: str | None = None, trust: str | None = None,
                         file_sha256: str | None = None, not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
         """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
         opted-out patient's under the current key: what still holds a patient who opted out."""
-        found = []
+        found = set()
         for table in (clean_activity, clean_quarantine):
             query = sa.select(table.c.reporting_month, table.c.trust_code, optout_patients.c.file_sha256).distinct(
             ).join(optout_patients, optout_patients.c.patient_key == table.c.patient_key).where(
@@ -143,39 +188,47 @@ class DataProtection:
                 query = query.where(table.c.trust_code == trust)
             if file_sha256 is not None:
                 query = query.where(optout_patients.c.file_sha256 == file_sha256)
-            with self.warehouse.engine.connect() as connection:
-                found += [row for row in connection.execute(query).all() if row[2] not in not_files]
-        return pd.DataFrame(sorted(set(found)), columns=["reporting_month", "trust_code", "file_sha256"])
+            found |= {tuple(row) for row in connection.execute(query) if row[2] not in not_files}
+        return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
 
-    def _mark_pending(self, matches: pd.DataFrame) -> int:
-        """Record trust-months to re-derive because of opt-out files; the number of trust-months."""
+    @staticmethod
+    def _mark_pending(connection: sa.Connection, matches: pd.DataFrame) -> int:
+        """Record trust-months to re-derive because of opt-out files (a row already there is kept: two
+        writers may mark the same one); the number of trust-months."""
         if matches.empty:
             return 0
-        with self.warehouse.engine.connect() as connection:
-            known = {tuple(row) for row in connection.execute(sa.select(optout_pending))}
-        new = matches.loc[[tuple(row) not in known for row in matches.itertuples(index=False)]]
-        if len(new):
-            with self.warehouse.engine.begin() as connection:
-                connection.execute(sa.insert(optout_pending), new.to_dict("records"))
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(optout_pending).on_conflict_do_nothing(), matches.to_dict("records"))
         return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
 
-    def optout_pending_trust_months(self) -> set[tuple[str, str]]:
-        with self.warehouse.engine.connect() as connection:
-            query = sa.select(optout_pending.c.reporting_month, optout_pending.c.trust_code).distinct()
-            return {(month, trust) for month, trust in connection.execute(query)}
-
-    def _after_clean_write(self, month: str, trust: str, applied: frozenset[str]) -> None:
-        """The opt-outs this write applied are done for the trust-month; one registered while it was
-        being built (not applied) is marked pending if the rows just written hold its patient."""
+    def mark_optouts_pending(self, month: str) -> list[str]:
+        """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
         with self.warehouse.engine.begin() as connection:
-            pending = connection.execute(sa.select(optout_pending.c.file_sha256).where(
-                optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust)).scalars().all()
-            done = [sha for sha in pending if sha in applied]
-            if done:
-                connection.execute(sa.delete(optout_pending).where(
-                    optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
-                    optout_pending.c.file_sha256.in_(done)))
-        self._mark_pending(self._optout_matches(month=month, trust=trust, not_files=applied))
+            matches = self._optout_matches(connection, month=month)
+            self._mark_pending(connection, matches)
+        return sorted(set(matches["trust_code"]))
+
+    def optout_pending(self) -> dict[tuple[str, str], frozenset[str]]:
+        """Trust-months to re-derive because of opt-outs, with the opt-out files (SHA-256) not yet applied."""
+        pending: dict[tuple[str, str], set[str]] = {}
+        with self.warehouse.engine.connect() as connection:
+            for month, trust, sha in connection.execute(sa.select(optout_pending)):
+                pending.setdefault((month, trust), set()).add(sha)
+        return {key: frozenset(files) for key, files in pending.items()}
+
+    def clean_write_hooks(self, month: str, trust: str, applied: frozenset[str]) -> dict:
+        """`before`/`after` for the transaction that writes a clean trust-month: the opt-outs it applied are
+        done for it; one registered while it was being built (not applied) is marked pending if the rows
+        just written hold its patient."""
+
+        def after(connection: sa.Connection) -> None:
+            done = sa.and_(optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
+                           optout_pending.c.file_sha256.in_(sorted(applied)))
+            connection.execute(sa.delete(optout_pending).where(done))
+            self._mark_pending(connection, self._optout_matches(connection, month=month, trust=trust,
+                                                                not_files=applied))
+
+        return {"before": lambda connection: _optout_lock(connection, exclusive=False), "after": after}
 
     def clean_key_ids(self) -> dict[tuple[str, str], str]:
         """The pseudonymisation key id each clean trust-month was built with."""
@@ -190,31 +243,46 @@ class DataProtection:
             return {(month, trust) for month, trust in connection.execute(query)}
 
     def check_key(self) -> None:
-        """Refuse (PseudonymisationKeyChanged) when clean trust-months that can be re-derived were built
-        with another key: a changed key is either a mistake (restore it) or a rekey (run `rekey`)."""
-        purged = self.purged_trust_months()
+        """Refuse (PseudonymisationKeyChanged) when the configured key is not the one the clean layer and the
+        opt-out list were made with: a changed key is either a mistake (restore it) or a rekey (run `rekey`).
+
+        Trust-months that cannot be re-derived now do not count: purged ones (no raw rows) and held ones
+        (their current files fail a gate; rebuilt under the current key when a corrected file arrives)."""
+        frozen = self.purged_trust_months() | set(self.held_trust_months())
         others = Counter(k for tm, k in self.clean_key_ids().items()
-                         if k != self.pseudonymiser.key_id and tm not in purged)
-        if others:
-            built = ", ".join(f"{count} with key id {key}" for key, count in sorted(others.items()))
+                         if k != self.pseudonymiser.key_id and tm not in frozen)
+        problems = [f"{count} clean trust-months were built with key id {key}" for key, count in sorted(others.items())]
+        with self.warehouse.engine.connect() as connection:
+            keyed = sa.select(optout_patients.c.file_sha256).where(
+                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
+            unkeyed = connection.execute(sa.select(sa.func.count()).select_from(optout_files).where(
+                optout_files.c.status == APPLIED, optout_files.c.entries > 0,
+                optout_files.c.sha256.not_in(keyed))).scalar()
+        if unkeyed:  # they would silently stop applying
+            problems.append(f"{unkeyed} registered opt-out files have no patient keys under it")
+        if problems:
             raise PseudonymisationKeyChanged(
-                f"the configured pseudonymisation key (key id {self.pseudonymiser.key_id}) is not the key the clean "
-                f"layer was built with ({built} trust-months): if the key was changed on purpose, run "
-                f"`sact-pipeline rekey` to re-derive the clean layer from raw; otherwise restore the key")
+                f"the configured pseudonymisation key (key id {self.pseudonymiser.key_id}) is not the key the "
+                f"warehouse was built with ({'; '.join(problems)}): if the key was changed on purpose, run "
+                "`sact-pipeline rekey` to re-derive the opt-out list and the clean layer; otherwise restore the key")
 
     # --- retention of identifiable raw data -----------------------------------------------------------------
     def retention_cutoff(self, keep_months: int) -> str:
         """The first reporting month whose raw rows are kept: `keep_months` months back from the last
         month that has ended."""
-        if keep_months < 1:
-            raise SettingsError("the raw retention must be 1 month or more (SACT_RAW_RETENTION_MONTHS or "
-                                "--keep-months)")
+        if keep_months < self.settings.deadline_months + 1:  # a month still open to on-time files keeps its rows
+            raise SettingsError(f"the raw retention must be at least {self.settings.deadline_months + 1} months "
+                                "(SACT_DEADLINE_MONTHS + 1), from SACT_RAW_RETENTION_MONTHS or --keep-months")
         return months_up_to(previous_month(self.today.strftime("%Y-%m")), keep_months)[0]
 
     def purge_raw(self, keep_months: int, *, dry_run: bool = False, log=lambda line: None) -> "RawPurge":
         """Delete identifiable raw rows of reporting months before the retention cutoff, and the landing-zone
         files they came from; rejected files rejected before the cutoff go too. The file registers (names,
         hashes, row counts) and the clean, summary and published layers stay, so history stays auditable.
+
+        Only trust-months whose clean layer is current (built from their files, under the current key, with
+        every opt-out applied, not held by a gate) are purged: the others still need their raw rows, and are
+        named in `skipped` until a later purge finds them current.
 
         The rows of each trust-month go in one transaction with its raw_purges record; files are deleted
         after it (a crash in between leaves files that the next purge deletes: it can be run again)."""
@@ -223,10 +291,17 @@ class DataProtection:
                           sa.func.count()).where(raw_submissions.c.reporting_month < cutoff).group_by(
             raw_submissions.c.reporting_month, raw_submissions.c.trust_code)
         with self.warehouse.engine.connect() as connection:
-            held = sorted((m, t, n) for m, t, n in connection.execute(query))
+            old = sorted((m, t, n) for m, t, n in connection.execute(query))
         registered = self.warehouse.read(submission_files)
-        old_files = registered.loc[registered["reporting_month"] < cutoff, ["relative_path", "sha256", "reporting_month",
-                                                                          "trust_code"]]
+        built_with = self.clean_key_ids()
+        files = self.accepted_files()  # (registered lists every copy: all of them are deleted below)
+        not_current = set(self.affected_trust_months(files)) | set(self.held_trust_months(files)) | {
+            (m, t) for m, t, _ in old if built_with.get((m, t)) != self.pseudonymiser.key_id}
+        to_purge = [(m, t, n) for m, t, n in old if (m, t) not in not_current]
+        skipped = sorted(f"{m} {t}" for m, t, _ in old if (m, t) in not_current)
+        old_files = registered.loc[(registered["reporting_month"] < cutoff) & ~pd.Series(
+            [(m, t) in not_current for m, t in zip(registered["reporting_month"], registered["trust_code"])],
+            index=registered.index, dtype=bool), ["relative_path", "sha256", "reporting_month", "trust_code"]]
         rejected = self.warehouse.read(rejected_files)
         old_rejected = rejected.loc[rejected["rejected_at"] < pd.Timestamp(f"{cutoff}-01"), ["relative_path", "sha256"]]
         landing = self.settings.landing_dir
@@ -234,20 +309,21 @@ class DataProtection:
         deletable += [(landing / path, sha, "", "") for path, sha in old_rejected.itertuples(index=False)]
         # Only the registered content: a newer file at the same path is another version, kept.
         deletable = [item for item in deletable if item[0].is_file() and sha256_of_file(item[0]) == item[1]]
-        purge = RawPurge(cutoff, rows=sum(n for _, _, n in held), trust_months=len(held), files=len(deletable))
+        purge = RawPurge(cutoff, rows=sum(n for _, _, n in to_purge), trust_months=len(to_purge), files=len(deletable),
+                         skipped=skipped)
         if dry_run:
             return purge
         earlier = {(m, t): n for m, t, n in self.warehouse.read(raw_purges)[["reporting_month", "trust_code",
                                                                             "raw_rows"]].itertuples(index=False)}
         files_by_trust_month = Counter((month, trust) for _, _, month, trust in deletable)
-        for number, (month, trust, rows) in enumerate(held, 1):
+        for number, (month, trust, rows) in enumerate(to_purge, 1):
             self.warehouse.replace([
                 (raw_submissions, {"reporting_month": month, "trust_code": trust}, None),
                 (raw_purges, {"reporting_month": month, "trust_code": trust}, pd.DataFrame([{
                     "reporting_month": month, "trust_code": trust, "raw_rows": earlier.get((month, trust), 0) + rows,
                     "files_deleted": files_by_trust_month[(month, trust)], "purged_at": datetime.now()}])),
             ])
-            log(f"[{number}/{len(held)}] {month} {trust}: {rows} raw rows purged")
+            log(f"[{number}/{len(to_purge)}] {month} {trust}: {rows} raw rows purged")
         for path, _, _, _ in deletable:
             path.unlink(missing_ok=True)
         return purge

@@ -91,6 +91,11 @@ class Settings:
             raise SettingsError(f"unknown settings: {', '.join(sorted(overrides))}")
         if settings.deadline_months < 0 or not 0 < settings.max_quarantine_share <= 1:
             raise SettingsError("SACT_DEADLINE_MONTHS must be >= 0 and SACT_MAX_QUARANTINE_SHARE in (0, 1]")
+        folders = (settings.landing_dir, settings.optout_dir)
+        if settings.optout_dir.is_relative_to(settings.landing_dir) or settings.landing_dir.is_relative_to(
+                settings.optout_dir):  # opt-out files would be read as submissions, and purged with them
+            raise SettingsError(f"SACT_OPTOUT_DIR ({folders[1]}) and SACT_LANDING_DIR ({folders[0]}) must not be "
+                                "inside one another")
         if settings.raw_retention_months < 0:
             raise SettingsError(f"SACT_RAW_RETENTION_MONTHS must be 0 (not set) or more, got {settings.raw_retention_months}")
         if settings.workers < 1:

@@ -14,6 +14,7 @@ none, so every Core statement is the same on both. Hand-written SQL must name th
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -141,7 +142,8 @@ clean_file_versions = sa.Table(
     sa.Column("quarantined_rows", sa.BigInteger, nullable=False),
     sa.Column("duplicate_rows", sa.BigInteger, nullable=False),
     sa.Column("data_quality_findings", sa.BigInteger, nullable=False),
-    sa.Column("opted_out_rows", sa.BigInteger, nullable=False),  # internal only: never summarised or published
+    # internal only: never summarised or published (the default fills rows of a warehouse made before it)
+    sa.Column("opted_out_rows", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("pseudonymisation_key_id", sa.String(16), nullable=False),
     schema=CLEAN_SCHEMA,
 )
@@ -152,9 +154,10 @@ optout_files = sa.Table(
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("file_name", sa.Text, nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),  # 'applied', or 'rejected' (unreadable: applied to nothing)
     sa.Column("entries", sa.BigInteger, nullable=False),  # valid NHS numbers listed
     sa.Column("invalid_entries", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),  # '' when used; why not, or which rows were invalid (no values)
+    sa.Column("reason", sa.Text, nullable=False),  # why rejected, or which rows were invalid (never values)
     sa.Column("registered_at", sa.DateTime, nullable=False),
     schema=RAW_SCHEMA,
 )
@@ -164,6 +167,7 @@ optout_patients = sa.Table(
     sa.Column("patient_key", sa.String(64), primary_key=True),
     sa.Column("pseudonymisation_key_id", sa.String(16), primary_key=True),
     sa.Column("file_sha256", sa.String(64), primary_key=True),
+    sa.Index("ix_optout_patients_file", "file_sha256"),  # a new file's patients, looked up in clean rows
     schema=RAW_SCHEMA,
 )
 
@@ -322,6 +326,22 @@ def _prepare_postgres(connection: sa.Connection) -> None:
         for schema in missing:
             connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     metadata.create_all(connection)
+    add_new_columns(connection)
+
+
+def add_new_columns(connection: sa.Connection) -> None:
+    """Columns added to a table since a warehouse was made, added to it (create_all adds only tables).
+    Such columns carry a server default, which fills the rows already there."""
+    inspector = sa.inspect(connection)
+    for table in metadata.sorted_tables:
+        schema = table.schema if connection.dialect.name == "postgresql" else None
+        present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
+        for column in table.columns:
+            if column.name not in present and column.server_default is not None:
+                kind = column.type.compile(dialect=connection.dialect)
+                name = f"{schema}.{table.name}" if schema else table.name
+                connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind} NOT NULL '
+                                           f"DEFAULT {column.server_default.arg}")
 
 
 def _sqlite_write_ahead_log(dbapi_connection, _record) -> None:
@@ -343,7 +363,9 @@ class Warehouse:
             with self.engine.begin() as connection:
                 _prepare_postgres(connection)
         else:
-            metadata.create_all(self.engine)
+            with self.engine.begin() as connection:
+                metadata.create_all(connection)
+                add_new_columns(connection)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -415,22 +437,29 @@ class Warehouse:
         where: dict[str, str],
         frames: dict[sa.Table, pd.DataFrame],
         state: LayerState | None = None,
+        **hooks,
     ) -> None:
         """Swap in the new rows of a partition for every given table, and its layer state, atomically."""
-        self.replace([(table, where, frame) for table, frame in frames.items()], state)
+        self.replace([(table, where, frame) for table, frame in frames.items()], state, **hooks)
 
     def replace(
         self,
         operations: list[tuple[sa.Table, dict[str, str], pd.DataFrame]],
         state: LayerState | None = None,
+        *,
+        before: Callable[[sa.Connection], None] | None = None,
+        after: Callable[[sa.Connection], None] | None = None,
     ) -> None:
-        """Delete-then-insert each (table, where, rows) and record the layer state, all in one transaction.
+        """Delete-then-insert each (table, where, rows) and record the layer state, all in one transaction;
+        `before` and `after` run in it first and last (a lock; bookkeeping that must commit with the rows).
 
         The rows are made ready for the database (SQLite parameters, the COPY text) before the
         transaction begins: on SQLite the write lock is then held only while the database works, which
         is what other writers (a second worker, the sensor) wait for."""
         loads = [(table, where, self._ready(table, frame)) for table, where, frame in operations]
         with self.engine.begin() as connection:
+            if before is not None:
+                before(connection)
             for table, where, load in loads:
                 condition = sa.and_(*(table.c[column] == value for column, value in where.items()))
                 connection.execute(sa.delete(table).where(condition))
@@ -449,6 +478,8 @@ class Warehouse:
                 connection.execute(sa.delete(gate_failures).where(
                     gate_failures.c.reporting_month == state.reporting_month,
                     gate_failures.c.trust_code == state.trust_code, gate_failures.c.layer == state.layer))
+            if after is not None:
+                after(connection)
 
     def _append(self, connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         load = self._ready(table, frame)

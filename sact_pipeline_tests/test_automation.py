@@ -19,6 +19,7 @@ from dagster import (
 from sact_pipeline.definitions import SactPipelineResource, build_definitions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.run_tags import ASSET_PARTITION_RANGE_START_TAG, ONLY_TRUSTS_TAG
+from sact_pipeline.warehouse import trust_month_summary
 from sact_pipeline_tests.builders import write_submission
 
 
@@ -149,17 +150,21 @@ def test_a_failing_trust_file_is_held_and_its_month_keeps_its_publication(settin
 def test_an_optout_file_rederives_every_trust_month_holding_the_patient_and_republishes_their_months(settings):
     landing = settings.landing_dir
     opted = [{"nhs_number": "943 476 5919", "local_patient_identifier": ""}] * 2  # two administrations
+    second = [{"nhs_number": "4010232137", "local_patient_identifier": ""}]  # opts out later, February only
     for month, stamp in (("202401", "20240210"), ("202402", "20240310"), ("202403", "20240410")):
-        write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 22) + opted)
-        write_submission(landing / f"SACT_RBV_{month}_{stamp}093000.csv", patients("B", 30))
-    write_submission(landing / "SACT_RBV_202404_20240510093000.csv", patients("B", 30))
+        extra = second if month == "202402" else []
+        write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 22 - len(extra)) + opted + extra)
     with instance_for_test() as instance:
         daemon = Daemon(settings, instance)
+        daemon.settle()  # RR8 alone, each month its own run; then RBV, in runs of their own
+        for month, stamp in (("202401", "20240211"), ("202402", "20240311"), ("202403", "20240411")):
+            write_submission(landing / f"SACT_RBV_{month}_{stamp}093000.csv", patients("B", 30))
+        write_submission(landing / "SACT_RBV_202404_20240510093000.csv", patients("B", 30))
         daemon.settle()
         pipeline = Pipeline(settings)
         months = ("2024-01", "2024-02", "2024-03", "2024-04")
         before = {m: pipeline.output_paths(m)[0].read_bytes() for m in months}
-        assert pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code").loc["RR8", "patients"] == "25"
+        assert pd.read_csv(pipeline.output_paths("2024-01")[0], dtype=str).set_index("org_code").loc["RR8", "patients"] == "25"
 
         settings.optout_dir.mkdir(parents=True)
         (settings.optout_dir / "optouts_20240520.csv").write_text("NHS_Number\n9434765919\n")
@@ -170,8 +175,20 @@ def test_an_optout_file_rederives_every_trust_month_holding_the_patient_and_repu
         assert daemon.failed == []
         for month in months[:3]:
             table = pd.read_csv(pipeline.output_paths(month)[0], dtype=str).set_index("org_code")
-            assert table.loc["RR8", "patients"] == "20"  # 22 patients now, rounded
-        assert pipeline.output_paths("2024-04")[0].read_bytes() != before["2024-04"]  # its notes' time at least
+            assert table.loc["RR8", "patients"] == "20"  # 22 patients, rounded
+        # April (RR8 did not submit) is re-published too: its ENGLAND change reads March's new total.
+        april, march = (pd.read_csv(pipeline.output_paths(m)[0], dtype=str).set_index("org_code").loc["ENGLAND"]
+                        for m in ("2024-04", "2024-03"))
+        assert int(april["patients_change"]) == int(april["patients"]) - int(march["patients"])
+        assert pipeline.output_paths("2024-04")[0].read_bytes() != before["2024-04"]
+
+        # A second opt-out for a trust-month already re-derived once with the same files: a new run.
+        (settings.optout_dir / "optouts_20240601.csv").write_text("NHS_Number\n401 023 2137\n")
+        launched = daemon.settle()
+        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8"),
+                            ("month_publication", "2024-02-01"), ("month_publication", "2024-03-01")]
+        summary = pipeline.warehouse.read(trust_month_summary).set_index(["reporting_month", "org_code"])
+        assert summary.loc[("2024-02", "RR8"), "patients"] == 21 and summary.loc[("2024-01", "RR8"), "patients"] == 22
         assert daemon.settle() == [] and daemon.skip_reason == "every layer is up to date"
 
 

@@ -25,6 +25,8 @@ from sact_pipeline.warehouse import (
     clean_file_versions,
     clean_quarantine,
     metadata,
+    optout_files,
+    optout_patients,
     raw_purges,
     raw_submissions,
     submission_files,
@@ -150,12 +152,11 @@ def test_a_changed_key_is_refused_and_rekey_rederives_every_partition_under_the_
     home = tmp_path / "sact"
     shutil.copytree(generated, home / "landing")
     rows = landing_rows(home / "landing")
-    patient = rows.loc[nhs_number.is_valid(rows["nhs"]) & (rows["org"] != "RQF"), "nhs"].iloc[0]
+    patient, later = rows.loc[nhs_number.is_valid(rows["nhs"]) & (rows["org"] != "RQF"), "nhs"].unique()[:2]
     optouts = write_optouts(home, patient)
     assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 0
     pipeline = Pipeline(Settings.from_env(env={}, home=str(home)))
     keys_before = set(pipeline.warehouse.read(clean_activity)["patient_key"])
-    published = {m: pd.read_csv(pipeline.output_paths(m)[0], dtype=str) for m in MONTHS}
     files = {p: p.read_bytes() for p in (home / "published").rglob("*") if p.is_file()}
 
     monkeypatch.setenv("SACT_PSEUDONYMISATION_KEY", NEW_KEY)
@@ -163,9 +164,13 @@ def test_a_changed_key_is_refused_and_rekey_rederives_every_partition_under_the_
     new_id = Pseudonymiser(NEW_KEY.encode()).key_id
     code, out, err = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
     assert code == 2
-    assert "not the key the clean layer was built with" in err and "sact-pipeline rekey" in err
+    assert "not the key the warehouse was built with" in err and "sact-pipeline rekey" in err
+    assert "registered opt-out files have no patient keys under it" in err
     assert new_id in err and NEW_KEY not in out + err and TEST_KEY not in out + err
     assert {p: p.read_bytes() for p in files} == files  # nothing ran
+    write_optouts(home, later, name="optouts_20240601.csv")  # not registered under a key that is not in use
+    assert run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")[0] == 2
+    assert len(pipeline.warehouse.read(optout_files)) == 1
 
     moved = optouts.rename(tmp_path / optouts.name)
     code, out, err = run(capsys, "rekey", "--home", str(home), "--first-month", "2023-06")
@@ -180,11 +185,19 @@ def test_a_changed_key_is_refused_and_rekey_rederives_every_partition_under_the_
     versions = fresh.warehouse.read(clean_file_versions)
     assert set(versions.loc[versions["in_use"], "pseudonymisation_key_id"]) == {new_id}
     keys_after = set(fresh.warehouse.read(clean_activity)["patient_key"])
-    assert len(keys_after) == len(keys_before) and not keys_after & keys_before  # every pseudonym re-derived
-    opted_key = Pseudonymiser(NEW_KEY.encode()).pseudonymise(pd.Series([patient]), "nhs_number").iloc[0]
-    assert opted_key not in keys_after  # still opted out under the new key
-    for month in MONTHS:  # the same figures: a rekey changes pseudonyms, not counts
-        pd.testing.assert_frame_equal(pd.read_csv(fresh.output_paths(month)[0], dtype=str), published[month])
+    assert len(keys_after) == len(keys_before) - 1  # the patient of the second opt-out is gone
+    assert not keys_after & keys_before  # every pseudonym re-derived
+    opted_keys = set(Pseudonymiser(NEW_KEY.encode()).pseudonymise(pd.Series([patient, later]), "nhs_number"))
+    assert not opted_keys & keys_after  # the first still opted out under the new key, the second applied
+    assert set(fresh.warehouse.read(optout_patients)["pseudonymisation_key_id"]) == {new_id}  # old key's gone
+    # The figures are those of a first run under the new key with both opt-outs: only pseudonyms changed.
+    first = tmp_path / "first" / "sact"
+    shutil.copytree(generated, first / "landing")
+    shutil.copytree(home / "optouts", first / "optouts")
+    assert run(capsys, "refresh", "--home", str(first), "--first-month", "2023-06")[0] == 0
+    for month in MONTHS:
+        assert fresh.output_paths(month)[0].read_bytes() == \
+            (first / "published" / month / f"sact_submissions_{month}.csv").read_bytes()
     code, out, _ = run(capsys, "refresh", "--home", str(home), "--first-month", "2023-06")
     assert code == 0 and "0 trust-months, 0 months re-published" in out
 
@@ -268,6 +281,8 @@ def test_a_raw_purge_keeps_the_registers_and_every_later_layer_and_optouts_still
 
     code, out, err = run(capsys, "purge-raw", "--home", str(home))
     assert code == 2 and "SACT_RAW_RETENTION_MONTHS" in err
+    code, out, err = run(capsys, "purge-raw", "--home", str(home), "--keep-months", "1")  # a month still open
+    assert code == 2 and "at least 2 months (SACT_DEADLINE_MONTHS + 1)" in err
     code, out, _ = run(capsys, "purge-raw", "--home", str(home), "--keep-months", str(keep), "--dry-run")
     january = rows.loc[rows["month"] == "2024-01"]
     assert code == 0 and f"would purge {len(january)} identifiable raw rows of 4 trust-months and " \

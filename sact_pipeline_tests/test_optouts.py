@@ -52,23 +52,29 @@ def test_pseudonyms_of_an_optout_list_match_the_clean_layers_patient_keys():
 
 def test_rows_of_an_opted_out_patient_are_removed_first_and_every_row_is_still_accounted_for():
     opted = frozenset(read_optout_file("o.csv", f"NHS_Number\n{OPTED}\n".encode()).pseudonyms(PSEUDONYMISER))
+    other = {"nhs_number": OTHER, "local_patient_identifier": "L0002"}
     rows = [
-        {},  # opted out
+        {},  # opted out (NHS number 9434765919, local identifier L0001)
         {},  # opted out (and a duplicate of the row before: counted once, as opted out)
         {"nhs_number": "943 476 5919", "regimen": ""},  # opted out, although it would be quarantined
-        {"nhs_number": OTHER},  # clean
-        {"nhs_number": OTHER},  # duplicate
-        {"nhs_number": OTHER, "regimen": ""},  # quarantined
-        {"nhs_number": "9434765918", "local_patient_identifier": "L0001"},  # invalid NHS number: kept by local id
+        other,  # clean
+        other,  # duplicate
+        {**other, "regimen": ""},  # quarantined
+        {"nhs_number": "9434765918", "local_patient_identifier": "L0003"},  # invalid NHS number: kept by local id
+        {"nhs_number": "", "drug_name": "PACLITAXEL"},  # no NHS number, but L0001: the opted-out patient
+        {"nhs_number": "9434765918", "drug_name": "DOCETAXEL"},  # a mistyped NHS number, L0001: them too
     ]
     result = clean_submission(raw_frame(rows), trust_code="RR8", submitted_at=datetime(2024, 2, 10),
                               pseudonymiser=PSEUDONYMISER, opted_out=opted)
-    assert result.opted_out_rows == 3
+    assert result.opted_out_rows == 5
     assert (result.clean_rows, result.quarantined_rows, result.duplicate_rows) == (2, 1, 1)
     assert result.raw_rows == result.opted_out_rows + result.clean_rows + result.quarantined_rows + result.duplicate_rows
     assert result.clean["row_number"].tolist() == [4, 7] and result.quarantine["row_number"].tolist() == [6]
     kept_keys = set(result.clean["patient_key"]) | set(result.quarantine["patient_key"])
     assert not kept_keys & opted
+    without = clean_submission(raw_frame(rows), trust_code="RR8", submitted_at=datetime(2024, 2, 10),
+                               pseudonymiser=PSEUDONYMISER)
+    assert without.opted_out_rows == 0 and without.clean_rows + without.quarantined_rows == 7
 
 
 def test_without_optouts_nothing_is_removed():

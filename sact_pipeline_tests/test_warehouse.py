@@ -107,3 +107,15 @@ def test_dates_times_and_missing_values_round_trip_on_both_databases(warehouse):
             assert back[column.name].isna().tolist()[1] == frame[column.name].isna().tolist()[1], column.name
         elif isinstance(column.type, (sa.Integer, sa.BigInteger, sa.Float, sa.Boolean, sa.String)):
             assert back[column.name].isna().tolist() == frame[column.name].isna().tolist(), column.name
+
+
+def test_a_column_added_since_a_warehouse_was_made_is_added_with_its_default(warehouse_url):
+    warehouse = Warehouse(warehouse_url)
+    warehouse.replace_partition(WHERE, {clean_file_versions: versions(("b" * 64, "f.csv", 3))})
+    name = "clean.clean_file_versions" if warehouse.is_postgres else "clean_file_versions"
+    with warehouse.engine.begin() as connection:  # a warehouse of the version before opt-outs
+        connection.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN opted_out_rows")
+    warehouse.dispose()
+    again = Warehouse(warehouse_url)
+    assert again.read(clean_file_versions)["opted_out_rows"].tolist() == [0]
+    again.dispose()

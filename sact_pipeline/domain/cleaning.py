@@ -79,13 +79,21 @@ def clean_submission(
     """Clean one file version (raw frame: row_number plus the 44 items as text).
 
     `opted_out`: patient keys (pseudonyms of NHS numbers) of patients who opted out of registration. Their
-    rows are removed first, before duplicates and quarantine, so nothing of them reaches any table."""
+    rows are removed first, before duplicates and quarantine, so nothing of them reaches any table: rows
+    with their NHS number, and rows of the file with the same Local_Patient_Identifier (the same patient
+    where a row lacks a valid NHS number)."""
     items = pd.DataFrame({c: raw[c].astype("str").str.strip() for c in ITEM_COLUMNS}, index=raw.index)
-    opted = _opted_out_rows(items["nhs_number"], opted_out, pseudonymiser)
-    items = items.loc[~opted]
-    duplicated = items.duplicated(keep="first").to_numpy()
-    items = items.loc[~duplicated]
-    row_number = raw["row_number"].loc[~opted].loc[~duplicated].astype("int64")
+    nhs = nhs_number.normalise(items["nhs_number"])
+    nhs_valid = nhs_number.is_valid(nhs).to_numpy()
+    nhs_key = pd.Series(pd.NA, index=items.index, dtype="str")
+    if nhs_valid.any():  # once per distinct number, for the opt-out match and the patient key alike
+        nhs_key[nhs_valid] = pseudonymiser.pseudonymise(nhs[nhs_valid], NHS_NUMBER_KEYS)
+    opted = _opted_out_rows(nhs_key, nhs_valid, items["local_patient_identifier"], opted_out)
+    duplicated = np.zeros(len(items), dtype=bool)
+    duplicated[~opted] = items.loc[~opted].duplicated(keep="first").to_numpy()
+    kept = ~opted & ~duplicated
+    items, nhs, nhs_valid, nhs_key = items.loc[kept], nhs[kept], nhs_valid[kept], nhs_key[kept]
+    row_number = raw["row_number"].loc[kept].astype("int64")
 
     for column in TWO_DIGIT_CODED:  # '1' -> '01': Excel drops the leading zero of two-digit codes
         items[column] = items[column].where(~items[column].str.fullmatch(r"\d"), "0" + items[column])
@@ -93,13 +101,9 @@ def clean_submission(
         if any(c.isalpha() for c in codes):
             items[column] = items[column].str.upper()
 
-    nhs = nhs_number.normalise(items["nhs_number"])
-    nhs_valid = nhs_number.is_valid(nhs).to_numpy()
     local_id = items["local_patient_identifier"]
     has_local = (local_id != "").to_numpy()
-    patient_key = pd.Series(pd.NA, index=items.index, dtype="str")
-    if nhs_valid.any():
-        patient_key[nhs_valid] = pseudonymiser.pseudonymise(nhs[nhs_valid], NHS_NUMBER_KEYS)
+    patient_key = nhs_key.copy()
     by_local = ~nhs_valid & has_local
     if by_local.any():
         patient_key[by_local] = pseudonymiser.pseudonymise(trust_code + "\x1f" + local_id[by_local],
@@ -172,15 +176,15 @@ def clean_submission(
     )
 
 
-def _opted_out_rows(nhs_numbers: pd.Series, opted_out, pseudonymiser: Pseudonymiser) -> np.ndarray:
-    """Rows whose valid NHS number pseudonymises to an opted-out patient key (matched on keys only)."""
+def _opted_out_rows(nhs_key: pd.Series, nhs_valid: np.ndarray, local_id: pd.Series, opted_out) -> np.ndarray:
+    """Rows of opted-out patients: a valid NHS number whose key is opted out, and any row of the file
+    with the same local identifier as such a row (matched on keys and identifiers in memory only)."""
     if not opted_out:
-        return np.zeros(len(nhs_numbers), dtype=bool)
-    nhs = nhs_number.normalise(nhs_numbers)
-    valid = nhs_number.is_valid(nhs).to_numpy()
-    opted = np.zeros(len(nhs), dtype=bool)
-    if valid.any():
-        opted[valid] = pseudonymiser.pseudonymise(nhs[valid], NHS_NUMBER_KEYS).isin(opted_out).to_numpy()
+        return np.zeros(len(nhs_key), dtype=bool)
+    opted = nhs_valid & nhs_key.isin(opted_out).to_numpy()
+    if opted.any():
+        locals_of_opted = set(local_id[opted]) - {""}
+        opted |= local_id.isin(locals_of_opted).to_numpy()
     return opted
 
 

@@ -9,7 +9,7 @@ be matched without the pipeline keeping the list itself. Errors name the file an
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import pandas as pd
 
 from sact_pipeline.domain import nhs_number
@@ -34,7 +34,7 @@ class OptOutList:
     """The valid NHS numbers of one opt-out file (normalised) and the rows that held no valid one."""
 
     file_name: str
-    nhs_numbers: pd.Series
+    nhs_numbers: pd.Series = field(repr=False)  # never shown, even in a traceback
     invalid_rows: tuple[int, ...]  # 1-based data row numbers (the header is row 0)
 
     @property
