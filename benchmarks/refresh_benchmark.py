@@ -190,6 +190,20 @@ def measure(args) -> dict:
         assert late.ok and late.trust_months == 1, late
         result.update(late_trust=f"{original.org_code} {last_month}", late_rows=original.rows,
                       late_months=list(late.months))
+
+        # Registration opt-outs: one patient from each of `--optouts` trusts of the last month opts out; time
+        # the refresh that registers the file, re-derives the trust-months holding them and re-publishes.
+        numbers = optout_sample(files, last_month, args.optouts)
+        settings.optout_dir.mkdir(parents=True, exist_ok=True)
+        (settings.optout_dir / "optouts_bench.csv").write_text("NHS_Number\n" + "\n".join(numbers) + "\n")
+        STAGE_SECONDS.clear()
+        started = time.perf_counter()
+        optouts = refresh(settings, log=lambda line: None)
+        result["optout_s"] = time.perf_counter() - started
+        result["optout_stages"] = dict(STAGE_SECONDS)
+        assert optouts.ok, optouts
+        result.update(optout_patients=len(numbers), optout_trust_months=optouts.trust_months,
+                      optout_months=list(optouts.months))
         if warehouse_url:
             drop_postgres_database(warehouse_url)
     # The refresh's process plus its workers' peaks: an upper bound of what was resident at once.
@@ -198,6 +212,22 @@ def measure(args) -> dict:
     result["peak_rss_mb"] = result["main_peak_rss_mb"] + sum(result["worker_peak_rss_mb"])
     result["workers"] = len(WORKER_PEAK_MB) or 1  # the processes that built the month (1: its own process)
     return result
+
+
+def optout_sample(files, month: str, count: int) -> list[str]:
+    """The first valid NHS number of `count` files of the month (one patient each from that many trusts)."""
+    from sact_pipeline.domain import nhs_number
+    from sact_pipeline.domain.landing import decode
+
+    numbers = []
+    for file in sorted((f for f in files if f.reporting_month == month), key=lambda f: str(f.path))[:count]:
+        text, _ = decode(Path(file.path).name, Path(file.path).read_bytes())
+        frame = pd.read_csv(pd.io.common.StringIO(text), dtype=str, keep_default_na=False)
+        column = next(c for c in frame.columns if c.strip().lower() == "nhs_number")
+        values = nhs_number.normalise(frame[column])
+        valid = values[nhs_number.is_valid(values)]
+        numbers += valid.iloc[:1].tolist()
+    return numbers
 
 
 def fresh_postgres_database(url: str) -> str:
@@ -247,6 +277,11 @@ def print_one(result: dict, warehouse: str) -> None:
     print(f"second refresh (no change): {result['noop_s']:5.1f} s")
     print(f"one late resubmission ({result['late_trust']}, {result['late_rows']} rows): {result['late_s']:5.1f} s "
           f"({', '.join(result['late_months'])} re-published)")
+    print(f"an opt-out file of {result['optout_patients']} patients (one per trust): {result['optout_s']:5.1f} s "
+          f"({result['optout_trust_months']} trust-months re-derived, {', '.join(result['optout_months'])} "
+          "re-published)")
+    print("  its stages: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in
+                                       sorted(result["optout_stages"].items(), key=lambda item: -item[1])))
     workers = " + ".join(f"{mb:.0f}" for mb in result["worker_peak_rss_mb"]) or "none"
     print(f"peak resident memory:      {result['peak_rss_mb']:6.0f} MB (the refreshes' process "
           f"{result['main_peak_rss_mb']:.0f} MB + workers {workers}; the floor's own process: "
@@ -282,6 +317,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="measurements per row (medians are reported)")
     parser.add_argument("--workers", type=int, help="worker processes for a large month (SACT_WORKERS); "
                                                    "default: the pipeline's (up to 2 cores)")
+    parser.add_argument("--optouts", type=int, default=100, help="patients in the timed opt-out file (one from "
+                                                                 "each of that many trusts of the last month)")
     parser.add_argument("--json", action="store_true", help="print one measurement as JSON (used by --series)")
     args = parser.parse_args()
     warehouse = "PostgreSQL" if args.warehouse_url else "SQLite"

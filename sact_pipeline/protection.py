@@ -44,6 +44,7 @@ class PseudonymisationKeyChanged(PseudonymisationKeyError):
 
 APPLIED, REJECTED = "applied", "rejected"  # optout_files.status
 OPTOUT_LOCK = 0x5AC7_0F7  # PostgreSQL advisory lock: opt-out registration versus clean writes
+MATCH_CHUNK = 5_000  # opted-out keys per IN list (SQLite allows 32,766 parameters)
 
 
 class OptOuts(NamedTuple):
@@ -176,19 +177,28 @@ class DataProtection:
     def _optout_matches(self, connection: sa.Connection, *, month: str | None = None, trust: str | None = None,
                         file_sha256: str | None = None, not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
         """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
-        opted-out patient's under the current key: what still holds a patient who opted out."""
-        found = set()
+        opted-out patient's under the current key: what still holds a patient who opted out.
+
+        The opted-out keys are read first (none, the usual case: no scan at all) and looked up in chunks
+        with IN: a join let PostgreSQL scan a month's rows once per opted-out patient (20 s a month)."""
+        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
+            optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
+        if file_sha256 is not None:
+            query = query.where(optout_patients.c.file_sha256 == file_sha256)
+        files_of: dict[str, set[str]] = {}
+        for key, sha in connection.execute(query):
+            if sha not in not_files:
+                files_of.setdefault(key, set()).add(sha)
+        keys, found = sorted(files_of), set()
         for table in (clean_activity, clean_quarantine):
-            query = sa.select(table.c.reporting_month, table.c.trust_code, optout_patients.c.file_sha256).distinct(
-            ).join(optout_patients, optout_patients.c.patient_key == table.c.patient_key).where(
-                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
-            if month is not None:
-                query = query.where(table.c.reporting_month == month)
-            if trust is not None:
-                query = query.where(table.c.trust_code == trust)
-            if file_sha256 is not None:
-                query = query.where(optout_patients.c.file_sha256 == file_sha256)
-            found |= {tuple(row) for row in connection.execute(query) if row[2] not in not_files}
+            for start in range(0, len(keys), MATCH_CHUNK):
+                lookup = sa.select(table.c.reporting_month, table.c.trust_code, table.c.patient_key).distinct().where(
+                    table.c.patient_key.in_(keys[start:start + MATCH_CHUNK]))
+                if month is not None:
+                    lookup = lookup.where(table.c.reporting_month == month)
+                if trust is not None:
+                    lookup = lookup.where(table.c.trust_code == trust)
+                found |= {(m, t, sha) for m, t, key in connection.execute(lookup) for sha in files_of[key]}
         return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
 
     @staticmethod
