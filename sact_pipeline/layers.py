@@ -509,24 +509,8 @@ class Pipeline(DataProtection):
             "file_versions": len(versions), "files_in_use": len(used),
             **{k: int(v) for k, v in totals.items()}, **measures,
         })
-        month_start = pd.Timestamp(f"{month}-01")
-        fingerprint = self.trust_month_fingerprints(this_partition).get((month, trust), "")
-
-        def write() -> None:
-            self.warehouse.replace_partition(
-                partition_columns,
-                {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
-                 clean_file_versions: pd.DataFrame(version_rows)},
-                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, pseudonymiser.key_id]), len(clean)),
-                **self.clean_write_hooks(month, trust, optouts.files),
-            )
-
-        return _Prepared(outcome, month, trust, this_partition, checks=[
-            ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
-                                                          month_start + pd.offsets.MonthEnd(0)), clean),
-            ("clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
-             pd.DataFrame(reconciliation)),
-        ], write=write)
+        return self._prepared_clean(outcome, this_partition, clean, quarantine, data_quality,
+                                    pd.DataFrame(version_rows), pd.DataFrame(reconciliation), optouts)
 
     def _prepare_purged_clean(self, month: str, trust: str, files: pd.DataFrame,
                               optouts: OptOuts) -> _Prepared:
@@ -563,14 +547,24 @@ class Pipeline(DataProtection):
         outcome = LayerOutcome(CLEAN, f"{month}|{trust}", rows=len(clean), metadata={
             "raw_rows_purged": True, "opted_out_rows_removed_now": sum(removed.values()),
             **{m: int(used[m].sum()) for m in MEASURES}})
+        return self._prepared_clean(outcome, files, clean, quarantine, data_quality, versions, reconciliation, optouts)
+
+    def _prepared_clean(self, outcome: LayerOutcome, files: pd.DataFrame, clean: pd.DataFrame,
+                        quarantine: pd.DataFrame, data_quality: pd.DataFrame, versions: pd.DataFrame,
+                        reconciliation: pd.DataFrame, optouts: OptOuts) -> _Prepared:
+        """A clean trust-month ready for its gate (the clean and reconciliation suites) and its write: the
+        four clean tables and the layer state in one transaction, with the opt-out bookkeeping."""
+        month, trust = outcome.partition.split("|")
         month_start = pd.Timestamp(f"{month}-01")
         fingerprint = self.trust_month_fingerprints(files).get((month, trust), "")
+        key_id = self.pseudonymiser.key_id
 
         def write() -> None:
             self.warehouse.replace_partition(
-                where, {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
-                        clean_file_versions: versions},
-                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, self.pseudonymiser.key_id]), len(clean)),
+                {"reporting_month": month, "trust_code": trust},
+                {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
+                 clean_file_versions: versions},
+                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, key_id]), len(clean)),
                 **self.clean_write_hooks(month, trust, optouts.files))
 
         return _Prepared(outcome, month, trust, files, checks=[
