@@ -342,13 +342,9 @@ class Pipeline(DataProtection):
         files = self.accepted_files()
         if files.empty:
             return []
-        first = files["reporting_month"].min()
-        last = files["reporting_month"].max()
-        months = [first]
-        while months[-1] < last:
-            year, month = map(int, months[-1].split("-"))
-            months.append(f"{year + month // 12}-{month % 12 + 1:02d}")
-        return months
+        first, last = files["reporting_month"].min(), files["reporting_month"].max()
+        span = (int(last[:4]) - int(first[:4])) * 12 + int(last[5:]) - int(first[5:]) + 1
+        return months_up_to(last, span)
 
     def month_is_affected(self, month: str) -> bool:
         """Ask again after publishing the month before: its new summary can affect this month."""
