@@ -8,7 +8,10 @@ Privacy: frames at the raw and clean layers hold identifiers or pseudonyms, so n
 from a row ever reaches an outcome. The run asks for BASIC results with no unexpected values
 (partial_unexpected_count=0, exclude_unexpected_values=True), the outcome keeps only counts, dtype
 names, table-level numbers and names taken from the suite itself (columns, code lists), and GX's own
-copy of the results (its in-memory validation results store) is emptied after every run.
+copy of the results (its in-memory validation results store) is emptied after every run. The outcome
+also carries GX's result as a JSON-able dict (SuiteOutcome.validation, for Data Docs: see data_docs.py),
+filtered by the same whitelists: counts, dtype names, table-level numbers, suite kwargs; no error
+messages or tracebacks (they may quote values) and no fingerprint of the frame.
 
 GX is imported lazily (about 3 s): importing this module is cheap; the first validate_frame() or suite
 builder call pays for it. This module does not import dagster: callers map SuiteOutcome.metadata() and
@@ -24,7 +27,7 @@ import numbers
 import re
 import threading
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sact_pipeline.domain.cleaning import EARLIEST_ADMINISTRATION as _EARLIEST
@@ -119,6 +122,9 @@ class SuiteOutcome:
     success: bool
     rows: int
     outcomes: tuple[ExpectationOutcome, ...]
+    # GX's validation result as a JSON-able dict without row values (validation_dict), so Data Docs can be
+    # built from it in another process; not compared (one batch result is shared by several parts).
+    validation: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def failed(self) -> tuple[ExpectationOutcome, ...]:
@@ -267,7 +273,7 @@ def as_seen_by_part(outcome: SuiteOutcome, rows: int) -> SuiteOutcome:
     return SuiteOutcome(outcome.suite, True, rows, tuple(
         ExpectationOutcome(o.expectation, True, rows if o.evaluated is not None else None,
                            0 if o.unexpected == 0 else None, None)
-        for o in outcome.outcomes))
+        for o in outcome.outcomes), validation=outcome.validation)
 
 
 def validate_parts(suite_name: str, expectations: Sequence[Any], frames: Sequence[pd.DataFrame]) -> list[SuiteOutcome]:
@@ -316,6 +322,7 @@ def validate_frame(
         success=bool(result.success) and all(o.success for o in outcomes),
         rows=len(frame),
         outcomes=outcomes,
+        validation=validation_dict(result, columns),
     )
 
 
@@ -399,6 +406,47 @@ def _outcome(label: str, result: Any, frame_columns: Collection[str]) -> Expecta
         unexpected=_int(payload.get("unexpected_count")),
         observed=error if error is not None else _observed(config.type, config.kwargs, payload),
     )
+
+
+# Per-expectation result keys that are counts or shares, whatever the expectation.
+_COUNT_KEYS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent",
+               "unexpected_percent_total", "unexpected_percent_nonmissing")
+
+
+def validation_dict(result: Any, frame_columns: Collection[str] = ()) -> dict[str, Any]:
+    """GX's validation result as a JSON-able dict (to_json_dict), keeping from each expectation's result
+    only counts and the observed values _observed() allows (row counts, column names, dtypes, aggregates),
+    and replacing error details by _error()'s summary: GX's messages and tracebacks may quote values.
+    The frame's fingerprint (a hash of its rows) is dropped from the batch markers."""
+    data = result.to_json_dict()
+    for item in data.get("results") or ():
+        config = item.get("expectation_config") or {}
+        kind, kwargs = str(config.get("type")), config.get("kwargs") or {}
+        payload = item.get("result") or {}
+        kept: dict[str, Any] = {k: payload[k] for k in _COUNT_KEYS
+                                if k in payload and (payload[k] is None or isinstance(payload[k], (int, float)))}
+        observed = payload.get("observed_value")
+        if observed is not None and _observed(kind, kwargs, payload) is not None:
+            if kind in _TABLE_COLUMN_TYPES:
+                kept["observed_value"] = [str(c) for c in observed] if isinstance(observed, list) else None
+                mismatched = (payload.get("details") or {}).get("mismatched") or {}
+                kept["details"] = {"mismatched": {k: sorted(map(str, v)) for k, v in mismatched.items()
+                                                  if k in ("missing", "unexpected") and isinstance(v, list)}}
+            elif isinstance(observed, (bool, int, float, str)):
+                kept["observed_value"] = _short(observed) if isinstance(observed, str) else observed
+        item["result"] = kept
+        error = _error(item.get("exception_info"))
+        if error is not None:
+            absent = [c for c in _columns_of(kwargs) if frame_columns and c not in frame_columns]
+            if absent:
+                error = _short(f"error: column {', '.join(absent)} does not exist")
+        item["exception_info"] = {"raised_exception": error is not None, "exception_message": error,
+                                  "exception_traceback": None}
+        item["meta"] = {}
+    markers = (data.get("meta") or {}).get("batch_markers")
+    if isinstance(markers, dict):
+        markers.pop("pandas_data_fingerprint", None)
+    return data
 
 
 def _columns_of(kwargs: Mapping[str, Any]) -> list[str]:
