@@ -6,7 +6,7 @@ setup(
     description="Monitoring pipeline for England's monthly SACT data submissions, on Dagster",
     python_requires=">=3.11",
     packages=find_packages(exclude=["sact_pipeline_tests*"]),
-    package_data={"sact_pipeline": ["data/*.csv"]},
+    package_data={"sact_pipeline": ["data/*.csv", "data/data_docs_static/**/*"]},
     install_requires=[
         "dagster==1.13.*",
         "dagster-webserver==1.13.*",
