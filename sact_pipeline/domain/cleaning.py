@@ -10,12 +10,14 @@ All checks are vectorised over the frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
+from sact_pipeline.domain import data_quality as dq
 from sact_pipeline.domain import nhs_number
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
 from sact_pipeline.domain.spec import (
@@ -58,6 +60,10 @@ class CleanedSubmission:
     raw_rows: int
     duplicate_rows: int
     opted_out_rows: int = 0  # rows of patients who opted out of registration: removed, counted, nothing else
+    # Over the assessed rows (clean and quarantined): completeness and validity per v3 item, and every row
+    # finding (item and reason, no value): see domain.data_quality.
+    item_quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(dq.ITEM_QUALITY_COLUMNS)))
+    findings: pd.DataFrame = field(default_factory=lambda: dq.concat_findings([]))
 
     @property
     def clean_rows(self) -> int:
@@ -74,14 +80,17 @@ class CleanedSubmission:
 
 def clean_submission(
     raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser,
-    opted_out: frozenset[str] | set[str] = frozenset(),
+    opted_out: frozenset[str] | set[str] = frozenset(), reporting_month: str | None = None,
+    trust_of: Callable[[str], str | None] | None = None,
 ) -> CleanedSubmission:
     """Clean one file version (raw frame: row_number plus the 44 items as text).
 
     `opted_out`: patient keys (pseudonyms of NHS numbers) of patients who opted out of registration. Their
     rows are removed first, before duplicates and quarantine, so nothing of them reaches any table: rows
     with their NHS number, and rows of the file with the same Local_Patient_Identifier (the same patient
-    where a row lacks a valid NHS number)."""
+    where a row lacks a valid NHS number).
+    `reporting_month` ('YYYY-MM'): activity dated outside it is a finding; `trust_of` (provider code -> its
+    trust, None if unknown): a provider code of another trust is a finding, an unknown one invalid."""
     items = pd.DataFrame({c: raw[c].astype("str").str.strip() for c in ITEM_COLUMNS}, index=raw.index)
     nhs = nhs_number.normalise(items["nhs_number"])
     nhs_valid = nhs_number.is_valid(nhs).to_numpy()
@@ -111,27 +120,42 @@ def clean_submission(
     key_source = np.where(nhs_valid, "nhs_number", np.where(by_local, "local_patient_identifier", ""))
 
     dates = {c: _parse_dates(items[c]) for c in MANDATORY_DATES + REQUIRED_DATES}
-    reasons = _Reasons(items.index)
+    reasons = _Reasons(items.index, row_number)
     reasons.add(~(nhs_valid | has_local), "no usable patient identifier (no valid NHS_Number and no "
-                                          "Local_Patient_Identifier)")
+                                          "Local_Patient_Identifier)", "nhs_number")
     for column in MANDATORY_DATES:
         missing = (items[column] == "").to_numpy()
-        reasons.add(missing, f"{header_of(column)} missing")
-        reasons.add(~missing & dates[column].isna().to_numpy(), f"{header_of(column)} is not a valid ccyy-mm-dd date")
+        reasons.add(missing, f"{header_of(column)} missing", column)
+        reasons.add(~missing & dates[column].isna().to_numpy(), f"{header_of(column)} is not a valid ccyy-mm-dd date",
+                    column)
     for column in ("regimen", "drug_name", "organisation_identifier_code_of_provider"):
-        reasons.add((items[column] == "").to_numpy(), f"{header_of(column)} missing")
+        reasons.add((items[column] == "").to_numpy(), f"{header_of(column)} missing", column)
     reasons.add(((items["primary_diagnosis"] == "") & (items["morphology_icd_o"] == "")).to_numpy(),
-                "Primary_Diagnosis and Morphology_ICD-O both missing")
+                "Primary_Diagnosis and Morphology_ICD-O both missing", "primary_diagnosis")
     administered = dates["administration_date"]
     reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
-                "Administration_Date after the submission date")
-    reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth")
+                "Administration_Date after the submission date", "administration_date")
+    reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth",
+                "administration_date")
     # Implausible values that would otherwise fail the clean suite for the whole file: one row, one reason.
     age = _age_in_years(dates["date_of_birth"], dates["start_date_of_regimen"])
     reasons.add(((age < 0) | (age > MAX_AGE)).fillna(False).to_numpy(dtype=bool),
-                f"Date_Of_Birth gives an age outside 0-{MAX_AGE} at Start_Date_Of_Regimen")
+                f"Date_Of_Birth gives an age outside 0-{MAX_AGE} at Start_Date_Of_Regimen", "date_of_birth")
     reasons.add((administered < EARLIEST_ADMINISTRATION).to_numpy(),
-                f"Administration_Date before {EARLIEST_ADMINISTRATION:%Y-%m-%d}")
+                f"Administration_Date before {EARLIEST_ADMINISTRATION:%Y-%m-%d}", "administration_date")
+
+    # Data quality of every assessed row (clean or quarantined), before identifiers are dropped.
+    others = []
+    provider_known = None
+    if trust_of is not None:
+        provider, provider_known = dq.provider_findings(items["organisation_identifier_code_of_provider"].str.upper(),
+                                                        row_number, trust_code, trust_of)
+        others.append(provider)
+    checks = dq.check_items(items, dates=dates, nhs_valid=nhs_valid, provider_known=provider_known)
+    others.insert(0, dq.invalid_findings(checks, row_number))
+    if reporting_month is not None:
+        others.append(dq.activity_findings(administered, row_number, reporting_month))
+    findings = dq.row_findings(reasons.findings(), others)
 
     quarantined = reasons.any()
     # Frames are built from whole columns at once: column-by-column inserts cost more than the rows.
@@ -165,7 +189,7 @@ def clean_submission(
             columns[column] = kept[column].replace("", pd.NA)
     clean = pd.DataFrame(columns)[list(CLEAN_COLUMNS)].reset_index(drop=True)
 
-    data_quality = _data_quality(kept, clean, nhs[keep], nhs_valid[keep])
+    data_quality = _data_quality(checks, keep)
     return CleanedSubmission(
         clean=clean,
         quarantine=quarantine.reset_index(drop=True),
@@ -173,6 +197,8 @@ def clean_submission(
         raw_rows=len(raw),
         duplicate_rows=int(duplicated.sum()),
         opted_out_rows=int(opted.sum()),
+        item_quality=checks.item_quality(),
+        findings=findings,
     )
 
 
@@ -189,24 +215,30 @@ def _opted_out_rows(nhs_key: pd.Series, nhs_valid: np.ndarray, local_id: pd.Seri
 
 
 class _Reasons:
-    """Accumulates every quarantine reason per row, vectorised."""
+    """Accumulates every quarantine reason per row, with the item it is about, vectorised."""
 
-    def __init__(self, index: pd.Index):
+    def __init__(self, index: pd.Index, row_number: pd.Series):
         self._index = index
-        self._rules: list[tuple[np.ndarray, str]] = []
+        self._row_number = row_number
+        self._rules: list[tuple[np.ndarray, str, str]] = []
 
-    def add(self, mask: np.ndarray, reason: str) -> None:
-        self._rules.append((np.asarray(mask, dtype=bool), reason))
+    def add(self, mask: np.ndarray, reason: str, column: str) -> None:
+        self._rules.append((np.asarray(mask, dtype=bool), reason, column))
 
     def any(self) -> np.ndarray:
         result = np.zeros(len(self._index), dtype=bool)
-        for mask, _ in self._rules:
+        for mask, _, _ in self._rules:
             result |= mask
         return result
 
+    def findings(self) -> pd.DataFrame:
+        """One finding per rule a row broke: its row number, the item and the reason."""
+        return dq.concat_findings([dq.quarantine_findings(self._row_number, mask, header_of(column), reason)
+                                   for mask, reason, column in self._rules if mask.any()])
+
     def text(self) -> pd.Series:
         text = np.full(len(self._index), "", dtype=object)
-        for mask, reason in self._rules:
+        for mask, reason, _ in self._rules:
             if mask.any():
                 text[mask] = np.where(text[mask] == "", reason, text[mask] + "; " + reason)
         return pd.Series(text, index=self._index, dtype="str")
@@ -245,20 +277,13 @@ def _to_integer(values: pd.Series) -> pd.Series:
     return numbers.where(numbers == numbers.round()).astype("Int64")
 
 
-def _data_quality(kept: pd.DataFrame, clean: pd.DataFrame, nhs: pd.Series, nhs_valid: np.ndarray) -> pd.DataFrame:
-    """Per item: how many clean rows miss a required item, and how many hold a value outside its rules."""
-    rows = []
-    checked = list(dict.fromkeys(REQUIRED_COLUMNS + tuple(CODED_COLUMNS)))
-    for column in checked:
-        present = kept[column] != ""
-        missing = int((~present).sum()) if column in REQUIRED_COLUMNS else 0
-        if column in CODED_COLUMNS:
-            invalid = int((present & ~kept[column].isin(CODED_COLUMNS[column])).sum())
-        elif column in NUMERIC_COLUMNS or column in INTEGER_COLUMNS or column in REQUIRED_DATES:
-            invalid = int((present.to_numpy() & clean[column].isna().to_numpy()).sum())
-        else:
-            invalid = 0
-        rows.append((header_of(column), missing, invalid))
-    nhs_present = (nhs != "").to_numpy()
-    rows.append((header_of("nhs_number"), int((~nhs_present).sum()), int((nhs_present & ~nhs_valid).sum())))
-    return pd.DataFrame(rows, columns=["item", "missing", "invalid"])
+def _data_quality(checks: dq.ItemChecks, clean_rows: np.ndarray) -> pd.DataFrame:
+    """The summary's findings on clean rows: per required or coded item (and NHS_Number), how many rows
+    miss a required item and how many hold a value outside its rules (domain.data_quality)."""
+    checked = list(dict.fromkeys(REQUIRED_COLUMNS + tuple(CODED_COLUMNS) + ("nhs_number",)))
+    headers = [header_of(c) for c in checked]
+    present = checks.present.loc[clean_rows, headers]
+    invalid = (present & ~checks.valid.loc[clean_rows, headers]).sum().to_numpy(dtype="int64")
+    missing = (~present).sum().to_numpy(dtype="int64")
+    required = np.array([c in REQUIRED_COLUMNS or c == "nhs_number" for c in checked])
+    return pd.DataFrame({"item": headers, "missing": np.where(required, missing, 0), "invalid": invalid})

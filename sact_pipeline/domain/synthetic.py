@@ -51,6 +51,9 @@ independently of everything else, so the four sets of rows are disjoint):
   (bolus and infusion, different doses): not duplicates.
 - missing_required: one item of `spec.REQUIRED_COLUMNS`, picked uniformly, left blank, or - half the time
   when the item has a code list - given an out-of-list code (`BAD_CODES`).
+- out_of_month (default 0): Administration_Date set to the last day of the month before the reporting month.
+- other_trust_provider (default 0): Organisation_Identifier_(Code_Of_Provider) set to the code of another
+  trust of the run (the next one in its list).
 
 With ``DefectRates(0, 0, 0, 0)`` every row is valid: every mandatory and required item present and in its
 code list, valid NHS numbers, no duplicates (the stray spaces of trust #2 are not defects). Each
@@ -105,9 +108,12 @@ class DefectRates:
     missing_mandatory: float = 0.01
     duplicate_rows: float = 0.01
     missing_required: float = 0.03
+    out_of_month: float = 0.0
+    other_trust_provider: float = 0.0
 
     def __post_init__(self):
-        rates = (self.invalid_nhs_number, self.missing_mandatory, self.duplicate_rows, self.missing_required)
+        rates = (self.invalid_nhs_number, self.missing_mandatory, self.duplicate_rows, self.missing_required,
+                 self.out_of_month, self.other_trust_provider)
         if min(rates) < 0 or sum(rates) > 1:
             raise ValueError("defect rates must be >= 0 and add up to at most 1")
 
@@ -121,10 +127,15 @@ class FileDefects:
     duplicate_rows: int = 0  # extra copies: rows - distinct rows
     missing_required: int = 0
     missing_mandatory_by_kind: tuple[tuple[str, int], ...] = ()
+    # (column, rows left blank, rows given an out-of-list code) per required item with missing_required rows
+    missing_required_by_item: tuple[tuple[str, int, int], ...] = ()
+    out_of_month: int = 0
+    other_trust_provider: int = 0
 
     @property
     def total(self) -> int:
-        return self.invalid_nhs_number + self.missing_mandatory + self.duplicate_rows + self.missing_required
+        return (self.invalid_nhs_number + self.missing_mandatory + self.duplicate_rows + self.missing_required
+                + self.out_of_month + self.other_trust_provider)
 
 
 @dataclass(frozen=True)
@@ -741,8 +752,11 @@ class _Rows:
     trust: np.ndarray
     month: np.ndarray
     patient: np.ndarray
-    category: np.ndarray  # 0 clean, 1 invalid NHS number, 2 missing mandatory, 3 duplicated, 4 missing required
+    category: np.ndarray  # 0 clean, 1 invalid NHS number, 2 missing mandatory, 3 duplicated, 4 missing required,
+    #                       5 out of month, 6 other trust's provider code
     mandatory_kind: np.ndarray
+    required_item: np.ndarray  # index into spec.REQUIRED_COLUMNS of a missing_required row, else -1
+    required_bad_code: np.ndarray  # a missing_required row given an out-of-list code (not left blank)
 
 
 def _name_weights(names: tuple[str, ...]) -> np.ndarray:
@@ -909,9 +923,9 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
     # Defects: one uniform draw per row splits the rows into disjoint categories.
     u = rng.random(n)
     bounds = np.cumsum([defects.invalid_nhs_number, defects.missing_mandatory, defects.duplicate_rows,
-                        defects.missing_required])
+                        defects.missing_required, defects.out_of_month, defects.other_trust_provider])
     category = np.searchsorted(bounds, u, side="right") + 1
-    category[category == 5] = 0
+    category[category == len(bounds) + 1] = 0
     kind = rng.integers(0, len(MANDATORY_DEFECT_KINDS), size=n)
     required_pick = rng.integers(0, len(spec.REQUIRED_COLUMNS), size=n)
     bad_code = rng.random(n) < 0.5
@@ -938,6 +952,15 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
             columns[column].set(np.flatnonzero(rows_k & ~bad_code), "")
         else:
             columns[column].set(np.flatnonzero(rows_k), "")
+    required_bad_code = required & bad_code & np.isin(required_pick, [k for k, c in enumerate(spec.REQUIRED_COLUMNS)
+                                                                      if c in BAD_CODES])
+    # Activity dated in the month before the reporting month; a provider code of another trust of the run.
+    previous_day = (month + w.first_month_index).astype("datetime64[M]").astype("datetime64[D]") - 1
+    for day in np.unique(previous_day[category == 5]):
+        columns["administration_date"].set(np.flatnonzero((category == 5) & (previous_day == day)), str(day))
+    for t, code in enumerate(w.codes):
+        columns["organisation_identifier_code_of_provider"].set(
+            np.flatnonzero((category == 6) & (trust == t)), w.codes[(t + 1) % len(w.codes)])
 
     # Stray spaces in one trust's file.
     in_trust = np.flatnonzero(trust == stray_space_trust)
@@ -947,7 +970,8 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
     arrays = [columns[c].arrow() for c in spec.ITEM_COLUMNS]
     lines = pc.binary_join_element_wise(*arrays, ",") if n else pa.array([], pa.string())
     return _Rows(lines=lines, trust=trust, month=month, patient=patient, category=category,
-                 mandatory_kind=np.where(mandatory, kind, -1))
+                 mandatory_kind=np.where(mandatory, kind, -1), required_item=np.where(required, required_pick, -1),
+                 required_bad_code=required_bad_code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1030,6 +1054,7 @@ def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str
     path.write_bytes(data)
     category = rows.category[selected]
     kinds = rows.mandatory_kind[selected]
+    picked, bad = rows.required_item[selected], rows.required_bad_code[selected]
     distinct = len(np.unique(selected))
     defects = FileDefects(
         invalid_nhs_number=int((category == 1).sum()),
@@ -1038,6 +1063,11 @@ def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str
         missing_required=int((category == 4).sum()),
         missing_mandatory_by_kind=tuple(
             (name, int((kinds == k).sum())) for k, name in enumerate(MANDATORY_DEFECT_KINDS)),
+        missing_required_by_item=tuple(
+            (column, int(((picked == k) & ~bad).sum()), int(((picked == k) & bad).sum()))
+            for k, column in enumerate(spec.REQUIRED_COLUMNS) if (picked == k).any()),
+        out_of_month=int((category == 5).sum()),
+        other_trust_provider=int((category == 6).sum()),
     )
     return GeneratedFile(
         path=path, org_code=code, reporting_month=f"{month:%Y-%m}", submitted_at=stamp, rows=len(selected),
