@@ -121,7 +121,8 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         for month in pipeline.months_with_data():  # earliest first: a month's changes read the month before
             if month not in held_months and pipeline.month_is_affected(month):
                 return SensorResult(run_requests=[RunRequest(
-                    run_key=f"month-{month}|{pipeline.month_fingerprint(month)[:16]}", job_name=month_job,
+                    # The data-quality report's inputs too: a month whose report alone is behind runs again.
+                    run_key=f"month-{month}|{pipeline.quality_report_fingerprint(month)[:16]}", job_name=month_job,
                     partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})],
                     cursor=json.dumps(cursor))
         if held:

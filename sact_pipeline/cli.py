@@ -195,6 +195,14 @@ def print_summary(settings: Settings, log=print) -> None:
             f"{status.get('missing', 0):>7} {england['patients']:>9} {england['regimens']:>9} "
             f"{england['cycles']:>9} {england['drug_administrations']:>11}  {csv_path}")
     log("(England figures after disclosure control; notes files sit beside each table)")
+    latest = str(published["reporting_month"].max())
+    report = pipeline.quality_report_paths(latest)["html"]
+    if report.exists():  # internal: for NDRS staff, not for publication
+        log(f"internal data-quality report ({latest}): {report}; trusts' feedback files: "
+            f"{pipeline.feedback_path(latest, 'TRUST').parent}")
+    index = pipeline.data_docs.site_dir / "index.html"
+    if index.exists():
+        log(f"GX Data Docs (every suite run, offline): {index}")
 
 
 def _run_and_report(settings: Settings, backfill: Backfill | None = None, rekey: bool = False) -> int:

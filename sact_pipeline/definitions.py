@@ -12,6 +12,7 @@ trust-month. One failing trust-month does not stop the others; the step fails at
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 from dagster import (
     AssetCheckEvaluation,
@@ -47,7 +48,7 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
-from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed, LayerHeld, LayerOutcome
+from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS
 from sact_pipeline.settings import Settings
@@ -58,8 +59,11 @@ SUITES = {
     "clean_activity": ("clean_activity", "clean_reconciliation"),
     "trust_month_summary": ("trust_month_summary",),
     "published_submissions": ("published_submissions", "published_disclosure"),
+    "trust_month_data_quality": ("trust_month_data_quality",),
+    "data_quality_report": ("data_quality_month",),
 }
-TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity"}  # built by one step, in this order
+# Built by one step, in this order.
+TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity", QUALITY: "trust_month_data_quality"}
 TRUST_MONTH_JOB = "trust_month_refresh"
 MONTH_JOB = "month_publication"
 DISCOVERY_JOB = "discover_submissions"
@@ -113,6 +117,8 @@ def _check_results(asset_name: str, outcome: LayerOutcome) -> list[AssetCheckRes
 
 def _outcome_metadata(outcome: LayerOutcome) -> dict:
     metadata = {k: v for k, v in outcome.metadata.items() if isinstance(v, (int, float, str))}
+    for key in [k for k in metadata if k.startswith("data_docs ")]:  # a link to the suite run's page
+        metadata[key] = MetadataValue.url(Path(metadata[key]).as_uri())
     if "table" in outcome.metadata:
         metadata["preview"] = MetadataValue.md(outcome.metadata["table"].to_markdown(index=False))
     return {"rows": outcome.rows, "skipped": outcome.skipped, **metadata}
@@ -162,11 +168,22 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
                 _log_check(context, asset_name, check, partition)
     context.log.info(f"{len(wanted) - len(failures)} of {len(wanted)} trust-months built "
                      f"({len(context.partition_keys)} partitions in the run)")
+    _build_data_docs(context, pipeline)
     if failures:
         # One line: alerts and the run list show the first line of a failure.
         raise Failure(description=f"{len(failures)} of {len(wanted)} trust-months failed and kept their last "
                                   "good rows: " + " | ".join(failures),
                       metadata={"failed_trust_months": len(failures)}, allow_retries=False)
+
+
+def _build_data_docs(context: AssetExecutionContext, pipeline) -> None:
+    """Data Docs after each step that ran suites. Documentation only: a build that fails is logged."""
+    try:
+        index = pipeline.build_data_docs()
+    except Exception as error:  # noqa: BLE001 - the layer's own work is done and gated
+        context.log.warning(f"GX Data Docs were not built: {type(error).__name__}: {error}")
+    else:
+        context.log.info(f"GX Data Docs: {index}")
 
 
 def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetCheckResult, partition: str) -> None:
@@ -175,17 +192,19 @@ def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetChe
         metadata=result.metadata, severity=result.severity, partition=partition))
 
 
-def _run_layer(context: AssetExecutionContext, asset_name: str, work) -> Iterator:
+def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, asset_name: str, work) -> Iterator:
     """Run a layer step; a failed suite is reported as failed checks and fails the step, unpublished."""
     try:
         outcome: LayerOutcome = retry_transient(context, work)
     except LayerGateFailed as failure:
         for result in _check_results(asset_name, failure.outcome):
             yield result
+        _build_data_docs(context, sact.pipeline())
         raise Failure(description=str(failure), metadata={"layer": failure.layer, "partition": failure.partition},
                       allow_retries=False) from None
     except LayerHeld as held:
         raise Failure(description=str(held), allow_retries=False) from None
+    _build_data_docs(context, sact.pipeline())
     yield MaterializeResult(metadata=_outcome_metadata(outcome), check_results=_check_results(asset_name, outcome))
 
 
@@ -237,8 +256,13 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
                       skippable=True, description="Typed, validated, pseudonymised activity from the latest file "
                                                   "version; quarantine with reasons; data-quality findings per "
                                                   "item; counts per file version."),
+            AssetSpec("trust_month_data_quality", partitions_def=trust_months, deps=["clean_activity"],
+                      group_name="quality", skippable=True,
+                      description="Internal: completeness and validity of every SACT item, the overall score, "
+                                  "quarantined rows per reason, duplicates, activity outside the month, provider "
+                                  "codes of another trust; the trust's feedback file (no identifiers)."),
         ],
-        check_specs=_check_specs("raw_submissions", trust_months) + _check_specs("clean_activity", trust_months),
+        check_specs=[spec for name in TRUST_MONTH_ASSETS.values() for spec in _check_specs(name, trust_months)],
         can_subset=True, backfill_policy=BackfillPolicy.single_run(),
     )
     def trust_month_layers(context: AssetExecutionContext, sact: SactPipelineResource):
@@ -251,7 +275,7 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
            description="Per trust that has submitted up to the month: counts, timeliness, resubmission "
                        "changes, quarantined, duplicate and data-quality counts.")
     def trust_month_summary(context: AssetExecutionContext, sact: SactPipelineResource):
-        yield from _run_layer(context, "trust_month_summary", lambda: sact.pipeline().summarise(month_of(context.partition_key)))
+        yield from _run_layer(context, sact, "trust_month_summary", lambda: sact.pipeline().summarise(month_of(context.partition_key)))
 
     @asset(partitions_def=months, group_name="published",
            deps=[AssetDep(trust_month_summary, partition_mapping=TimeWindowPartitionMapping(
@@ -260,15 +284,24 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
            description="Disclosure-controlled table (rule R) with changes from published values, an ENGLAND "
                        "row and the NDRS acknowledgement; English organisations only.")
     def published_submissions(context: AssetExecutionContext, sact: SactPipelineResource):
-        yield from _run_layer(context, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
+        yield from _run_layer(context, sact, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
+
+    @asset(partitions_def=months, group_name="quality",
+           deps=[AssetDep("trust_month_data_quality", partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
+           check_specs=_check_specs("data_quality_report", months),
+           description="Internal, not published: the month's data-quality table across submitting organisations, "
+                       "the score per trust over 13 months and the HTML report, beside the GX Data Docs.")
+    def data_quality_report(context: AssetExecutionContext, sact: SactPipelineResource):
+        yield from _run_layer(context, sact, "data_quality_report",
+                              lambda: sact.pipeline().report_quality(month_of(context.partition_key)))
 
     discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files])
-    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=["raw_submissions", "clean_activity"])
-    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions])
+    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=list(TRUST_MONTH_ASSETS.values()))
+    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions, data_quality_report])
     landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job)
     run_failure_alerts = build_run_failure_alerts()
     return Definitions(
-        assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions],
+        assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions, data_quality_report],
         jobs=[discovery_job, trust_month_job, month_job],
         sensors=[run_failure_alerts, landing_zone_sensor],
         schedules=[monthly_refresh],

@@ -9,19 +9,15 @@ around these functions, so the same work runs (and is tested) without Dagster.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import multiprocessing
 import os
 import pickle
-import tempfile
 import threading
-import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -31,6 +27,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from sact_pipeline import quality
+from sact_pipeline.data_docs import DataDocs
+from sact_pipeline.assessment import QUALITY, DataQualityLayer
 from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
 from sact_pipeline.domain.counting import MEASURES, count_activity, months_up_to, previous_month
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
@@ -46,6 +44,17 @@ from sact_pipeline.domain.publication import (
 )
 from sact_pipeline.domain.spec import ITEM_COLUMNS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
+from sact_pipeline.gating import (  # noqa: F401 - LayerOutcome and friends are used from here too
+    STAGE_SECONDS,
+    LayerGateFailed,
+    LayerHeld,
+    LayerOutcome,
+    _fingerprint,
+    _Prepared,
+    _raise_failure,
+    stage,
+    swap_in,
+)
 from sact_pipeline.keys import load_pseudonymiser
 from sact_pipeline.protection import NO_OPTOUTS, DataProtection, OptOuts
 from sact_pipeline.settings import Settings
@@ -55,6 +64,8 @@ from sact_pipeline.warehouse import (
     clean_activity,
     clean_data_quality,
     clean_file_versions,
+    clean_findings,
+    clean_item_quality,
     clean_quarantine,
     published_submissions,
     raw_submissions,
@@ -64,68 +75,8 @@ from sact_pipeline.warehouse import (
 )
 
 RAW, CLEAN, SUMMARY, PUBLISHED = "raw", "clean", "summary", "published"
-
-
-class LayerGateFailed(Exception):
-    """A layer's rows failed its suite, so they were not published to the live table."""
-
-    def __init__(self, layer: str, partition: str, outcome: "LayerOutcome"):
-        super().__init__(f"{layer} layer for {partition} failed its Great Expectations suite and was not "
-                         f"published: {outcome.failures()}")
-        self.layer, self.partition, self.outcome = layer, partition, outcome
-
-    def __reduce__(self):  # comes back from a worker process whole
-        return type(self), (self.layer, self.partition, self.outcome)
-
-
-class LayerHeld(Exception):
-    """A trust-month (or a month, through one of its trust-months) whose current file versions failed a
-    gate: the last good rows and publication stand until a new version of the file arrives."""
-
-
-@dataclass
-class LayerOutcome:
-    layer: str
-    partition: str
-    rows: int
-    suites: list[quality.SuiteOutcome] = field(default_factory=list)
-    metadata: dict[str, object] = field(default_factory=dict)
-    skipped: bool = False
-
-    @property
-    def success(self) -> bool:
-        return all(s.success for s in self.suites)
-
-    def failures(self) -> str:
-        """The failed suites and expectations with their counts, on one line (no row values)."""
-        return "; ".join(f"suite {s.suite}: {s.message()}".replace("\n", "; ") for s in self.suites
-                         if not s.success)
-
-    def gate(self) -> None:
-        if not self.success:
-            raise LayerGateFailed(self.layer, self.partition, self)
-
-
-@dataclass
-class _Prepared:
-    """A trust-month's rows for one layer: built, not yet validated (checks) nor written (write)."""
-
-    outcome: LayerOutcome
-    month: str
-    trust: str
-    files: pd.DataFrame  # its registered versions: what a gate failure is recorded against
-    checks: list[tuple[str, list, pd.DataFrame]] = field(default_factory=list)  # (suite, expectations, frame)
-    write: Callable[[], None] | None = None  # None: nothing new to write (the outcome is skipped)
-    # Raw only: the rows it loaded and their (file_name, sha256) versions, handed to clean in the same run
-    # so that clean need not read back from the warehouse what raw has just written.
-    loaded: pd.DataFrame | None = None
-    loaded_versions: frozenset = frozenset()
-
-
-def _raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
-    if isinstance(result, LayerGateFailed):
-        raise result
-    return result
+TRUST_MONTH_LAYERS = (RAW, CLEAN, QUALITY)  # built in this order, a batch of a month's trusts at a time
+WORKER_PEAK_MB: dict[int, float] = {}  # peak resident memory of each worker process (by pid), for the benchmark
 
 
 @dataclass(frozen=True)
@@ -139,25 +90,7 @@ class Discovery:
 
 _PIPELINES: dict[tuple[Settings, date], "Pipeline"] = {}
 
-STAGE_SECONDS: Counter = Counter()  # seconds per stage in this process and its workers: the benchmark reports them
-WORKER_PEAK_MB: dict[int, float] = {}  # peak resident memory of each worker process (by pid), for the benchmark
-
-
-@contextmanager
-def stage(name: str):
-    """Add the time spent in the block to STAGE_SECONDS[name] (a clock read: nothing to switch off)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE_SECONDS[name] += time.perf_counter() - started
-
-
-def _fingerprint(parts) -> str:
-    return hashlib.sha256("\n".join(sorted(map(str, parts))).encode("utf-8")).hexdigest()
-
-
-class Pipeline(DataProtection):
+class Pipeline(DataProtection, DataQualityLayer):
     """Everything one process needs to run the layers: settings, warehouse, organisations and key."""
 
     def __init__(self, settings: Settings, *, today: date | None = None):
@@ -176,6 +109,37 @@ class Pipeline(DataProtection):
     @cached_property
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings.warehouse_url)
+
+    @cached_property
+    def data_docs(self) -> DataDocs:
+        """GX Data Docs of every suite run: the site under $SACT_OUTPUT_DIR/data_docs, its store in SACT_HOME."""
+        return DataDocs(self.settings.output_dir / "data_docs", self.settings.home / "data_docs_store")
+
+    def document(self, suite: str, outcomes: list[tuple[LayerOutcome, str, quality.SuiteOutcome]]) -> None:
+        """Record suite runs for the Data Docs and link each from its layer's metadata. outcomes: (the layer
+        outcome, its trust or '', the suite outcome); a run shared by a batch is one page, named for it."""
+        shared = Counter(id(o.validation) for _, _, o in outcomes if o.validation is not None)
+        pages: dict[int, Path | None] = {}
+        for layer_outcome, trust, outcome in outcomes:
+            if outcome.validation is None:
+                continue
+            if id(outcome.validation) not in pages:  # once per GX run (a record is a few ms)
+                together = shared[id(outcome.validation)]
+                name = f"{layer_outcome.layer} {layer_outcome.partition[:7]} " + (
+                    f"({together} trusts)" if together > 1 else trust or "month")
+                pages[id(outcome.validation)] = self.data_docs.record(outcome, name.strip())
+            if pages[id(outcome.validation)] is not None:
+                layer_outcome.metadata[f"data_docs {suite}"] = str(pages[id(outcome.validation)])
+
+    def build_data_docs(self) -> Path:
+        """Render the Data Docs of the suite runs recorded since the last build (after each step)."""
+        with stage("Data Docs"):
+            return self.data_docs.build()
+
+    def trust_of_provider(self, code: str) -> str | None:
+        """The trust a provider code belongs to (a trust's own code, or a site's), None if ODS does not know it."""
+        organisation = self.organisations.resolve_trust(code)
+        return organisation.code if organisation is not None else None
 
     @cached_property
     def organisations(self) -> OrganisationRegister:
@@ -284,17 +248,20 @@ class Pipeline(DataProtection):
         keys = self.clean_key_ids()
         purged = self.purged_trust_months()
         key_id = self.pseudonymiser.key_id
-        return sorted(k for k, f in current.items() if k in pending or done.get(k) != _fingerprint(
+        behind = self.quality_behind()  # clean current, its data quality not: the run re-derives both
+        return sorted(k for k, f in current.items() if k in pending or k in behind or done.get(k) != _fingerprint(
             [f, keys.get(k, key_id) if k in purged else key_id]))
 
     def held_trust_months(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
         """Trust-months whose current file versions failed a gate, with the failure: retrying them cannot
-        help, so the sensor leaves them (and their month's publication) alone until a new version arrives."""
+        help, so the sensor leaves them (and their month's publication) alone until a new version arrives.
+        A failed data-quality assessment holds nothing back: the layer is internal, not upstream of the
+        publication (its check fails, and the last good assessment stands)."""
         current = self.trust_month_fingerprints(files)
         failures = self.warehouse.gate_failures()
         return {(m, t): f"{layer} layer: {message}" for m, t, layer, fingerprint, message in
                 failures[["reporting_month", "trust_code", "layer", "inputs_fingerprint", "message"]]
-                .itertuples(index=False) if current.get((m, t)) == fingerprint}
+                .itertuples(index=False) if current.get((m, t)) == fingerprint and layer != QUALITY}
 
     @staticmethod
     def held_in_month(held: dict[tuple[str, str], str], month: str) -> list[str]:
@@ -347,8 +314,10 @@ class Pipeline(DataProtection):
         return months_up_to(last, span)
 
     def month_is_affected(self, month: str) -> bool:
-        """Ask again after publishing the month before: its new summary can affect this month."""
-        return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
+        """Ask again after publishing the month before: its new summary can affect this month. A month
+        whose data-quality report is behind its assessments is affected too (its job builds both)."""
+        return (self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
+                or self.quality_report_is_affected(month))
 
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
@@ -462,7 +431,8 @@ class Pipeline(DataProtection):
             rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
             with stage("clean and pseudonymise"):
                 cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
-                                           pseudonymiser=pseudonymiser, opted_out=optouts.keys)
+                                           pseudonymiser=pseudonymiser, opted_out=optouts.keys,
+                                           reporting_month=month, trust_of=self.trust_of_provider)
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
             measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
             version_rows.append({
@@ -485,14 +455,18 @@ class Pipeline(DataProtection):
                 "quarantine_share": cleaned.quarantined_rows / max(cleaned.raw_rows, 1),
             })
             if key in in_use:
-                chosen.append((version.file_sha256, cleaned))
+                chosen.append((version.file_sha256, version.file_name, cleaned))
         partition_columns = {"reporting_month": month, "trust_code": trust}
-        clean = pd.concat([c.clean.assign(**partition_columns, file_sha256=sha) for sha, c in chosen],
+        clean = pd.concat([c.clean.assign(**partition_columns, file_sha256=sha) for sha, _, c in chosen],
                           ignore_index=True)
-        quarantine = pd.concat([c.quarantine.assign(**partition_columns, file_sha256=sha) for sha, c in chosen],
+        quarantine = pd.concat([c.quarantine.assign(**partition_columns, file_sha256=sha) for sha, _, c in chosen],
                                ignore_index=True)
-        data_quality = (pd.concat([c.data_quality for _, c in chosen]).groupby("item", as_index=False, sort=False)
+        data_quality = (pd.concat([c.data_quality for _, _, c in chosen]).groupby("item", as_index=False, sort=False)
                         [["missing", "invalid"]].sum().assign(**partition_columns))
+        item_quality = pd.concat([c.item_quality.assign(**partition_columns, file_sha256=sha) for sha, _, c in chosen],
+                                 ignore_index=True)
+        findings = pd.concat([c.findings.assign(**partition_columns, file_sha256=sha, file_name=name)
+                              for sha, name, c in chosen], ignore_index=True)
         used = pd.DataFrame([v for v in version_rows if v["in_use"]])
         totals = used[["raw_rows", "clean_rows", "quarantined_rows", "duplicate_rows", "opted_out_rows",
                        "data_quality_findings"]].sum()
@@ -506,7 +480,8 @@ class Pipeline(DataProtection):
             **{k: int(v) for k, v in totals.items()}, **measures,
         })
         return self._prepared_clean(outcome, this_partition, clean, quarantine, data_quality,
-                                    pd.DataFrame(version_rows), pd.DataFrame(reconciliation), optouts)
+                                    pd.DataFrame(version_rows), pd.DataFrame(reconciliation), optouts,
+                                    item_quality, findings)
 
     def _prepare_purged_clean(self, month: str, trust: str, files: pd.DataFrame,
                               optouts: OptOuts) -> _Prepared:
@@ -517,6 +492,8 @@ class Pipeline(DataProtection):
         quarantine = self.warehouse.read(clean_quarantine, **where)
         versions = self.warehouse.read(clean_file_versions, **where)
         data_quality = self.warehouse.read(clean_data_quality, **where)
+        item_quality = self.warehouse.read(clean_item_quality, **where)  # as assessed: raw rows are gone
+        findings = self.warehouse.read(clean_findings, **where)
         built_with = set(versions["pseudonymisation_key_id"])
         if built_with != {self.pseudonymiser.key_id}:
             raise LayerHeld(f"{trust} {month}: its raw rows were purged and its clean rows were built with key id "
@@ -524,6 +501,9 @@ class Pipeline(DataProtection):
                              f"{self.pseudonymiser.key_id} cannot be matched to them")
         opted_clean, opted_quarantine = clean["patient_key"].isin(optouts.keys), quarantine["patient_key"].isin(optouts.keys)
         removed = Counter(clean.loc[opted_clean, "file_sha256"]) + Counter(quarantine.loc[opted_quarantine, "file_sha256"])
+        removed_rows = pd.MultiIndex.from_frame(pd.concat([clean.loc[opted_clean, ["file_sha256", "row_number"]],
+                                                           quarantine.loc[opted_quarantine, ["file_sha256", "row_number"]]]))
+        findings = findings.loc[~pd.MultiIndex.from_frame(findings[["file_sha256", "row_number"]]).isin(removed_rows)]
         clean, quarantine = clean.loc[~opted_clean].reset_index(drop=True), quarantine.loc[~opted_quarantine]
         in_use = versions["in_use"].to_numpy()
         for index in versions.index[in_use]:
@@ -543,13 +523,15 @@ class Pipeline(DataProtection):
         outcome = LayerOutcome(CLEAN, f"{month}|{trust}", rows=len(clean), metadata={
             "raw_rows_purged": True, "opted_out_rows_removed_now": sum(removed.values()),
             **{m: int(used[m].sum()) for m in MEASURES}})
-        return self._prepared_clean(outcome, files, clean, quarantine, data_quality, versions, reconciliation, optouts)
+        return self._prepared_clean(outcome, files, clean, quarantine, data_quality, versions, reconciliation, optouts,
+                                    item_quality, findings)
 
     def _prepared_clean(self, outcome: LayerOutcome, files: pd.DataFrame, clean: pd.DataFrame,
                         quarantine: pd.DataFrame, data_quality: pd.DataFrame, versions: pd.DataFrame,
-                        reconciliation: pd.DataFrame, optouts: OptOuts) -> _Prepared:
+                        reconciliation: pd.DataFrame, optouts: OptOuts, item_quality: pd.DataFrame,
+                        findings: pd.DataFrame) -> _Prepared:
         """A clean trust-month ready for its gate (the clean and reconciliation suites) and its write: the
-        four clean tables and the layer state in one transaction, with the opt-out bookkeeping."""
+        clean tables and the layer state in one transaction, with the opt-out bookkeeping."""
         month, trust = outcome.partition.split("|")
         month_start = pd.Timestamp(f"{month}-01")
         fingerprint = self.trust_month_fingerprints(files).get((month, trust), "")
@@ -559,7 +541,7 @@ class Pipeline(DataProtection):
             self.warehouse.replace_partition(
                 {"reporting_month": month, "trust_code": trust},
                 {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
-                 clean_file_versions: versions},
+                 clean_file_versions: versions, clean_item_quality: item_quality, clean_findings: findings},
                 LayerState(CLEAN, month, trust, _fingerprint([fingerprint, key_id]), len(clean)),
                 **self.clean_write_hooks(month, trust, optouts.files))
 
@@ -574,15 +556,16 @@ class Pipeline(DataProtection):
     BATCH_ROWS = 200_000  # registered rows in memory at once (over all workers): bounds memory, whatever the month
     PARALLEL_MIN_ROWS = 100_000  # below this, starting worker processes costs more than it saves
 
-    def build_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
+    def build_trust_months(self, month: str, trusts: list[str], layers=TRUST_MONTH_LAYERS,
                            files: pd.DataFrame | None = None) -> dict[str, dict]:
-        """Raw then clean for the trusts of one month: {layer: {trust: LayerOutcome or the exception}}."""
+        """Raw, clean, then data quality for the trusts of one month: {layer: {trust: LayerOutcome or the
+        exception}}."""
         results: dict[str, dict] = {layer: {} for layer in layers}
         for layer, trust, result in self.iter_trust_months(month, trusts, layers, files):
             results[layer][trust] = result
         return results
 
-    def iter_trust_months(self, month: str, trusts: list[str], layers=(RAW, CLEAN),
+    def iter_trust_months(self, month: str, trusts: list[str], layers=TRUST_MONTH_LAYERS,
                           files: pd.DataFrame | None = None) -> Iterator[tuple[str, str, object]]:
         """Raw then clean for the trusts of one month, yielding (layer, trust, LayerOutcome or the exception)
         batch by batch, so that the caller reports each trust-month once it is written.
@@ -634,8 +617,21 @@ class Pipeline(DataProtection):
                     prepared.append(self._prepare_clean(month, trust, files, held, loaded.pop(trust, None), optouts))
                 except LayerHeld as held_error:
                     yield CLEAN, trust, held_error
-            for item, result in zip(prepared, self._finish(prepared)):
+            results = self._finish(prepared)
+            for item, result in zip(prepared, results):
                 yield CLEAN, item.trust, result
+            batch = [item.trust for item, result in zip(prepared, results) if isinstance(result, LayerOutcome)]
+            del prepared
+        if QUALITY in layers:
+            clean_states = self.warehouse.layer_states(CLEAN)
+            prepared = []
+            for trust in batch:
+                try:
+                    prepared.append(self._prepare_quality(month, trust, files, clean_states))
+                except ValueError as not_built:  # its clean layer was never built: say so, for this one only
+                    yield QUALITY, trust, LayerHeld(str(not_built))
+            for item, result in zip(prepared, self._finish(prepared)):
+                yield QUALITY, item.trust, result
 
     def _build_in_workers(self, month: str, batches: list[list[str]], layers, files: pd.DataFrame,
                           workers: int) -> Iterator[tuple[str, str, object]]:
@@ -679,6 +675,8 @@ class Pipeline(DataProtection):
                 outcomes = quality.validate_parts(suite, expectations, [item.checks[number][2] for item in todo])
             for item, outcome in zip(todo, outcomes):
                 item.outcome.suites.append(outcome)
+            with stage("Data Docs"):
+                self.document(suite, [(item.outcome, item.trust, outcome) for item, outcome in zip(todo, outcomes)])
         results: list[LayerOutcome | LayerGateFailed] = []
         for item in prepared:
             if item.write is not None:
@@ -719,6 +717,7 @@ class Pipeline(DataProtection):
         })
         outcome.suites.append(quality.validate_frame(
             "trust_month_summary", quality.summary_expectations(MEASURES), summary))
+        self.document("trust_month_summary", [(outcome, "", outcome.suites[-1])])
         outcome.gate()
         self.warehouse.replace_partition(
             {"reporting_month": month}, {trust_month_summary: summary},
@@ -771,6 +770,8 @@ class Pipeline(DataProtection):
         outcome.suites.append(quality.validate_frame(
             "published_disclosure", quality.disclosure_expectations(),
             suppressed_cell_ranges(table, published_before if len(published_before) else None)))
+        for suite in outcome.suites:
+            self.document(suite.suite, [(outcome, "", suite)])
         outcome.gate()
 
         files = self.accepted_files()
@@ -788,31 +789,10 @@ class Pipeline(DataProtection):
                 paths["html"]: report_html(month, table, notes, history).encode("utf-8")}
         pack[paths["manifest"]] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
-        staged = [_stage(path, data) for path, data in pack.items()]
-        # Files first, then the table and its state in one transaction; if that fails, the previous files
-        # come back, so the outputs and the recorded state never disagree.
-        backups = []
-        try:
-            for temporary, final in staged:
-                backup = final.with_name(f".{final.name}.previous")
-                if final.exists():
-                    os.replace(final, backup)
-                    backups.append((backup, final))
-                os.replace(temporary, final)
-            self.warehouse.replace_partition(
-                {"reporting_month": month}, {published_submissions: table},
-                LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)),
-            )
-        except BaseException:
-            for temporary, final in staged:
-                temporary.unlink(missing_ok=True)
-                if not any(final == f for _, f in backups):
-                    final.unlink(missing_ok=True)
-            for backup, final in backups:
-                os.replace(backup, final)
-            raise
-        for backup, _ in backups:
-            backup.unlink(missing_ok=True)
+        swap_in(pack, lambda: self.warehouse.replace_partition(
+            {"reporting_month": month}, {published_submissions: table},
+            LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)),
+        ))
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
                                  "pack_folder": str(csv_path.parent),
@@ -824,14 +804,6 @@ class Pipeline(DataProtection):
                                     if not england[m].isdigit()}})
         outcome.metadata["table"] = table
         return outcome
-
-
-def _stage(final: Path, data: bytes) -> tuple[Path, Path]:
-    """Write beside the final file so the later rename is atomic on the same file system."""
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    return Path(name), final
 
 
 # --- worker processes ---------------------------------------------------------------------------------------

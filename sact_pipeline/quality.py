@@ -748,3 +748,33 @@ def _as_datetime(value: dt.date | str, *, end: bool) -> dt.datetime:
     if bare_date and end:
         parsed = dt.datetime.combine(parsed.date(), dt.time.max)
     return parsed
+
+
+def data_quality_expectations(items: Collection[str]) -> list[gx.expectations.Expectation]:
+    """A trust-month's item measures (domain.data_quality.item_scores, with the partition columns and the
+    trust-month's assessed_rows): each v3 item once, counts that nest (valid <= present <= rows = the
+    assessed rows), shares within 0-1. Row-wise only, so a month's trusts validate in one run."""
+    ge = import_gx().expectations
+    return [
+        ge.ExpectColumnValuesToBeInSet(column="item", value_set=sorted(items)),
+        ge.ExpectCompoundColumnsToBeUnique(column_list=["reporting_month", "trust_code", "item"]),
+        ge.ExpectColumnPairValuesToBeEqual(column_A="rows", column_B="assessed_rows"),
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A="rows", column_B="present", or_equal=True),
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A="present", column_B="valid", or_equal=True),
+        ge.ExpectColumnValuesToBeBetween(column="valid", min_value=0),
+        *(ge.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+          for c in ("completeness", "validity", "item_score")),
+    ]
+
+
+def data_quality_month_expectations() -> list[gx.expectations.Expectation]:
+    """The month's data-quality table across organisations: one row per trust, score 0-100, shares 0-1,
+    every clean and quarantined row assessed (more only where opt-outs removed rows after a raw purge)."""
+    ge = import_gx().expectations
+    return [
+        ge.ExpectColumnValuesToBeUnique(column="org_code"),
+        ge.ExpectColumnValuesToNotBeNull(column="org_code"),
+        ge.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=100),
+        ge.ExpectColumnValuesToBeBetween(column="quarantined_share", min_value=0, max_value=1),
+        ge.ExpectColumnPairValuesAToBeGreaterThanB(column_A="assessed_rows", column_B="accounted_rows", or_equal=True),
+    ]

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from sact_pipeline.domain.cleaning import CLEAN_COLUMNS, DATE_COLUMNS, QUARANTINE_ITEM_COLUMNS
 from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.data_quality import TRUST_MONTH_COUNTS
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
 from sact_pipeline.domain.spec import INTEGER_COLUMNS, ITEM_COLUMNS, NUMERIC_COLUMNS
 from sact_pipeline.domain.summary import SUMMARY_COLUMNS, SUMMARY_COUNT_COLUMNS
@@ -125,6 +126,71 @@ clean_data_quality = sa.Table(
     sa.Column("item", sa.Text, nullable=False),
     sa.Column("missing", sa.BigInteger, nullable=False),
     sa.Column("invalid", sa.BigInteger, nullable=False),
+    schema=CLEAN_SCHEMA,
+)
+
+# Data quality, over the assessed rows (clean and quarantined) of the files in use (domain.data_quality).
+clean_item_quality = sa.Table(
+    "clean_item_quality", metadata,
+    *_partition_columns(),
+    sa.Column("file_sha256", sa.String(64), nullable=False),
+    sa.Column("item", sa.Text, nullable=False),
+    sa.Column("obligation", sa.String(8), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("present", sa.BigInteger, nullable=False),
+    sa.Column("valid", sa.BigInteger, nullable=False),
+    schema=CLEAN_SCHEMA,
+)
+
+clean_findings = sa.Table(
+    # One row per finding of a row (item and reason, never a value): the trust's feedback file.
+    "clean_findings", metadata,
+    *_partition_columns(),
+    sa.Column("file_sha256", sa.String(64), nullable=False),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("row_number", sa.BigInteger, nullable=False),
+    sa.Column("item", sa.Text, nullable=False),
+    sa.Column("finding", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("quarantined", sa.Boolean, nullable=False),
+    sa.Index("ix_clean_findings_partition", "reporting_month", "trust_code"),
+    schema=CLEAN_SCHEMA,
+)
+
+# The data-quality layer (internal: never published): per item, per trust-month, and findings by reason.
+quality_items = sa.Table(
+    "quality_items", metadata,
+    *_partition_columns(),
+    sa.Column("item", sa.Text, nullable=False),
+    sa.Column("obligation", sa.String(8), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("present", sa.BigInteger, nullable=False),
+    sa.Column("valid", sa.BigInteger, nullable=False),
+    sa.Column("completeness", sa.Float),
+    sa.Column("validity", sa.Float),
+    sa.Column("item_score", sa.Float),
+    sa.Column("scored", sa.Boolean, nullable=False),
+    schema=CLEAN_SCHEMA,
+)
+
+quality_trust_months = sa.Table(
+    "quality_trust_months", metadata,
+    *_partition_columns(),
+    sa.Column("score", sa.Float),
+    *(sa.Column(c, sa.BigInteger, nullable=False) for c in TRUST_MONTH_COUNTS),
+    sa.Column("quarantined_share", sa.Float, nullable=False),
+    sa.Column("feedback_file", sa.Text, nullable=False),
+    sa.Column("assessed_at", sa.DateTime, nullable=False),
+    schema=CLEAN_SCHEMA,
+)
+
+quality_findings = sa.Table(
+    "quality_findings", metadata,
+    *_partition_columns(),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("item", sa.Text, nullable=False),
+    sa.Column("finding", sa.Text, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
     schema=CLEAN_SCHEMA,
 )
 

@@ -1,0 +1,175 @@
+"""The data-quality layer, built from the clean layer and gated like every layer (internal: never published).
+
+Per trust-month: how complete and valid each SACT item is, the overall score, what was quarantined and
+why, and the feedback file a trust fixes its extract from ($SACT_OUTPUT_DIR/<YYYY-MM>/feedback/
+<TRUST>_<YYYY-MM>.csv: file name, row number, item, finding; no value of any row). Per month: the table
+across submitting organisations, the score trend over 13 months and the internal HTML report, under
+$SACT_OUTPUT_DIR/data_quality/<YYYY-MM>/. The measures themselves are domain.data_quality.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from sact_pipeline import quality
+from sact_pipeline.domain.counting import months_up_to
+from sact_pipeline.domain.data_quality import assess_trust_month, feedback_rows, findings_by_reason, pooled_items
+from sact_pipeline.domain.quality_report import quality_report_html
+from sact_pipeline.domain.report import REPORT_MONTHS
+from sact_pipeline.domain.spec import V3_ITEMS
+from sact_pipeline.gating import LayerOutcome, _fingerprint, _Prepared, _raise_failure, swap_in
+from sact_pipeline.warehouse import (
+    LayerState,
+    clean_file_versions,
+    clean_findings,
+    clean_item_quality,
+    quality_findings,
+    quality_items,
+    quality_trust_months,
+)
+
+CLEAN, QUALITY, QUALITY_REPORT = "clean", "quality", "quality_report"
+ITEM_HEADERS = tuple(item.header for item in V3_ITEMS)
+
+
+class DataQualityLayer:
+    """Mixin of Pipeline (sact_pipeline.layers): the data-quality layer per trust-month and per month."""
+
+    def feedback_path(self, month: str, trust: str) -> Path:
+        return self.settings.output_dir / month / "feedback" / f"{trust}_{month}.csv"
+
+    def quality_report_paths(self, month: str) -> dict[str, Path]:
+        """The month's internal data-quality report: html, table (one row per trust) and trend (13 months)."""
+        folder = self.settings.output_dir / "data_quality" / month
+        return {"html": folder / f"data_quality_{month}.html", "table": folder / f"data_quality_{month}.csv",
+                "trend": folder / f"data_quality_trend_{month}.csv"}
+
+    def quality_behind(self) -> set[tuple[str, str]]:
+        """Trust-months whose data quality was not assessed from their current clean rows (clean rebuilt
+        since, or built before data quality was measured), unless that assessment failed its gate."""
+        clean, assessed = self.warehouse.layer_states(CLEAN), self.warehouse.layer_states(QUALITY)
+        failures = self.warehouse.gate_failures()
+        failed = {(m, t, f) for m, t, layer, f in failures[["reporting_month", "trust_code", "layer",
+                                                            "inputs_fingerprint"]].itertuples(index=False)
+                  if layer == QUALITY}
+        return {key for key, state in clean.items() if assessed.get(key) != state and (*key, state) not in failed}
+
+    # --- per trust-month ----------------------------------------------------------------------------------
+    def assess_quality(self, month: str, trust: str) -> LayerOutcome:
+        """Assess one trust-month from its clean layer: items, score, findings by reason, feedback file."""
+        return _raise_failure(self._finish([self._prepare_quality(month, trust, self.accepted_files())])[0])
+
+    def _prepare_quality(self, month: str, trust: str, files: pd.DataFrame, clean_states: dict | None = None
+                         ) -> _Prepared:
+        where = {"reporting_month": month, "trust_code": trust}
+        clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
+        state = clean_states.get((month, trust))
+        if state is None:
+            raise ValueError(f"the clean layer holds nothing for {trust} {month}: materialise clean_activity first")
+        item_quality = self.warehouse.read(clean_item_quality, **where)
+        if item_quality.empty:
+            raise ValueError(f"the clean layer of {trust} {month} was built before data quality was measured: "
+                             "materialise clean_activity for it again")
+        findings = self.warehouse.read(clean_findings, **where)
+        versions = self.warehouse.read(clean_file_versions, **where)
+        assessment = assess_trust_month(item_quality, findings, versions.loc[versions["in_use"]])
+        items = assessment.items.assign(**where)
+        path = self.feedback_path(month, trust)
+        record = {**where, **assessment.record, "feedback_file": str(path.relative_to(self.settings.output_dir)),
+                  "assessed_at": datetime.now().replace(microsecond=0)}
+        by_reason = assessment.by_reason.assign(**where)
+        outcome = LayerOutcome(QUALITY, f"{month}|{trust}", rows=len(items), metadata={
+            # Numbers (the score only where rows were assessed), so the Dagster UI plots them across partitions.
+            **({"score": round(record["score"], 2)} if record["score"] is not None else {}),
+            **{key: record[key] for key in ("assessed_rows", "quarantined_rows", "duplicate_rows", "invalid_values",
+                                            "out_of_month_rows", "other_trust_provider_rows", "feedback_rows")},
+            "quarantined_share": round(record["quarantined_share"], 4),
+            "feedback_path": str(path),
+        })
+        if len(by_reason):
+            outcome.metadata["table"] = by_reason[["kind", "item", "finding", "rows"]]
+        feedback = feedback_rows(findings).to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+        def write() -> None:
+            swap_in({path: feedback}, lambda: self.warehouse.replace_partition(
+                where, {quality_items: items, quality_trust_months: pd.DataFrame([record]),
+                        quality_findings: by_reason},
+                LayerState(QUALITY, month, trust, state, len(items))))
+
+        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        return _Prepared(outcome, month, trust, this_partition, checks=[
+            ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
+             items.assign(assessed_rows=record["assessed_rows"])),
+        ], write=write)
+
+    # --- per month ----------------------------------------------------------------------------------------
+    def quality_report_fingerprint(self, month: str) -> str:
+        """What the month's report is built from: the month's inputs and its trust-months' assessments. The
+        trend's earlier months are shown as they were when the report was built: a correction to an earlier
+        month does not re-run every later month (it shows in each later month's next report)."""
+        assessed = self.warehouse.layer_states(QUALITY)
+        return _fingerprint([self.month_fingerprint(month)]
+                            + [f"{m}|{t}|{f}" for (m, t), f in assessed.items() if m == month])
+
+    def report_quality(self, month: str) -> LayerOutcome:
+        """The month's data-quality table across organisations, its 13-month trend and the HTML report."""
+        months = months_up_to(month, REPORT_MONTHS)
+        assessed = self.warehouse.read_months(quality_trust_months, months)
+        current = assessed.loc[assessed["reporting_month"] == month].sort_values("trust_code")
+        if current.empty:
+            raise ValueError(f"no trust-month of {month} has been assessed: materialise trust_month_data_quality "
+                             "first")
+        paths = self.quality_report_paths(month)
+        names = {o.code: o.name for o in self.organisations}
+        table = pd.DataFrame({
+            "reporting_month": month, "org_code": current["trust_code"].to_numpy(),
+            "org_name": current["trust_code"].map(names).fillna("").to_numpy(),
+            "score": current["score"].round(2).to_numpy(), "rows": current["assessed_rows"].to_numpy(),
+            **{c: current[c].to_numpy() for c in ("assessed_rows", "clean_rows", "quarantined_rows",
+                                                 "quarantined_share", "duplicate_rows", "invalid_values",
+                                                 "out_of_month_rows", "other_trust_provider_rows", "feedback_rows")},
+            "feedback_file": [os.path.relpath(self.settings.output_dir / f, paths["html"].parent).replace(os.sep, "/")
+                              for f in current["feedback_file"]],
+        })
+        outcome = LayerOutcome(QUALITY_REPORT, month, rows=len(table))
+        outcome.suites.append(quality.validate_frame(
+            "data_quality_month", quality.data_quality_month_expectations(),
+            table.assign(accounted_rows=table["clean_rows"] + table["quarantined_rows"])))
+        self.document("data_quality_month", [(outcome, "", outcome.suites[-1])])
+        outcome.gate()
+
+        trend = assessed.rename(columns={"trust_code": "org_code"})[["org_code", "reporting_month", "score"]]
+        items = pooled_items(self.warehouse.read(quality_items, reporting_month=month))
+        findings = self.warehouse.read(quality_findings, reporting_month=month)
+        findings = (findings.groupby(["kind", "item", "finding"], as_index=False)["rows"].sum()
+                    if len(findings) else findings_by_reason(findings))
+        wide = (trend.pivot_table(index="org_code", columns="reporting_month", values="score", aggfunc="last")
+                .reindex(columns=months).round(2))
+        wide.insert(0, "org_name", wide.index.map(names).fillna(""))
+        data_docs = os.path.relpath(self.data_docs.site_dir / "index.html", paths["html"].parent).replace(os.sep, "/")
+        files = {
+            paths["html"]: quality_report_html(month, table, trend, items, findings, data_docs).encode("utf-8"),
+            paths["table"]: table.drop(columns="rows").round({"quarantined_share": 4})
+                                 .to_csv(index=False, lineterminator="\n").encode("utf-8"),
+            paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),
+        }
+        fingerprint = self.quality_report_fingerprint(month)
+        swap_in(files, lambda: self.warehouse.replace_partition(
+            {"reporting_month": month, "trust_code": ""}, {},
+            LayerState(QUALITY_REPORT, month, "", fingerprint, len(table))))
+        scores = table["score"].dropna()
+        outcome.metadata.update({
+            "trusts": len(table), "report_path": str(paths["html"]), "table_path": str(paths["table"]),
+            **({"median_score": round(float(scores.median()), 2), "lowest_score": round(float(scores.min()), 2)}
+               if len(scores) else {}),
+            "quarantined_rows": int(table["quarantined_rows"].sum()),
+        })
+        outcome.metadata["table"] = table[["org_code", "score", "assessed_rows", "quarantined_rows", "invalid_values"]]
+        return outcome
+
+    def quality_report_is_affected(self, month: str) -> bool:
+        return self.warehouse.layer_states(QUALITY_REPORT).get((month, "")) != self.quality_report_fingerprint(month)
