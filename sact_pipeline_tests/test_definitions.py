@@ -59,7 +59,7 @@ def test_definitions_load_with_every_layer_and_job(settings):
     Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"submission_files", "raw_submissions", "clean_activity", "trust_month_summary",
-                    "published_submissions"}
+                    "published_submissions", "trust_month_data_quality", "data_quality_report"}
     for job in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB):
         assert defs.resolve_job_def(job)
 
@@ -111,9 +111,12 @@ def test_the_publication_pack_holds_a_workbook_matching_the_csv_and_a_manifest(s
     assert all(r.success for r in run_all(build_definitions(settings), instance, trusts=("RBV", "RR8", "RQF")).values())
     csv_path, notes_path = Pipeline(settings).output_paths(JANUARY)
     folder = csv_path.parent
-    assert sorted(p.name for p in folder.iterdir()) == [
+    # The pack, and beside it (not in it) the trusts' own feedback files, to be sent to each trust.
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
         "sact_submissions_2024-01.csv", "sact_submissions_2024-01.html", "sact_submissions_2024-01.xlsx",
         "sact_submissions_2024-01_manifest.json", "sact_submissions_2024-01_notes.txt"]
+    assert sorted(p.name for p in (folder / "feedback").iterdir()) == [
+        "RBV_2024-01.csv", "RQF_2024-01.csv", "RR8_2024-01.csv"]
 
     book = openpyxl.load_workbook(folder / "sact_submissions_2024-01.xlsx")
     assert book.sheetnames == ["Notes", "Table"]
@@ -138,12 +141,13 @@ def test_the_publication_pack_holds_a_workbook_matching_the_csv_and_a_manifest(s
 
     event = instance.get_latest_materialization_event(AssetKey("published_submissions")).asset_materialization
     assert event.metadata["england_patients"].value == 15  # a number: the UI plots it across months
-    assert sorted(event.metadata["pack_files"].value.splitlines()) == sorted(str(p) for p in folder.iterdir())
+    assert sorted(event.metadata["pack_files"].value.splitlines()) == sorted(str(p) for p in folder.iterdir()
+                                                                             if p.is_file())
     assert event.metadata["pack_folder"].value == str(folder)
 
     pack = json.loads((folder / "sact_submissions_2024-01_manifest.json").read_text())
     assert {f["name"]: f["sha256"] for f in pack["files"]} == {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.suffix != ".json"}
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file() and p.suffix != ".json"}
     assert sorted(f["file_name"] for f in pack["built_from_submission_files"]) == [
         "SACT_RBV_202401_20240310093000.csv", "SACT_RR8_202401_20240210093000.csv"]
 
@@ -283,8 +287,9 @@ def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(s
     before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
     # raw: 2 suites, one run each for the three; clean: clean_activity passes together (1 run), the
-    # reconciliation fails together and is then run per trust-month (1 + 3).
-    assert quality.RUNS["count"] - before == 2 + 1 + 4
+    # reconciliation fails together and is then run per trust-month (1 + 3); data quality: one run for
+    # the two trust-months whose clean layer was written.
+    assert quality.RUNS["count"] - before == 2 + 1 + 4 + 1
     assert all(not isinstance(r, Exception) for r in built[RAW].values())
     assert isinstance(built[CLEAN]["RAJ"], LayerGateFailed) and "clean_reconciliation" in str(built[CLEAN]["RAJ"])
     assert [built[CLEAN][t].rows for t in ("RR8", "RBV")] == [20, 20]
@@ -303,7 +308,7 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
     monkeypatch.setattr(Pipeline, "BATCH_ROWS", 15)  # one trust per batch: memory bounded by the largest trust
     before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
-    assert quality.RUNS["count"] - before == 3 * 4
+    assert quality.RUNS["count"] - before == 3 * 5  # raw 2, clean 2, data quality 1
     assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.affected_trust_months() == []
 
 
@@ -314,15 +319,17 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
     from sact_pipeline import layers, quality
     from sact_pipeline.domain.pseudonymise import Pseudonymiser
-    from sact_pipeline.layers import CLEAN, RAW, STAGE_SECONDS, LayerGateFailed
+    from sact_pipeline.layers import CLEAN, QUALITY, RAW, STAGE_SECONDS, LayerGateFailed
     from sact_pipeline.settings import Settings
-    from sact_pipeline.warehouse import clean_data_quality, clean_quarantine
+    from sact_pipeline.warehouse import (clean_data_quality, clean_findings, clean_item_quality, clean_quarantine,
+                                         quality_findings, quality_items)
 
     monkeypatch.setattr(Pipeline, "PARALLEL_MIN_ROWS", 0)  # these few rows count as a large month
     monkeypatch.setattr(Pipeline, "BATCH_ROWS", 60)  # two workers: batches of at most 30 rows, 3 batches
     trusts = {"RR8": patients("A", 25) + patients("Q", 2, regimen="") + patients("A", 1),  # quarantine, duplicate
               "RBV": patients("B", 20), "RAJ": patients("C", 18, regimen="") + patients("D", 2)}  # RAJ fails
-    tables = (raw_submissions, clean_activity, clean_quarantine, clean_data_quality, clean_file_versions)
+    tables = (raw_submissions, clean_activity, clean_quarantine, clean_data_quality, clean_file_versions,
+              clean_item_quality, clean_findings, quality_items, quality_findings)
     built, stored = {}, {}
     for workers, url in ((2, warehouse_url), (1, f"sqlite:///{tmp_path / 'one-process.db'}")):
         settings = Settings.from_env(env={}, home=str(tmp_path / f"sact-{workers}"), first_month="2024-01",
@@ -345,16 +352,26 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     failure = built[2][CLEAN]["RAJ"]
     assert isinstance(failure, LayerGateFailed) and "clean_reconciliation" in str(failure)
     assert failure.outcome.failures() == built[1][CLEAN]["RAJ"].outcome.failures()
-    for layer in (RAW, CLEAN):
-        assert sorted(built[2][layer]) == sorted(trusts)
+    for layer in (RAW, CLEAN, QUALITY):
+        assert sorted(built[2][layer]) == sorted(trusts if layer != QUALITY else ("RR8", "RBV"))
         for trust in ("RR8", "RBV"):
-            assert built[2][layer][trust].metadata == built[1][layer][trust].metadata
+            two, one = (_comparable(built[n][layer][trust].metadata) for n in (2, 1))
+            assert two == one
+            if "table" in built[1][layer][trust].metadata:
+                pd.testing.assert_frame_equal(built[2][layer][trust].metadata["table"],
+                                              built[1][layer][trust].metadata["table"])
     for name, frame in stored[2].items():
         keys = [c for c in ("trust_code", "file_name", "row_number", "item", "patient_key", "drug_name")
                 if c in frame]
         pd.testing.assert_frame_equal(frame.sort_values(keys, ignore_index=True),
                                       stored[1][name].sort_values(keys, ignore_index=True), obj=name)
     assert len(stored[2]["clean_activity"]) == 25 + 20 and len(stored[2]["clean_quarantine"]) == 2
+
+
+def _comparable(metadata: dict) -> dict:
+    """Metadata of two builds in two homes: without the paths (feedback file, Data Docs page) and tables."""
+    return {k: v for k, v in metadata.items() if k != "table" and not k.startswith("data_docs")
+            and not k.endswith("_path")}
 
 
 def test_an_error_in_a_worker_stops_the_month_after_reporting_what_was_written(settings, instance, monkeypatch):

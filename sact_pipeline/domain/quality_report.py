@@ -25,11 +25,17 @@ from urllib.parse import quote
 import pandas as pd
 
 from sact_pipeline.domain.counting import months_up_to
+from sact_pipeline.domain.data_quality import ITEM_WEIGHTS
 from sact_pipeline.domain.report import CSS, REPORT_MONTHS
 
 # Placeholder until the exact wording is agreed: replace the text, keep the name.
-SCORE_TEXT = ("The score is the mean, over mandatory and required items, of the share of rows holding a valid "
-              "value, times 100.")
+SCORE_TEXT = ("Rows assessed are the rows of the file versions in use, less exact duplicates and rows of patients "
+              "who opted out: the clean rows and the quarantined rows. For each data item, completeness is the "
+              "share of those rows holding a value, validity the share of the values in the right format or on "
+              "the item's code list, and the item score the share of rows holding a valid value. The trust's "
+              f"score is 100 times the mean item score over the {len(ITEM_WEIGHTS)} mandatory and required items, each weighted "
+              "equally, as in the NHS Data Quality Maturity Index; optional and outcome items are shown but not "
+              "scored. The README of sact-pipeline gives every rule.")
 
 LOWEST_SHOWN = 5  # the lowest-scoring trusts of the month drawn as their own lines in the chart
 
