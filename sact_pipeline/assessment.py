@@ -21,7 +21,7 @@ from sact_pipeline.domain.data_quality import assess_trust_month, feedback_rows,
 from sact_pipeline.domain.quality_report import quality_report_html
 from sact_pipeline.domain.report import REPORT_MONTHS
 from sact_pipeline.domain.spec import V3_ITEMS
-from sact_pipeline.gating import LayerOutcome, _fingerprint, _Prepared, _raise_failure, swap_in
+from sact_pipeline.gating import LayerHeld, LayerOutcome, _fingerprint, _Prepared, _raise_failure, swap_in
 from sact_pipeline.warehouse import (
     LayerState,
     clean_file_versions,
@@ -32,7 +32,8 @@ from sact_pipeline.warehouse import (
     quality_trust_months,
 )
 
-CLEAN, QUALITY, QUALITY_REPORT = "clean", "quality", "quality_report"
+CLEAN = "clean"  # layers.CLEAN (layers imports this module)
+QUALITY, QUALITY_REPORT = "quality", "quality_report"
 ITEM_HEADERS = tuple(item.header for item in V3_ITEMS)
 
 
@@ -48,15 +49,17 @@ class DataQualityLayer:
         return {"html": folder / f"data_quality_{month}.html", "table": folder / f"data_quality_{month}.csv",
                 "trend": folder / f"data_quality_trend_{month}.csv"}
 
-    def quality_behind(self) -> set[tuple[str, str]]:
+    def quality_behind(self, files: pd.DataFrame | None = None) -> set[tuple[str, str]]:
         """Trust-months whose data quality was not assessed from their current clean rows (clean rebuilt
-        since, or built before data quality was measured), unless that assessment failed its gate."""
+        since, or built before data quality was measured), unless its assessment failed (its gate, or
+        nothing to measure) on its current files: like any gate failure, that waits for a new version."""
         clean, assessed = self.warehouse.layer_states(CLEAN), self.warehouse.layer_states(QUALITY)
+        current = self.trust_month_fingerprints(files)
         failures = self.warehouse.gate_failures()
-        failed = {(m, t, f) for m, t, layer, f in failures[["reporting_month", "trust_code", "layer",
-                                                            "inputs_fingerprint"]].itertuples(index=False)
-                  if layer == QUALITY}
-        return {key for key, state in clean.items() if assessed.get(key) != state and (*key, state) not in failed}
+        failed = {(m, t) for m, t, layer, f in failures[["reporting_month", "trust_code", "layer",
+                                                         "inputs_fingerprint"]].itertuples(index=False)
+                  if layer == QUALITY and current.get((m, t)) == f}
+        return {key for key, state in clean.items() if assessed.get(key) != state and key not in failed}
 
     # --- per trust-month ----------------------------------------------------------------------------------
     def assess_quality(self, month: str, trust: str) -> LayerOutcome:
@@ -71,6 +74,13 @@ class DataQualityLayer:
         if state is None:
             raise ValueError(f"the clean layer holds nothing for {trust} {month}: materialise clean_activity first")
         item_quality = self.warehouse.read(clean_item_quality, **where)
+        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
+        if item_quality.empty and (month, trust) in self.purged_trust_months():
+            message = (f"{trust} {month}: its raw rows were purged before data quality was measured, so it "
+                       "cannot be assessed (until a new file version arrives)")
+            self.warehouse.record_gate_failure(QUALITY, month, trust, self.trust_month_fingerprints(
+                this_partition).get((month, trust), ""), message)
+            raise LayerHeld(message)
         if item_quality.empty:
             raise ValueError(f"the clean layer of {trust} {month} was built before data quality was measured: "
                              "materialise clean_activity for it again")
@@ -100,7 +110,6 @@ class DataQualityLayer:
                         quality_findings: by_reason},
                 LayerState(QUALITY, month, trust, state, len(items))))
 
-        this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
         return _Prepared(outcome, month, trust, this_partition, checks=[
             ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
              items.assign(assessed_rows=record["assessed_rows"])),
@@ -120,9 +129,12 @@ class DataQualityLayer:
         months = months_up_to(month, REPORT_MONTHS)
         assessed = self.warehouse.read_months(quality_trust_months, months)
         current = assessed.loc[assessed["reporting_month"] == month].sort_values("trust_code")
-        if current.empty:
-            raise ValueError(f"no trust-month of {month} has been assessed: materialise trust_month_data_quality "
-                             "first")
+        fingerprint = self.quality_report_fingerprint(month)
+        if current.empty:  # nothing assessed (no file, or raw purged before data quality was measured)
+            self.warehouse.replace_partition({"reporting_month": month, "trust_code": ""}, {},
+                                             LayerState(QUALITY_REPORT, month, "", fingerprint, 0))
+            return LayerOutcome(QUALITY_REPORT, month, rows=0, skipped=True,
+                                metadata={"note": "no trust-month of the month has a data-quality assessment"})
         paths = self.quality_report_paths(month)
         names = {o.code: o.name for o in self.organisations}
         table = pd.DataFrame({
@@ -157,7 +169,6 @@ class DataQualityLayer:
                                  .to_csv(index=False, lineterminator="\n").encode("utf-8"),
             paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),
         }
-        fingerprint = self.quality_report_fingerprint(month)
         swap_in(files, lambda: self.warehouse.replace_partition(
             {"reporting_month": month, "trust_code": ""}, {},
             LayerState(QUALITY_REPORT, month, "", fingerprint, len(table))))

@@ -42,6 +42,7 @@ from dagster import (
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
 from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
+from sact_pipeline.assessment import QUALITY, QUALITY_REPORT
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
 
@@ -54,12 +55,13 @@ def _in_flight(instance, job_name: str) -> bool:
     return bool(instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
 
 
-def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTarget):
+def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTarget, quality_report: JobTarget):
     """The sensor and schedule for the jobs of build_definitions (the daemon needs them as targets)."""
     discovery_job, trust_month_job, month_job = discovery.name, trust_month.name, month.name
+    quality_report_job = quality_report.name
 
     @sensor(name="landing_zone_sensor", minimum_interval_seconds=int(os.environ.get("SACT_SENSOR_INTERVAL", 30)),
-            default_status=DefaultSensorStatus.RUNNING, jobs=[discovery, trust_month, month],
+            default_status=DefaultSensorStatus.RUNNING, jobs=[discovery, trust_month, month, quality_report],
             description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
     def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
         pipeline = sact.pipeline()
@@ -102,11 +104,14 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         by_month = {month: trusts for month, trusts in by_month.items() if month not in busy}
         # A run key names everything a trust-month is built from: its files, the key, the opt-outs still to
         # apply to it (an opt-out re-derives a trust-month whose files are unchanged: a new request).
+        # And its data-quality state: a trust-month whose assessment alone is behind is a new request too.
         pending = pipeline.optout_pending()
         key_id = pipeline.pseudonymiser.key_id
+        assessed = pipeline.warehouse.layer_states(QUALITY)
         requests = [  # one run per month builds all of its affected trust-months
             RunRequest(run_key=f"trust-months-{month}|" + hashlib.sha256("".join(
                            f"{t}{fingerprints[(month, t)]}{key_id}{sorted(pending.get((month, t), ()))}"
+                           f"{assessed.get((month, t), '')}"
                            for t in sorted(trusts)).encode()).hexdigest()[:16],
                        job_name=trust_month_job,
                        tags={"sact/trigger": "landing-zone-sensor",
@@ -115,16 +120,25 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         ]
         if requests:
             return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
-        if _in_flight(instance, trust_month_job) or _in_flight(instance, month_job):
+        if any(_in_flight(instance, job) for job in (trust_month_job, month_job, quality_report_job)):
             return SensorResult(skip_reason="waiting for runs in progress", cursor=json.dumps(cursor))
         held_months = {month for month, _ in held}
-        for month in pipeline.months_with_data():  # earliest first: a month's changes read the month before
+        months = pipeline.months_with_data()
+        for month in months:  # earliest first: a month's changes read the month before
             if month not in held_months and pipeline.month_is_affected(month):
                 return SensorResult(run_requests=[RunRequest(
-                    # The data-quality report's inputs too: a month whose report alone is behind runs again.
-                    run_key=f"month-{month}|{pipeline.quality_report_fingerprint(month)[:16]}", job_name=month_job,
+                    run_key=f"month-{month}|{pipeline.month_fingerprint(month)[:16]}", job_name=month_job,
                     partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})],
                     cursor=json.dumps(cursor))
+        # Internal data-quality reports behind their assessments (a held month's too), after every
+        # publication and all at once: one that fails (asked once per state: run keys) holds nothing back.
+        reported = pipeline.warehouse.layer_states(QUALITY_REPORT)
+        reports = [RunRequest(run_key=f"quality-report-{month}|{fingerprint[:16]}", job_name=quality_report_job,
+                              partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})
+                   for month in months for fingerprint in [pipeline.quality_report_fingerprint(month)]
+                   if reported.get((month, "")) != fingerprint]
+        if reports:
+            return SensorResult(run_requests=reports, cursor=json.dumps(cursor))
         if held:
             return SensorResult(skip_reason="up to date, except trust-months that failed their gates (their "
                                             "months keep the previous publication until a corrected file "

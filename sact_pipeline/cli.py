@@ -92,8 +92,9 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     """
     from dagster import DagsterInstance
 
-    from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
-    from sact_pipeline.run_tags import MONTH_TAG, REKEY_TAG, trust_month_run_tags
+    from sact_pipeline.definitions import (DISCOVERY_JOB, MONTH_JOB, QUALITY_REPORT_JOB, TRUST_MONTH_JOB,
+                                           build_definitions)
+    from sact_pipeline.run_tags import DATA_DOCS_TAG, MONTH_TAG, REKEY_TAG, trust_month_run_tags
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
@@ -104,6 +105,7 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     defs = build_definitions(settings)
     failures: list[str] = []
     tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
+    tags[DATA_DOCS_TAG] = "end-of-refresh"  # one Data Docs build for the whole refresh, not one per step
     # The console shows our progress lines; Dagster's own events still go to the instance (and the UI).
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
@@ -168,6 +170,20 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
             log(f"month {month}: {'published' if result.success else 'FAILED'}")
             if not result.success:
                 failures.append(f"{month}: {_run_failure(result)}")
+        # The internal data-quality report of any month whose publication did not run it (held, unchanged).
+        report_job = defs.resolve_job_def(QUALITY_REPORT_JOB)
+        for month in all_months:
+            if month in months or not pipeline.quality_report_is_affected(month):
+                continue
+            result = report_job.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet,
+                                                   tags={**tags, MONTH_TAG: month}, partition_key=f"{month}-01")
+            log(f"month {month}: data-quality report {'built' if result.success else 'FAILED'}")
+            if not result.success:
+                failures.append(f"{month} data-quality report: {_run_failure(result)}")
+        try:  # nothing new recorded: a few milliseconds
+            pipeline.build_data_docs()
+        except Exception as error:  # noqa: BLE001 - documentation only: the layers are done and gated
+            log(f"GX Data Docs were not built: {type(error).__name__}: {error}")
         log(f"refresh took {time.monotonic() - started:.1f}s: {len(trust_months)} trust-months, "
             f"{len(months)} months re-published")
     return RefreshReport(failures, rejected, len(trust_months), months)

@@ -50,7 +50,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS
+from sact_pipeline.run_tags import DATA_DOCS_TAG, ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
 
@@ -66,6 +66,7 @@ SUITES = {
 TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity", QUALITY: "trust_month_data_quality"}
 TRUST_MONTH_JOB = "trust_month_refresh"
 MONTH_JOB = "month_publication"
+QUALITY_REPORT_JOB = "month_data_quality"  # the month's data-quality report alone (its publication unchanged)
 DISCOVERY_JOB = "discover_submissions"
 
 
@@ -177,7 +178,10 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
 
 
 def _build_data_docs(context: AssetExecutionContext, pipeline) -> None:
-    """Data Docs after each step that ran suites. Documentation only: a build that fails is logged."""
+    """Data Docs after each step that ran suites (unless the refresh command builds them once at its end).
+    Documentation only: a build that fails is logged."""
+    if context.run.tags.get(DATA_DOCS_TAG) == "end-of-refresh":
+        return
     try:
         index = pipeline.build_data_docs()
     except Exception as error:  # noqa: BLE001 - the layer's own work is done and gated
@@ -298,11 +302,13 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
     discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files])
     trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=list(TRUST_MONTH_ASSETS.values()))
     month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions, data_quality_report])
-    landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job)
+    quality_report_job = define_asset_job(QUALITY_REPORT_JOB, selection=[data_quality_report])
+    landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job,
+                                                            quality_report_job)
     run_failure_alerts = build_run_failure_alerts()
     return Definitions(
         assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions, data_quality_report],
-        jobs=[discovery_job, trust_month_job, month_job],
+        jobs=[discovery_job, trust_month_job, month_job, quality_report_job],
         sensors=[run_failure_alerts, landing_zone_sensor],
         schedules=[monthly_refresh],
         resources={"sact": SactPipelineResource.from_settings(settings)},

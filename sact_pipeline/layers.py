@@ -248,7 +248,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         keys = self.clean_key_ids()
         purged = self.purged_trust_months()
         key_id = self.pseudonymiser.key_id
-        behind = self.quality_behind()  # clean current, its data quality not: the run re-derives both
+        behind = self.quality_behind(files)  # clean current, its data quality not: the run re-derives both
         return sorted(k for k, f in current.items() if k in pending or k in behind or done.get(k) != _fingerprint(
             [f, keys.get(k, key_id) if k in purged else key_id]))
 
@@ -314,10 +314,9 @@ class Pipeline(DataProtection, DataQualityLayer):
         return months_up_to(last, span)
 
     def month_is_affected(self, month: str) -> bool:
-        """Ask again after publishing the month before: its new summary can affect this month. A month
-        whose data-quality report is behind its assessments is affected too (its job builds both)."""
-        return (self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
-                or self.quality_report_is_affected(month))
+        """Ask again after publishing the month before: its new summary can affect this month. (The
+        month's data-quality report has its own: quality_report_is_affected.)"""
+        return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
 
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
@@ -567,7 +566,8 @@ class Pipeline(DataProtection, DataQualityLayer):
 
     def iter_trust_months(self, month: str, trusts: list[str], layers=TRUST_MONTH_LAYERS,
                           files: pd.DataFrame | None = None) -> Iterator[tuple[str, str, object]]:
-        """Raw then clean for the trusts of one month, yielding (layer, trust, LayerOutcome or the exception)
+        """Raw, clean and data quality for the trusts of one month, yielding (layer, trust, LayerOutcome or
+        the exception)
         batch by batch, so that the caller reports each trust-month once it is written.
 
         Trusts are taken in batches of about BATCH_ROWS registered rows: each batch is built, validated
@@ -599,7 +599,7 @@ class Pipeline(DataProtection, DataQualityLayer):
 
     def _build_batch(self, month: str, batch: list[str], layers, files: pd.DataFrame
                      ) -> Iterator[tuple[str, str, object]]:
-        """Raw then clean for one batch of a month's trusts, in this process."""
+        """Raw, clean and data quality for one batch of a month's trusts, in this process."""
         loaded: dict[str, _Prepared] = {}
         if RAW in layers:
             prepared = [self._prepare_raw(month, trust, files) for trust in batch]
@@ -671,7 +671,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
         todo = [item for item in prepared if item.write is not None]
         for number, (suite, expectations, _) in enumerate(todo[0].checks if todo else []):
-            with stage("GX raw and clean"):
+            with stage("GX raw, clean and data quality"):
                 outcomes = quality.validate_parts(suite, expectations, [item.checks[number][2] for item in todo])
             for item, outcome in zip(todo, outcomes):
                 item.outcome.suites.append(outcome)
@@ -685,7 +685,7 @@ class Pipeline(DataProtection, DataQualityLayer):
                 except LayerGateFailed as failure:
                     results.append(failure)
                     continue
-                with stage("load raw and clean"):
+                with stage("load raw, clean and data quality"):
                     item.write()
             results.append(item.outcome)
         return results

@@ -753,7 +753,8 @@ def _as_datetime(value: dt.date | str, *, end: bool) -> dt.datetime:
 def data_quality_expectations(items: Collection[str]) -> list[gx.expectations.Expectation]:
     """A trust-month's item measures (domain.data_quality.item_scores, with the partition columns and the
     trust-month's assessed_rows): each v3 item once, counts that nest (valid <= present <= rows = the
-    assessed rows), shares within 0-1. Row-wise only, so a month's trusts validate in one run."""
+    assessed rows), shares within 0-1. All hold on each trust-month's part of a concatenation
+    (quality.decomposes), so a month's trusts validate in one run."""
     ge = import_gx().expectations
     return [
         ge.ExpectColumnValuesToBeInSet(column="item", value_set=sorted(items)),

@@ -15,6 +15,8 @@ SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already b
 ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: a range run builds only these trusts
 MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml runs one per month at a time
 REKEY_TAG = "sact/rekey"  # "1": the run may re-derive clean partitions built with another key (`rekey`)
+# "end-of-refresh": the run's steps leave the Data Docs build to the command that launched it (once, at its end)
+DATA_DOCS_TAG = "sact/data-docs"
 
 
 def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -> dict[str, str]:

@@ -139,6 +139,7 @@ clean_item_quality = sa.Table(
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("present", sa.BigInteger, nullable=False),
     sa.Column("valid", sa.BigInteger, nullable=False),
+    sa.Index("ix_clean_item_quality_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
 
@@ -170,6 +171,7 @@ quality_items = sa.Table(
     sa.Column("validity", sa.Float),
     sa.Column("item_score", sa.Float),
     sa.Column("scored", sa.Boolean, nullable=False),
+    sa.Index("ix_quality_items_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
 
@@ -181,6 +183,7 @@ quality_trust_months = sa.Table(
     sa.Column("quarantined_share", sa.Float, nullable=False),
     sa.Column("feedback_file", sa.Text, nullable=False),
     sa.Column("assessed_at", sa.DateTime, nullable=False),
+    sa.Index("ix_quality_trust_months_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
 
@@ -191,6 +194,7 @@ quality_findings = sa.Table(
     sa.Column("item", sa.Text, nullable=False),
     sa.Column("finding", sa.Text, nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Index("ix_quality_findings_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
 

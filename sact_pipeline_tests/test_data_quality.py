@@ -258,3 +258,35 @@ def test_the_score_weighs_every_mandatory_and_required_item_equally():
     assert scored == sum(i.obligation in ("M", "R") for i in spec.V3_ITEMS)
     assert dq.overall_score(scores) == pytest.approx(100 * (scored - 0.5) / scored)
     assert dq.overall_score(dq.item_scores(quality.assign(rows=0, present=0, valid=0))) is None
+
+
+def test_a_failed_assessment_holds_nothing_back_and_is_not_retried(settings, monkeypatch):
+    """A trust-month whose data-quality suite fails keeps its last good assessment (none here), fails its
+    check, and waits for a new file version: the month is still published and the next refresh, like the
+    sensor, has nothing to do."""
+    from sact_pipeline import quality
+    from sact_pipeline_tests.builders import write_submission
+
+    rows = lambda prefix, count: [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}"}  # noqa: E731
+                                  for i in range(count)]
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", rows("A", 10))
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", rows("B", 20))
+    suite = quality.data_quality_expectations
+
+    def stricter(items):  # a real GX expectation that RBV's 20 assessed rows break
+        ge = quality.import_gx().expectations
+        return [*suite(items), ge.ExpectColumnValuesToBeBetween(column="assessed_rows", max_value=15)]
+
+    monkeypatch.setattr(quality, "data_quality_expectations", stricter)
+    report = refresh(settings, log=lambda line: None)
+    assert [f for f in report.failures if "trust_month_data_quality 2024-01 RBV" in f], report.failures
+    assert report.months == ["2024-01"]  # published all the same
+    pipeline = Pipeline(settings)
+    assert pipeline.output_paths("2024-01")[0].exists()
+    assessed = pipeline.warehouse.read(quality_trust_months)
+    assert assessed["trust_code"].tolist() == ["RR8"] and not pipeline.feedback_path("2024-01", "RBV").exists()
+    assert pipeline.affected_trust_months() == [] and pipeline.held_trust_months() == {}
+    again = refresh(settings, log=lambda line: None)
+    assert (again.trust_months, again.months, again.failures) == (0, [], [])
+    table = pd.read_csv(pipeline.quality_report_paths("2024-01")["table"], dtype=str)
+    assert table["org_code"].tolist() == ["RR8"]

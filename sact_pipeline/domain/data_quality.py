@@ -41,7 +41,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "local_patient_identifier": ("1 to 20 characters", r".{1,20}"),
     "person_family_name": ("at most 35 characters", r".{1,35}"),
     "person_given_name": ("at most 35 characters", r".{1,35}"),
-    "patient_postcode": ("a UK postcode", r"(?i)[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}"),
+    "patient_postcode": ("a UK postcode", r"(?i)[A-Z]{1,2}[0-9][A-Z0-9]?\s*[0-9][A-Z]{2}"),  # 'E1  6AN' too
     "consultant_gmc_code": ("1 to 8 letters or digits", r"[A-Za-z0-9]{1,8}"),
     "consultant_specialty_code": ("1 to 3 letters or digits", r"[A-Za-z0-9]{1,3}"),
     "organisation_identifier_code_of_provider": ("an organisation code known to ODS (3 to 5 letters or digits)",
