@@ -117,11 +117,11 @@ class DataQualityLayer:
 
     # --- per month ----------------------------------------------------------------------------------------
     def quality_report_fingerprint(self, month: str) -> str:
-        """What the month's report is built from: the month's inputs and its trust-months' assessments. The
-        trend's earlier months are shown as they were when the report was built: a correction to an earlier
-        month does not re-run every later month (it shows in each later month's next report)."""
+        """What the month's report is built from: its trust-months' assessments and the organisations'
+        names. The trend's earlier months are shown as they were when the report was built: a correction
+        to an earlier month does not re-run every later month (it shows in each later month's next report)."""
         assessed = self.warehouse.layer_states(QUALITY)
-        return _fingerprint([self.month_fingerprint(month)]
+        return _fingerprint([f"organisations|{self.organisations_fingerprint}"]
                             + [f"{m}|{t}|{f}" for (m, t), f in assessed.items() if m == month])
 
     def report_quality(self, month: str) -> LayerOutcome:

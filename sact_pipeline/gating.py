@@ -112,9 +112,10 @@ def swap_in(files: dict[Path, bytes], commit: Callable[[], None]) -> None:
     disagree. A crash between the two leaves new files with the old state: the next run writes both."""
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-    staged = [_stage(path, data) for path, data in files.items()]
-    backups = []
+    staged, backups = [], []
     try:
+        for path, data in files.items():
+            staged.append(_stage(path, data))
         for temporary, final in staged:
             backup = final.with_name(f".{final.name}.previous")
             if final.exists():

@@ -29,6 +29,7 @@ import http.server
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -372,7 +373,10 @@ class LiveDeployment:
         return Pipeline(self.settings).output_paths(month)
 
     def published_hashes(self) -> dict[str, str]:
-        return sha256_of_tree(self.published_dir)
+        """The publication packs: the files of each month's folder, not the internal outputs beside them
+        (the trusts' feedback files, the data-quality reports, the GX Data Docs)."""
+        return {path: digest for path, digest in sha256_of_tree(self.published_dir).items()
+                if re.fullmatch(r"\d{4}-\d{2}/[^/]+", path)}
 
     def daemon_log(self) -> str:
         return self.deployment.log_file("daemon").read_text(errors="replace")

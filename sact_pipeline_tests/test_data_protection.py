@@ -242,9 +242,12 @@ def test_no_identifier_reaches_any_table_but_raw_any_output_file_the_event_log_o
 
     warehouse = Pipeline(Settings.from_env(env={}, home=str(home))).warehouse
     downstream = {f"table {t.name}": warehouse.read(t).to_csv() for t in metadata.sorted_tables if t is not raw_submissions}
-    for path in (home / "published").rglob("*"):
+    for path in (home / "published").rglob("*"):  # the pack, feedback files, data-quality report, Data Docs
         if path.is_file():
-            downstream[f"published file {path.name}"] = published_text(path)
+            downstream[f"published file {path.relative_to(home)}"] = published_text(path)
+    for path in (home / "data_docs_store").rglob("*"):  # the suite results behind the Data Docs
+        if path.is_file():
+            downstream[f"data docs store {path.relative_to(home)}"] = path.read_text()
     # The Dagster instance: event log and run storage (SQLite), compute logs (the run logs), everything.
     for path in (home / "dagster").rglob("*"):
         if path.is_file():

@@ -96,6 +96,11 @@ def test_the_sensor_processes_new_submissions_through_every_layer(live_deploymen
     # Each month's pack, and nothing else (no temporary or .previous file left behind).
     assert set(scenario.initial_hashes) == {f"{m}/sact_submissions_{m}{end}" for m in MONTHS for end in
                                             (".csv", ".html", ".xlsx", "_manifest.json", "_notes.txt")}
+    # Beside them, internal: each month's data-quality report, the trusts' feedback files, the Data Docs.
+    for month in MONTHS:
+        assert (live.published_dir / "data_quality" / month / f"data_quality_{month}.html").is_file(), month
+        assert len(list((live.published_dir / month / "feedback").glob("*.csv"))) >= 3, month
+    assert (live.published_dir / "data_docs" / "index.html").is_file()
 
 
 def test_a_late_correction_republishes_its_month_and_the_next_only(live_deployment, sact_scenario):
