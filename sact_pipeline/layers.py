@@ -627,7 +627,8 @@ class Pipeline(DataProtection, DataQualityLayer):
             prepared = []
             for trust in batch:
                 try:
-                    prepared.append(self._prepare_quality(month, trust, files, clean_states))
+                    with stage("data quality (read and assess)"):
+                        prepared.append(self._prepare_quality(month, trust, files, clean_states))
                 except ValueError as not_built:  # its clean layer was never built: say so, for this one only
                     yield QUALITY, trust, LayerHeld(str(not_built))
             for item, result in zip(prepared, self._finish(prepared)):
