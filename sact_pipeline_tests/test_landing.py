@@ -123,7 +123,7 @@ def test_a_row_with_the_wrong_number_of_fields_is_named_without_quoting_it(tmp_p
 
 def test_unreadable_encoding(tmp_path):
     path = tmp_path / "SACT_RR8_202401_20240210093000.csv"
-    path.write_bytes(",".join(HEADERS).encode("utf-16"))
+    path.write_bytes(",".join(HEADERS).encode("utf-16-le"))  # UTF-16 without its byte order mark
     assert "unreadable encoding" in rejection(path, tmp_path)
 
 

@@ -20,11 +20,20 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from sact_pipeline.domain.organisations import OrganisationRegister
-from sact_pipeline.domain.spec import ITEM_COLUMNS, match_header
+from sact_pipeline.domain.spec import HEADER_MAPPINGS, ITEM_COLUMNS, match_header, normalise_header
 
 FILE_NAME = re.compile(r"^SACT_([A-Za-z0-9]{3,5})_(\d{6})_(\d{14})\.csv$", re.IGNORECASE)
 INCOMPLETE_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")
 UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+DELIMITERS = (",", ";", "\t")  # the one that splits the header into the most recognised names is used
+# Files that are not text at all, recognised by their first bytes. Never decompressed: an archive in a
+# landing zone may be a zip bomb, and the trust can send the CSV itself.
+NOT_CSV = (
+    (b"\x1f\x8b", "gzip-compressed: unzip it and send the .csv"),
+    (b"PK\x03\x04", "a ZIP archive or Excel workbook (.xlsx): send the sheet saved as CSV"),
+    (b"\xd0\xcf\x11\xe0", "an Excel 97-2003 workbook (.xls): send the sheet saved as CSV"),
+)
 
 
 class SubmissionRejected(Exception):
@@ -114,12 +123,28 @@ def parse_file_name(file_name: str, *, first_month: str, today: date) -> Submiss
 
 
 def decode(file_name: str, data: bytes) -> tuple[str, str]:
-    """Text and encoding: UTF-8 (a BOM is dropped), else Windows-1252 as Excel writes it."""
+    """Text and encoding: UTF-8 (a BOM is dropped), else Windows-1252 as Excel writes it; UTF-16 only with
+    its byte order mark (Excel's "Unicode text"). Compressed files and workbooks are named, not opened."""
+    for magic, what in NOT_CSV:
+        if data.startswith(magic):
+            raise SubmissionRejected(file_name, f"not a CSV file: {what}")
+    if data.startswith(UTF16_BOMS):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise SubmissionRejected(
+                file_name, f"unreadable encoding: a UTF-16 byte order mark, then invalid UTF-16 (byte offset {error.start})"
+            ) from None
+        if "\x00" in text:
+            raise SubmissionRejected(file_name, "unreadable encoding: the file holds NUL characters")
+        return text, "utf-16"
     encoding = "utf-8"
     if data.startswith(UTF8_BOM):
         data, encoding = data[len(UTF8_BOM):], "utf-8-sig"
-    if b"\x00" in data:
-        raise SubmissionRejected(file_name, "unreadable encoding: the file holds NUL bytes (binary or UTF-16?)")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise SubmissionRejected(file_name, f"unreadable encoding: the file holds NUL bytes (first at byte offset "
+                                            f"{nul}; binary, or UTF-16 without a byte order mark?)")
     try:
         return data.decode("utf-8"), encoding
     except UnicodeDecodeError:
@@ -178,14 +203,28 @@ def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[
     header_line = text[:header_end]
     if not header_line.strip():
         raise SubmissionRejected(file_name, "empty file: no header row")
-    header = next(csv.reader([header_line.rstrip("\r\n")]))
-    match = match_header(header)
+    delimiter, header, match = max(
+        ((d, h, match_header(h)) for d in DELIMITERS for h in [next(csv.reader([header_line.rstrip("\r\n")], delimiter=d))]),
+        key=lambda candidate: len(candidate[2].columns),
+    )  # max keeps the first of equals: a comma
     if match.missing_mandatory:
         raise SubmissionRejected(
             file_name, "missing mandatory columns: " + ", ".join(match.missing_mandatory)
             + f" (header not recognised as SACT {match.version})" * (len(match.columns) == 0)
         )
-    body = text[header_end:].encode("utf-8")
+    mapping = HEADER_MAPPINGS[match.version]
+    seen: dict[str, str] = {}
+    for name in header:
+        column = mapping.get(normalise_header(name))
+        if column in seen:
+            raise SubmissionRejected(file_name, f"column {name.strip()} appears twice in the header: which one holds "
+                                                f"the data is ambiguous")
+        if column is not None:
+            seen[column] = name
+    body_text = text[header_end:]
+    if body_text.count('"') % 2:  # an odd count is a stray quote, or a quoted field never closed
+        _check_quotes(file_name, body_text, delimiter)
+    body = body_text.encode("utf-8")
     names = [f"c{i}" for i in range(len(header))]
     bad_rows: list[tuple[int | None, int, int]] = []
 
@@ -194,16 +233,21 @@ def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[
         return "skip"
 
     if body.strip():
-        table = pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid_row, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(body),
+                read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid_row,
+                                                 newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as error:  # the parser's words, cut before any row text it quotes
+            message = str(error).splitlines()[0].removeprefix("CSV parse error: ").split(": ")[0]
+            raise SubmissionRejected(file_name, f"cannot be parsed as CSV: {message}") from None
     else:
         table = pa.table({n: pa.array([], pa.string()) for n in names})
     if bad_rows:
@@ -226,6 +270,19 @@ def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[
     frame = frame[list(ITEM_COLUMNS)]
     frame.insert(0, "row_number", pd.RangeIndex(1, len(frame) + 1).to_numpy())
     return frame, match.version, match.unknown
+
+
+def _check_quotes(file_name: str, body: str, delimiter: str) -> None:
+    """Reject a quoted field that is never closed (pyarrow would read the rest of the file into it),
+    naming the line its record starts on (1 = the header). A quote inside an unquoted field is text."""
+    reader = csv.reader(io.StringIO(body, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as error:  # its messages name the syntax, never the data
+        raise SubmissionRejected(file_name, f"unbalanced double quotes in the record starting on line {start + 1} "
+                                            f"({error})") from None
 
 
 def _end_of_first_record(text: str) -> int:
