@@ -1,0 +1,260 @@
+"""Every bad input answered: one table of the files trusts really send, each with its deliberate outcome.
+
+Each case is bytes written under a file name in a real landing zone, then read and cleaned as the
+pipeline does: (a) the file is rejected with a reason that names what is wrong, (b) it is parsed and
+rows are quarantined with a reason, or (c) it is parsed correctly. Every parsed row is accounted for:
+raw rows = clean + quarantined + duplicates. The README table "Bad inputs, and what happens to them"
+is this table in words.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from sact_pipeline.domain.cleaning import CleanedSubmission, clean_submission
+from sact_pipeline.domain.landing import SubmissionFile, SubmissionRejected, read_submission
+from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.pseudonymise import Pseudonymiser
+from sact_pipeline.domain.spec import V3_HEADERS, normalise_header
+from sact_pipeline_tests.builders import HEADERS, VALID_ROW
+
+TODAY = date(2024, 6, 15)
+NAME = "SACT_RR8_202401_20240210093000.csv"
+ORGANISATIONS = OrganisationRegister.from_ods_etr()
+PSEUDONYMISER = Pseudonymiser(b"x" * 40)
+TWO_ROWS = [{"cycle_number": "1"}, {"cycle_number": "2", "administration_date": "2024-01-29",
+                                    "start_date_of_cycle": "2024-01-29"}]
+NAMES = [{"person_given_name": "Siân", "person_family_name": "O’Neill"}, {"cycle_number": "2"}]
+
+
+def csv_text(rows: list[dict], *, headers: list[str] | None = None, sep: str = ",", newline: str = "\r\n") -> str:
+    """A submission as text: the header, then one line per row (VALID_ROW with the row's overrides; 'x' in
+    a column that is not a v3 item)."""
+    headers = headers or HEADERS
+    columns = [V3_HEADERS.get(normalise_header(h)) for h in headers]
+    lines = [sep.join(headers)]
+    for row in rows:
+        values = {**VALID_ROW, **row}
+        lines.append(sep.join(_quote(values[c] if c else "x", sep) for c in columns))
+    return newline.join(lines) + newline
+
+
+def _quote(value: str, sep: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in (sep, '"', "\n", "\r")) else value
+
+
+def utf8(rows=TWO_ROWS, **options) -> bytes:
+    return csv_text(rows, **options).encode("utf-8")
+
+
+def cut_mid_row(rows=TWO_ROWS) -> bytes:
+    data = utf8(rows)
+    return data[:data.rindex(b"C50.9") + 3]  # a copy interrupted inside the last row
+
+
+def with_quote_never_closed() -> bytes:
+    lines = csv_text([{}, {"cycle_number": "2"}, {"cycle_number": "3"}]).split("\r\n")
+    lines[2] = lines[2].replace("FEC-T", '"FEC-T')  # opened in the second row, never closed
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def xlsx() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/worksheets/sheet1.xml", csv_text(TWO_ROWS))
+    return buffer.getvalue()
+
+
+def other_bytes_then_row(insert: bytes) -> bytes:
+    data = utf8()
+    middle = data.index(b"FEC-T")
+    return data[:middle] + insert + data[middle:]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    data: Callable[[], bytes]
+    name: str = NAME
+    rejected: str | None = None  # (a): a substring of SubmissionRejected.reason
+    rows: int | None = None  # (b), (c): raw data rows
+    clean: int | None = None
+    quarantined: tuple[str, int] | None = None  # (b): reason substring, rows with it
+    duplicates: int = 0
+    values: dict[str, list[str]] = field(default_factory=dict)  # raw items as read, per row
+    encoding: str | None = None
+    finding: tuple[str, str, int] | None = None  # (item, finding substring, rows): a data-quality finding
+    check: Callable[[SubmissionFile, pd.DataFrame, CleanedSubmission], None] | None = None
+
+
+def ignored(expected: tuple[str, ...]):
+    def check(submission, frame, cleaned):
+        assert submission.ignored_columns == expected
+    return check
+
+
+def trust_is(code: str):
+    def check(submission, frame, cleaned):
+        assert submission.trust_code == code and set(cleaned.clean["organisation_identifier_code_of_provider"]) == {code}
+    return check
+
+
+REORDERED = list(reversed(HEADERS))
+MESSY_HEADERS = [f"  {h.upper()} " if i % 2 else h.lower().replace("_", "_ ", 1) for i, h in enumerate(HEADERS)]
+WITHOUT_DRUG_NAME = [h for h in HEADERS if h != "Drug_Name"]
+TWICE = HEADERS + ["NHS_Number"]
+LONG_REGIMEN = "R" * 10_000
+
+CASES = [
+    # --- (a) rejected: the file cannot be used; it stays in the landing zone with its reason -------------
+    Case("zero-byte file", lambda: b"", rejected="empty file: no header row"),
+    Case("header only", lambda: utf8([]), rejected="no data rows after the header"),
+    Case("UTF-16 without a byte order mark", lambda: csv_text(TWO_ROWS).encode("utf-16-le"),
+         rejected="NUL bytes (first at byte offset 1; binary, or UTF-16 without a byte order mark?)"),
+    Case("neither UTF-8 nor Windows-1252", lambda: other_bytes_then_row(b"\x81\x8d"),
+         rejected="unreadable encoding: neither UTF-8 nor Windows-1252"),
+    Case("NUL bytes inside a row", lambda: other_bytes_then_row(b"\x00"), rejected="the file holds NUL bytes"),
+    Case("binary file named .csv", lambda: bytes(range(256)) * 8, rejected="NUL bytes (first at byte offset 0"),
+    Case("gzip-compressed CSV", lambda: gzip.compress(utf8()),
+         rejected="not a CSV file: gzip-compressed: unzip it and send the .csv"),
+    Case("Excel workbook (.xlsx) named .csv", xlsx, rejected="Excel workbook (.xlsx): send the sheet saved as CSV"),
+    Case("missing mandatory column", lambda: utf8(headers=WITHOUT_DRUG_NAME),
+         rejected="missing mandatory columns: drug_name"),
+    Case("header of another data set", lambda: b"patient,drug,dose\r\n1,2,3\r\n",
+         rejected="header not recognised as SACT v3"),
+    Case("duplicated column", lambda: utf8(headers=TWICE), rejected="column NHS_Number appears twice in the header"),
+    Case("unbalanced quotes", with_quote_never_closed,
+         rejected="unbalanced double quotes in the record starting on line 3"),
+    Case("truncated last line", cut_mid_row, rejected="row 2 has 12 fields where the header has 44"),
+    Case("a row with an extra field", lambda: utf8().replace(b"FEC-T,", b"FEC-T,extra,", 1),
+         rejected="row 1 has 45 fields where the header has 44"),
+    Case("unknown organisation in the file name", lambda: utf8(), name="SACT_ZZZ_202401_20240210093000.csv",
+         rejected="unknown organisation ZZZ"),
+    Case("reporting month in the future", lambda: utf8(), name="SACT_RR8_202409_20240610093000.csv",
+         rejected="reporting month 2024-09 has not ended yet"),
+    Case("submission timestamp in the future", lambda: utf8(), name="SACT_RR8_202401_20250210093000.csv",
+         rejected="in the future"),
+    Case("file name not matching the pattern", lambda: utf8(), name="RR8 SACT January 2024.csv",
+         rejected="file name does not follow SACT_<ORG>_<YYYYMM>_<YYYYMMDDHHMMSS>.csv"),
+    Case("file name with a month that does not exist", lambda: utf8(), name="SACT_RR8_202413_20240210093000.csv",
+         rejected="impossible reporting month"),
+    # --- (b) parsed, rows quarantined with the reason ------------------------------------------------------
+    Case("dates as dd/mm/yyyy", lambda: utf8([{}, {"cycle_number": "2", "administration_date": "29/01/2024"}]),
+         rows=2, clean=1, quarantined=("Administration_Date is not a valid ccyy-mm-dd date", 1)),
+    Case("dates as Excel serial numbers", lambda: utf8([{"administration_date": "45299", "start_date_of_cycle": "45299"},
+                                                        {"cycle_number": "2", "administration_date": "45320"}]),
+         rows=2, clean=0, quarantined=("Administration_Date is not a valid ccyy-mm-dd date", 2)),
+    Case("mandatory item empty", lambda: utf8([{}, {"cycle_number": "2", "drug_name": ""}]),
+         rows=2, clean=1, quarantined=("Drug_Name missing", 1)),
+    # --- (c) parsed correctly ------------------------------------------------------------------------------
+    Case("UTF-16 LE with a byte order mark", lambda: b"\xff\xfe" + csv_text(NAMES).encode("utf-16-le"),
+         rows=2, clean=2, encoding="utf-16", values={"person_given_name": ["Siân", "Siân"],
+                                                     "person_family_name": ["O’Neill", "Ó Briain"]}),
+    Case("UTF-16 BE with a byte order mark", lambda: b"\xfe\xff" + csv_text(NAMES).encode("utf-16-be"),
+         rows=2, clean=2, encoding="utf-16", values={"person_family_name": ["O’Neill", "Ó Briain"]}),
+    Case("Windows-1252 names", lambda: csv_text(NAMES).encode("cp1252"), rows=2, clean=2, encoding="cp1252",
+         values={"person_given_name": ["Siân", "Siân"], "person_family_name": ["O’Neill", "Ó Briain"]}),
+    Case("UTF-8 names without a BOM", lambda: utf8(NAMES), rows=2, clean=2, encoding="utf-8",
+         values={"person_family_name": ["O’Neill", "Ó Briain"]}),
+    Case("UTF-8 names with a BOM", lambda: b"\xef\xbb\xbf" + utf8(NAMES), rows=2, clean=2, encoding="utf-8-sig",
+         values={"person_family_name": ["O’Neill", "Ó Briain"]}),
+    Case("semicolon-delimited", lambda: utf8([{"regimen": "R, CHOP"}, {"cycle_number": "2"}], sep=";"),
+         rows=2, clean=2, values={"regimen": ["R, CHOP", "FEC-T"], "cycle_number": ["1", "2"]}),
+    Case("tab-delimited", lambda: utf8([{"regimen": "R, CHOP"}, {"cycle_number": "2"}], sep="\t", newline="\n"),
+         rows=2, clean=2, values={"regimen": ["R, CHOP", "FEC-T"], "drug_name": ["EPIRUBICIN"] * 2}),
+    Case("reordered columns", lambda: utf8(headers=REORDERED), rows=2, clean=2,
+         values={"cycle_number": ["1", "2"], "nhs_number": ["9434765919"] * 2}),
+    Case("extra columns", lambda: utf8(headers=HEADERS[:5] + ["Ward"] + HEADERS[5:] + ["Local_Notes"]),
+         rows=2, clean=2, values={"cycle_number": ["1", "2"]}, check=ignored(("Ward", "Local_Notes"))),
+    Case("header names in other case and with spaces", lambda: utf8(headers=MESSY_HEADERS), rows=2, clean=2,
+         values={"drug_name": ["EPIRUBICIN"] * 2, "cycle_number": ["1", "2"]}, check=ignored(())),
+    Case("quoted fields with embedded newlines", lambda: utf8([{"regimen": "FEC-T\r\nweek 2"},
+                                                               {"cycle_number": "2", "regimen": 'AC "dose-dense"\nx'}]),
+         rows=2, clean=2, values={"regimen": ["FEC-T\r\nweek 2", 'AC "dose-dense"\nx']}),
+    Case("a quote inside an unquoted field is text", lambda: utf8([{}]).replace(b"FEC-T", b'FEC"T'),
+         rows=1, clean=1, values={"regimen": ['FEC"T']}),
+    Case("blank lines are skipped", lambda: utf8().replace(b"\r\n", b"\r\n\r\n", 2), rows=2, clean=2),
+    Case("identical rows", lambda: utf8([{}, {}, {"cycle_number": "2"}]), rows=3, clean=2, duplicates=1),
+    Case("numbers with thousands separators", lambda: utf8([{"actual_dose_per_administration": "1,500"},
+                                                            {"cycle_number": "2"}]),
+         rows=2, clean=2, values={"actual_dose_per_administration": ["1,500", "150"]},
+         finding=("Actual_Dose_Per_Administration", "Actual_Dose_Per_Administration is not a number", 1)),
+    Case("a 10,000-character field", lambda: utf8([{"regimen": LONG_REGIMEN}, {"cycle_number": "2"}]),
+         rows=2, clean=2, values={"regimen": [LONG_REGIMEN, "FEC-T"]},
+         finding=("Regimen", "Regimen is not at most 150 characters", 1)),
+    Case("unknown organisation code in a row", lambda: utf8([{"organisation_identifier_code_of_provider": "ZZ9"},
+                                                            {"cycle_number": "2"}]),
+         rows=2, clean=2, finding=("Organisation_Identifier_(Code_Of_Provider)",
+                                   "Organisation_Identifier_(Code_Of_Provider) is not an organisation code known", 1)),
+    Case("Welsh organisation (RQF)", lambda: utf8([{"organisation_identifier_code_of_provider": "RQF",
+                                                    "organisation_identifier_of_sact_administration": "RQF",
+                                                    "cycle_number": n} for n in "12"]),
+         name="SACT_RQF_202401_20240210093000.csv", rows=2, clean=2, check=trust_is("RQF")),
+]
+
+
+def outcome(tmp_path, case: Case):
+    path = tmp_path / case.name
+    path.write_bytes(case.data())
+    try:
+        submission, frame = read_submission(path, tmp_path, ORGANISATIONS, first_month="2023-01", today=TODAY)
+    except SubmissionRejected as rejection:
+        assert path.name in str(rejection)  # the message names the file
+        return rejection, None, None
+    cleaned = clean_submission(frame, trust_code=submission.trust_code, submitted_at=submission.submitted_at,
+                               pseudonymiser=PSEUDONYMISER, reporting_month=submission.reporting_month,
+                               trust_of=_trust_of)
+    return submission, frame, cleaned
+
+
+def _trust_of(code: str) -> str | None:
+    organisation = ORGANISATIONS.resolve_trust(code)
+    return organisation.code if organisation is not None else None
+
+
+def test_the_table_has_every_kind_of_bad_input():
+    assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
+    assert sum(c.rejected is not None for c in CASES) >= 10 and sum(c.quarantined is not None for c in CASES) >= 2
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_every_bad_input_has_its_outcome(tmp_path, case):
+    submission, frame, cleaned = outcome(tmp_path, case)
+    if case.rejected is not None:
+        assert isinstance(submission, SubmissionRejected), f"parsed, expected a rejection: {case.rejected}"
+        assert case.rejected in submission.reason
+        assert "9434765919" not in submission.reason and "Siân" not in submission.reason  # never row contents
+        return
+    assert isinstance(submission, SubmissionFile), f"rejected: {getattr(submission, 'reason', '')}"
+    # Every row is accounted for.
+    assert submission.data_rows == len(frame) == cleaned.raw_rows == case.rows
+    assert cleaned.raw_rows == cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows
+    assert (cleaned.clean_rows, cleaned.duplicate_rows) == (case.clean, case.duplicates)
+    assert frame["row_number"].tolist() == list(range(1, case.rows + 1))
+    if case.quarantined is not None:
+        reason, count = case.quarantined
+        assert cleaned.quarantine["reasons"].str.contains(reason, regex=False).sum() == count
+    else:
+        assert cleaned.quarantined_rows == 0, cleaned.quarantine["reasons"].tolist()
+    if case.encoding is not None:
+        assert submission.encoding == case.encoding
+    for column, values in case.values.items():
+        assert frame[column].tolist() == values, column
+    if case.finding is not None:
+        item, text, count = case.finding
+        found = cleaned.findings.loc[(cleaned.findings["item"] == item) & (cleaned.findings["kind"] == "invalid")]
+        assert found["finding"].str.contains(text, regex=False).sum() == count, found["finding"].tolist()
+        assert not found["quarantined"].any()  # counted by data quality, the row kept
+        quality = cleaned.item_quality.set_index("item").loc[item]  # the item's validity counts it too
+        assert int(quality["present"]) - int(quality["valid"]) == count
+    if case.check is not None:
+        case.check(submission, frame, cleaned)
