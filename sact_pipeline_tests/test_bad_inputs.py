@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +21,17 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from sact_pipeline.cli import refresh
 from sact_pipeline.domain.cleaning import CleanedSubmission, clean_submission
-from sact_pipeline.domain.landing import SubmissionFile, SubmissionRejected, read_submission
+from sact_pipeline.domain.landing import SubmissionFile, SubmissionRejected, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
 from sact_pipeline.domain.spec import V3_HEADERS, normalise_header
-from sact_pipeline_tests.builders import HEADERS, VALID_ROW
+from sact_pipeline.domain.synthetic import generate_submissions
+from sact_pipeline.layers import Pipeline
+from sact_pipeline.settings import Settings
+from sact_pipeline.warehouse import Warehouse, clean_file_versions, rejected_files, submission_files
+from sact_pipeline_tests.builders import HEADERS, VALID_ROW, write_submission
 
 TODAY = date(2024, 6, 15)
 NAME = "SACT_RR8_202401_20240210093000.csv"
@@ -258,3 +265,106 @@ def test_every_bad_input_has_its_outcome(tmp_path, case):
         assert int(quality["present"]) - int(quality["valid"]) == count
     if case.check is not None:
         case.check(submission, frame, cleaned)
+
+
+# --- in the landing zone: versions, files still arriving, and a whole refresh ---------------------------
+
+def test_the_same_file_dropped_twice_under_two_names_is_two_versions_and_the_latest_is_used(settings):
+    landing = settings.landing_dir
+    first = write_submission(landing / "SACT_RR8_202401_20240210093000.csv", TWO_ROWS)
+    again = landing / "resent" / "SACT_RR8_202401_20240212080000.csv"
+    again.parent.mkdir()
+    again.write_bytes(first.read_bytes())
+    pipeline = Pipeline(settings, today=date(2024, 6, 1))
+    assert sorted(pipeline.discover().accepted_new) == [first.name, "resent/" + again.name]
+    versions = pipeline.accepted_files()
+    assert versions["sha256"].nunique() == 1 and len(versions) == 2  # one content, two versions
+    assert versions["file_name"].iloc[-1] == again.name  # the latest timestamp is the version in use
+
+
+def test_a_file_still_being_written_is_ignored_then_rejected_when_cut_then_accepted_once_complete(settings):
+    landing = settings.landing_dir
+    landing.mkdir(parents=True)
+    complete = utf8()
+    name = "SACT_RR8_202401_20240210093000.csv"
+    part = landing / (name + ".part")
+    part.write_bytes(complete[:len(complete) // 2])  # a copy in progress, named as such
+    pipeline = Pipeline(settings, today=date(2024, 6, 1))
+    discovery = pipeline.discover()
+    assert discovery.accepted_new == [] and discovery.rejected_new == []
+    part.unlink()
+    path = landing / name
+    path.write_bytes(cut_mid_row())  # a copy without a temporary name, caught mid-row
+    discovery = pipeline.discover()
+    assert discovery.accepted_new == []
+    assert discovery.rejected_new == [(name, "row 2 has 12 fields where the header has 44")]
+    path.write_bytes(complete)  # the copy finishes: new content, a new SHA-256
+    discovery = pipeline.discover()
+    assert discovery.accepted_new == [name] and discovery.rejected_known == []
+    assert pipeline.accepted_files()["sha256"].tolist() == [sha256_of(complete)]
+
+
+@pytest.fixture
+def isolated_environment(monkeypatch):
+    """refresh exports its settings to the environment (for Dagster): undo that after the test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _other_trust(trust: str) -> list[dict]:
+    numbers = ["9434765919", "4010232137", "3417284996", "8314495581", "9876543210"]
+    return [{"nhs_number": n, "local_patient_identifier": f"L{i}", "organisation_identifier_code_of_provider": trust,
+             "organisation_identifier_of_sact_administration": trust} for i, n in enumerate(numbers)]
+
+
+def test_a_refresh_with_bad_files_rejects_them_publishes_the_rest_and_leaves_good_trusts_as_they_were(
+        tmp_path, isolated_environment):
+    generated = tmp_path / "generated"
+    files = generate_submissions(generated, trusts=3, months=1, end_month="2024-01", patients_per_trust=30, seed=8)
+    good = sorted({f.org_code for f in files if ORGANISATIONS.resolve_trust(f.org_code).is_english})
+    assert len(good) == 2  # and a Welsh trust, processed but not published
+    homes = {}
+    for kind in ("good", "mixed"):
+        homes[kind] = Settings.from_env(env={}, home=str(tmp_path / kind), first_month="2024-01")
+        shutil.copytree(generated, homes[kind].landing_dir)
+    landing = homes["mixed"].landing_dir
+    later = "202401_20240301120000.csv"  # newer than the good files: a rejected one must not displace them
+    bad = {
+        f"SACT_{good[0]}_{later}": (b"", "empty file"),
+        f"SACT_{good[1]}_{later}": (gzip.compress(utf8()), "gzip-compressed: unzip it and send the .csv"),
+        f"SACT_{good[0]}_202401_20240302120000.csv": (cut_mid_row(), "row 2 has 12 fields where the header has 44"),
+        "SACT_RGT_202401_20240210093000.csv": (b"\xff\xfe" + csv_text(_other_trust("RGT")).encode("utf-16-le"), None),
+        "SACT_RM1_202401_20240210093000.csv": (utf8(_other_trust("RM1"), sep=";"), None),
+    }
+    for name, (data, _) in bad.items():
+        (landing / name).write_bytes(data)
+    lines = []
+    reports = {kind: refresh(settings, log=lines.append) for kind, settings in homes.items()}
+
+    assert reports["good"].ok, reports["good"]
+    rejected = {name: reason for name, reason in bad.items() if reason[1] is not None}
+    assert sorted(p for p, _ in reports["mixed"].rejected) == sorted(rejected)
+    assert not reports["mixed"].failures
+    recorded = Warehouse(homes["mixed"].warehouse_url).read(rejected_files)
+    assert sorted(recorded["file_name"]) == sorted(rejected)
+    for row in recorded.itertuples():
+        assert rejected[row.file_name][1] in row.reason
+        assert (landing / row.file_name).exists()  # left in place
+    registered = Warehouse(homes["mixed"].warehouse_url).read(submission_files).set_index("file_name")
+    assert registered.loc["SACT_RGT_202401_20240210093000.csv", "encoding"] == "utf-16"
+
+    def published(settings) -> pd.DataFrame:
+        csv_path, _ = Pipeline(settings).output_paths("2024-01")
+        return pd.read_csv(csv_path, dtype=str, keep_default_na=False).set_index("org_code")
+
+    mixed, alone = published(homes["mixed"]), published(homes["good"])
+    assert set(mixed.index) == {"ENGLAND", "RGT", "RM1", *good}  # the parsed bad files are published too
+    assert set(alone.index) == {"ENGLAND", *good}
+    versions = Warehouse(homes["mixed"].warehouse_url).read(clean_file_versions).set_index("trust_code")
+    for trust in ("RGT", "RM1"):  # every row of the UTF-16 and the semicolon file is clean (5 is disclosive)
+        assert versions.loc[trust, ["raw_rows", "clean_rows", "quarantined_rows"]].tolist() == [5, 5, 0]
+    pd.testing.assert_frame_equal(mixed.loc[good], alone.loc[good])
+    log = "\n".join(lines)
+    assert "9434765919" not in log and "Siân" not in log and "Ó Briain" not in log  # no identifier in any log
