@@ -30,7 +30,7 @@ from sact_pipeline.domain.spec import V3_HEADERS, normalise_header
 from sact_pipeline.domain.synthetic import generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, clean_file_versions, rejected_files, submission_files
+from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions, rejected_files, submission_files
 from sact_pipeline_tests.builders import HEADERS, VALID_ROW, write_submission
 
 TODAY = date(2024, 6, 15)
@@ -272,14 +272,23 @@ def test_every_bad_input_has_its_outcome(tmp_path, case):
 def test_the_same_file_dropped_twice_under_two_names_is_two_versions_and_the_latest_is_used(settings):
     landing = settings.landing_dir
     first = write_submission(landing / "SACT_RR8_202401_20240210093000.csv", TWO_ROWS)
-    again = landing / "resent" / "SACT_RR8_202401_20240212080000.csv"
+    pipeline = Pipeline(settings, today=date(2024, 6, 1))
+    assert pipeline.discover().accepted_new == [first.name]
+    pipeline.load_raw("2024-01", "RR8")
+    pipeline.clean("2024-01", "RR8")
+    again = landing / "resent" / "SACT_RR8_202401_20240212080000.csv"  # dropped again, a later timestamp
     again.parent.mkdir()
     again.write_bytes(first.read_bytes())
-    pipeline = Pipeline(settings, today=date(2024, 6, 1))
-    assert sorted(pipeline.discover().accepted_new) == [first.name, "resent/" + again.name]
+    assert pipeline.discover().accepted_new == ["resent/" + again.name]
     versions = pipeline.accepted_files()
     assert versions["sha256"].nunique() == 1 and len(versions) == 2  # one content, two versions
     assert versions["file_name"].iloc[-1] == again.name  # the latest timestamp is the version in use
+    pipeline.load_raw("2024-01", "RR8")
+    pipeline.clean("2024-01", "RR8")
+    used = pipeline.warehouse.read(clean_file_versions, reporting_month="2024-01", trust_code="RR8")
+    assert used.loc[used["in_use"].astype(bool), "file_name"].tolist() == [again.name]
+    activity = pipeline.warehouse.read(clean_activity, reporting_month="2024-01", trust_code="RR8")
+    assert len(activity) == len(TWO_ROWS)  # its rows once, not once per copy
 
 
 def test_a_file_still_being_written_is_ignored_then_rejected_when_cut_then_accepted_once_complete(settings):
