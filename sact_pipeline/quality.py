@@ -605,7 +605,8 @@ def raw_expectations(
         ge.ExpectColumnValuesToMatchRegex(column="file_sha256", regex=SHA256_REGEX),
         ge.ExpectColumnValuesToNotBeNull(column="row_number"),
         ge.ExpectColumnValuesToBeBetween(column="row_number", min_value=1),
-        ge.ExpectCompoundColumnsToBeUnique(column_list=["row_number", "file_sha256"]),
+        # A version is a file name and its content: the same bytes under two names are two versions.
+        ge.ExpectCompoundColumnsToBeUnique(column_list=["row_number", "file_name", "file_sha256"]),
         ge.ExpectColumnValuesToBeInSet(column="header_version", value_set=sorted(header_versions)),
     ]
 

@@ -294,6 +294,22 @@ def test_the_same_file_dropped_twice_under_two_names_is_two_versions_and_the_lat
     assert len(activity) == len(TWO_ROWS)  # its rows once, not once per copy
 
 
+def test_the_same_file_dropped_twice_in_one_scan_is_loaded_and_cleaned_once(settings):
+    landing = settings.landing_dir
+    first = write_submission(landing / "SACT_RR8_202401_20240210093000.csv", TWO_ROWS)
+    again = landing / "SACT_RR8_202401_20240212080000.csv"
+    again.write_bytes(first.read_bytes())
+    pipeline = Pipeline(settings, today=date(2024, 6, 1))
+    assert sorted(pipeline.discover().accepted_new) == sorted([first.name, again.name])
+    raw = pipeline.load_raw("2024-01", "RR8")  # both versions in one load: every version is kept
+    assert raw.rows == 2 * len(TWO_ROWS)
+    pipeline.clean("2024-01", "RR8")
+    used = pipeline.warehouse.read(clean_file_versions, reporting_month="2024-01", trust_code="RR8")
+    assert used.loc[used["in_use"].astype(bool), "file_name"].tolist() == [again.name]
+    activity = pipeline.warehouse.read(clean_activity, reporting_month="2024-01", trust_code="RR8")
+    assert len(activity) == len(TWO_ROWS)
+
+
 def test_a_file_still_being_written_is_ignored_then_rejected_when_cut_then_accepted_once_complete(settings):
     landing = settings.landing_dir
     landing.mkdir(parents=True)
