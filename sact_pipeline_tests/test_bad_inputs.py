@@ -181,6 +181,10 @@ CASES = [
          rows=2, clean=2, values={"regimen": ["R, CHOP", "FEC-T"], "cycle_number": ["1", "2"]}),
     Case("tab-delimited", lambda: utf8([{"regimen": "R, CHOP"}, {"cycle_number": "2"}], sep="\t", newline="\n"),
          rows=2, clean=2, values={"regimen": ["R, CHOP", "FEC-T"], "drug_name": ["EPIRUBICIN"] * 2}),
+    # Found by the fuzzer (test_fuzzing.py): a lone CR in the header line raised csv.Error.
+    Case("old Mac line ends (CR only)", lambda: utf8([{}, {"cycle_number": "2"}], newline="\r"), rows=2, clean=2,
+         values={"cycle_number": ["1", "2"]}),
+    Case("a stray CR and a control byte instead of a header", lambda: b"\r\x01", rejected="empty file: no header row"),
     Case("reordered columns", lambda: utf8(headers=REORDERED), rows=2, clean=2,
          values={"cycle_number": ["1", "2"], "nhs_number": ["9434765919"] * 2}),
     Case("extra columns", lambda: utf8(headers=HEADERS[:5] + ["Ward"] + HEADERS[5:] + ["Local_Notes"]),

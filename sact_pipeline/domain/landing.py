@@ -203,10 +203,14 @@ def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[
     header_line = text[:header_end]
     if not header_line.strip():
         raise SubmissionRejected(file_name, "empty file: no header row")
-    delimiter, header, match = max(
-        ((d, h, match_header(h)) for d in DELIMITERS for h in [next(csv.reader([header_line.rstrip("\r\n")], delimiter=d))]),
-        key=lambda candidate: len(candidate[2].columns),
-    )  # max keeps the first of equals: a comma
+    try:
+        delimiter, header, match = max(
+            ((d, h, match_header(h)) for d in DELIMITERS
+             for h in [next(csv.reader([header_line.rstrip("\r\n")], delimiter=d))]),
+            key=lambda candidate: len(candidate[2].columns),
+        )  # max keeps the first of equals: a comma
+    except csv.Error as error:  # its messages name the syntax, never the data
+        raise SubmissionRejected(file_name, f"the header row cannot be read as CSV ({error})") from None
     if match.missing_mandatory:
         raise SubmissionRejected(
             file_name, "missing mandatory columns: " + ", ".join(match.missing_mandatory)
@@ -286,9 +290,13 @@ def _check_quotes(file_name: str, body: str, delimiter: str) -> None:
 
 
 def _end_of_first_record(text: str) -> int:
-    """Offset just past the header record (header names are never quoted across lines in practice)."""
-    newline = text.find("\n")
-    return len(text) if newline < 0 else newline + 1
+    """Offset just past the header record (header names are never quoted across lines in practice): its
+    line ends at LF, CRLF or a lone CR (old Mac line ends, which the body's parser reads too)."""
+    ends = [at for at in (text.find("\n"), text.find("\r")) if at >= 0]
+    if not ends:
+        return len(text)
+    end = min(ends)
+    return end + 2 if text.startswith("\r\n", end) else end + 1
 
 
 def stat_candidates(landing_dir: Path) -> dict[str, tuple[int, int]]:
