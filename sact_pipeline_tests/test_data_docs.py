@@ -20,29 +20,13 @@ from playwright.sync_api import sync_playwright
 from sact_pipeline import quality as q
 from sact_pipeline.data_docs import VENDOR_DIR, DataDocs
 from sact_pipeline_tests.deployment_harness import artefacts_dir
+from sact_pipeline_tests.test_quality import KEY_2, clean_frame  # the clean layer's frame, as its suite sees it
 from sact_pipeline_tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
 
 FAKE_NHS = "9434765919"  # a well-formed test NHS number
 PSEUDONYM = "5f0c" * 16  # a 64-hex patient key
-KEY_1 = "1f" * 32
-KEY_2 = "2e" * 32
 CODE_LISTS = {"intent_of_treatment": ("01", "02", "98"), "person_stated_gender_code": ("1", "2", "9", "X")}
 MONTH = (dt.date(2025, 1, 1), dt.date(2025, 1, 31))
-
-
-def clean_frame() -> pd.DataFrame:
-    dates = pd.to_datetime(["2025-01-06", "2025-01-13", "2025-01-20"]).astype("datetime64[s]")
-    return pd.DataFrame({
-        "patient_key": pd.Series([KEY_1, KEY_1, KEY_2], dtype="str"),
-        "age_at_regimen_start": pd.array([54, 54, 7], dtype="Int64"),
-        "intent_of_treatment": pd.Series(["01", pd.NA, "98"], dtype="str"),
-        "person_stated_gender_code": pd.Series(["1", "2", pd.NA], dtype="str"),
-        "administration_date": dates,
-        "start_date_of_cycle": dates,
-        "start_date_of_regimen": pd.to_datetime(["2024-12-02"] * 3).astype("datetime64[s]"),
-        "drug_name": ["EPIRUBICIN", "EPIRUBICIN", "VINCRISTINE"],
-        "regimen": ["FEC", "FEC", "VCR"],
-    })
 
 
 def failing_clean_frame() -> pd.DataFrame:
