@@ -90,7 +90,7 @@ def test_raw_fails_and_names_the_expectation():
     frame.loc[0, "header_version"] = "v4"
     outcome = q.validate_frame("raw", q.raw_expectations(ITEMS), frame)
     assert_fails_with(outcome, "expect_column_values_to_match_regex(file_sha256)", 2, 4)
-    assert_fails_with(outcome, "expect_compound_columns_to_be_unique(row_number, file_sha256)", 2, 4)
+    assert_fails_with(outcome, "expect_compound_columns_to_be_unique(row_number, file_name, file_sha256)", 2, 4)
     assert_fails_with(outcome, "expect_column_values_to_be_in_set(header_version)", 1, 4)
     assert by_name(outcome, "expect_column_values_to_be_between(row_number, 1..)").success
     assert_no_leak(outcome, FAKE_NHS, "v4")
