@@ -10,12 +10,11 @@ from urllib.request import url2pathname
 
 import pandas as pd
 import pytest
-from playwright.sync_api import sync_playwright
 
 from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.quality_report import SCORE_TEXT, quality_report_html
 from sact_pipeline_tests.deployment_harness import artefacts_dir
-from sact_pipeline_tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+from sact_pipeline_tests.test_report_browser import offline_page
 
 MONTH = "2024-02"
 MONTHS = months_up_to(MONTH, 13)
@@ -97,123 +96,110 @@ def report(tmp_path) -> Path:
 
 
 def test_the_quality_report_opens_offline_with_its_tables_and_chart(report):
-    requests: list[str] = []
-    errors: list[str] = []
     trend = trend_frame()
     shown = trend.loc[trend["reporting_month"].isin(MONTHS)].pivot(index="org_code", columns="reporting_month",
                                                                    values="score").reindex(columns=MONTHS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.on("request", lambda request: requests.append(request.url))
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(report.as_uri(), wait_until="load")
+    with offline_page(report.as_uri()) as (page, requests, errors):
+        assert page.title() == f"SACT data quality: {MONTH}"
+        assert page.locator("h1").inner_text() == f"SACT data quality: {MONTH}"
+        assert "not for publication" in page.locator("h1 + p").inner_text()
+        assert page.locator("h2").all_inner_texts() == [
+            "Trusts by score", "Score over the last 13 months", "Scores by trust over the last 13 months",
+            "Data items", "Findings", "How the score is made"]
+        assert page.locator("a", has_text="Data Docs").get_attribute("href") == "gx/data_docs/index.html"
 
-            assert page.title() == f"SACT data quality: {MONTH}"
-            assert page.locator("h1").inner_text() == f"SACT data quality: {MONTH}"
-            assert "not for publication" in page.locator("h1 + p").inner_text()
-            assert page.locator("h2").all_inner_texts() == [
-                "Trusts by score", "Score over the last 13 months", "Scores by trust over the last 13 months",
-                "Data items", "Findings", "How the score is made"]
-            assert page.locator("a", has_text="Data Docs").get_attribute("href") == "gx/data_docs/index.html"
+        # The trust table: worst first (no score at all first), every measure as the contract gives it.
+        trusts = page.locator("table.trusts tbody tr")
+        assert trusts.count() == 4
+        assert page.locator("table.trusts thead th[scope=col]").count() == 11
+        assert page.locator("table.trusts tbody th[scope=row]").all_inner_texts() == [
+            "Mid and South Essex", "Royal Berkshire", "Manchester University", "Leeds Teaching Hospitals"]
+        cells = [trusts.nth(n).locator("td").all_inner_texts() for n in range(4)]
+        assert [row[0] for row in cells] == ["RAJ", "RBV", "R0A", "RR8"]
+        assert cells[0][:4] == ["RAJ", "no score", "0", "0"] and cells[0][4] == "no rows" and cells[0][-1] == "none"
+        assert cells[1][:-1] == ["RBV", "71.3", "1,234", "152", "12.3%", "7", "1,500", "12", "0"]
+        assert cells[2][1:5] == ["85.0", "500", "0", "0.0%"]
+        assert cells[3][1:5] == ["92.5", "2,000", "20", "1.0%"]
+        # Each feedback link resolves to the file beside the report, and names its trust for a screen reader.
+        links = page.locator("table.trusts tbody a")
+        assert links.count() == 3
+        for n, code in enumerate(["RBV", "R0A", "RR8"]):
+            href = links.nth(n).evaluate("a => a.href")
+            assert href.startswith("file://")
+            target = Path(url2pathname(urlparse(href).path))
+            assert target == report.parent / FEEDBACK[code] and target.is_file()
+        assert "for Royal Berkshire" in links.first.text_content()
 
-            # The trust table: worst first (no score at all first), every measure as the contract gives it.
-            trusts = page.locator("table.trusts tbody tr")
-            assert trusts.count() == 4
-            assert page.locator("table.trusts thead th[scope=col]").count() == 11
-            assert page.locator("table.trusts tbody th[scope=row]").all_inner_texts() == [
-                "Mid and South Essex", "Royal Berkshire", "Manchester University", "Leeds Teaching Hospitals"]
-            cells = [trusts.nth(n).locator("td").all_inner_texts() for n in range(4)]
-            assert [row[0] for row in cells] == ["RAJ", "RBV", "R0A", "RR8"]
-            assert cells[0][:4] == ["RAJ", "no score", "0", "0"] and cells[0][4] == "no rows" and cells[0][-1] == "none"
-            assert cells[1][:-1] == ["RBV", "71.3", "1,234", "152", "12.3%", "7", "1,500", "12", "0"]
-            assert cells[2][1:5] == ["85.0", "500", "0", "0.0%"]
-            assert cells[3][1:5] == ["92.5", "2,000", "20", "1.0%"]
-            # Each feedback link resolves to the file beside the report, and names its trust for a screen reader.
-            links = page.locator("table.trusts tbody a")
-            assert links.count() == 3
-            for n, code in enumerate(["RBV", "R0A", "RR8"]):
-                href = links.nth(n).evaluate("a => a.href")
-                assert href.startswith("file://")
-                target = Path(url2pathname(urlparse(href).path))
-                assert target == report.parent / FEEDBACK[code] and target.is_file()
-            assert "for Royal Berkshire" in links.first.text_content()
+        # The trend grid: 13 consecutive month columns; a month without a score says so, never 0.
+        heads = page.locator("table.grid thead th").all_inner_texts()
+        assert heads == ["Trust", *MONTHS] and len(MONTHS) == 13
+        grid = page.locator("table.grid tbody tr")
+        assert grid.count() == 5  # the four trusts of the month, in the table's order, then RXX
+        labels = page.locator("table.grid tbody th").all_inner_texts()
+        assert [label.split("(")[-1][:3] for label in labels[:4]] == ["RAJ", "RBV", "R0A", "RR8"]
+        assert labels[4].startswith("RXX")
+        row = {code: grid.nth(n).locator("td").all_inner_texts()
+               for n, code in enumerate(["RAJ", "RBV", "R0A", "RR8", "RXX"])}
+        assert all(len(values) == 13 for values in row.values())
+        for code, values in row.items():
+            expected = [one(shown.loc[code, m]) or "no data" for m in MONTHS]
+            assert values == expected, code
+        assert row["RBV"][MONTHS.index("2023-06")] == row["RBV"][MONTHS.index("2023-07")] == "no data"
+        assert row["R0A"][MONTHS.index("2023-11")] == "no data" and row["R0A"][:7] == ["no data"] * 7
+        assert row["RR8"][0] == "80.0"  # 2023-01 (score 10.0) is outside the 13 months
+        assert row["RXX"][-1] == "no data" and row["RAJ"][-1] == "no data"
 
-            # The trend grid: 13 consecutive month columns; a month without a score says so, never 0.
-            heads = page.locator("table.grid thead th").all_inner_texts()
-            assert heads == ["Trust", *MONTHS] and len(MONTHS) == 13
-            grid = page.locator("table.grid tbody tr")
-            assert grid.count() == 5  # the four trusts of the month, in the table's order, then RXX
-            labels = page.locator("table.grid tbody th").all_inner_texts()
-            assert [label.split("(")[-1][:3] for label in labels[:4]] == ["RAJ", "RBV", "R0A", "RR8"]
-            assert labels[4].startswith("RXX")
-            row = {code: grid.nth(n).locator("td").all_inner_texts()
-                   for n, code in enumerate(["RAJ", "RBV", "R0A", "RR8", "RXX"])}
-            assert all(len(values) == 13 for values in row.values())
-            for code, values in row.items():
-                expected = [one(shown.loc[code, m]) or "no data" for m in MONTHS]
-                assert values == expected, code
-            assert row["RBV"][MONTHS.index("2023-06")] == row["RBV"][MONTHS.index("2023-07")] == "no data"
-            assert row["R0A"][MONTHS.index("2023-11")] == "no data" and row["R0A"][:7] == ["no data"] * 7
-            assert row["RR8"][0] == "80.0"  # 2023-01 (score 10.0) is outside the 13 months
-            assert row["RXX"][-1] == "no data" and row["RAJ"][-1] == "no data"
+        # The chart: the median line plus the month's scored trusts lowest first (3 here), a point per
+        # line and month with data, every value in its text alternative.
+        chart = page.locator("figure.trend svg[role=img]")
+        assert chart.count() == 1
+        lines = chart.locator("g.line")
+        assert [lines.nth(n).get_attribute("data-line") for n in range(lines.count())] == [
+            "RBV", "R0A", "RR8", "median"]
+        median = shown.median(axis=0, skipna=True)
+        expected_points = {code: int(shown.loc[code].notna().sum()) for code in ("RBV", "R0A", "RR8")}
+        expected_points["median"] = int(median.notna().sum())
+        assert expected_points == {"RBV": 11, "R0A": 5, "RR8": 13, "median": 13}
+        for n, key in enumerate(["RBV", "R0A", "RR8", "median"]):
+            assert lines.nth(n).locator("circle").count() == expected_points[key], key
+        assert chart.locator("circle").count() == sum(expected_points.values())
+        assert chart.get_attribute("aria-labelledby") == "trend-title trend-desc"
+        assert "lowest-scoring" in chart.locator("title#trend-title").text_content()
+        desc = chart.locator("desc").text_content()
+        assert f"{MONTH}: 85.0 (of 3 trusts)" in desc  # the median of 92.5, 71.26 and 85.04
+        for code, name in (("RBV", "Royal Berkshire"), ("R0A", "Manchester University"),
+                           ("RR8", "Leeds Teaching Hospitals")):
+            values = "; ".join(f"{m}: {one(shown.loc[code, m]) or 'no data'}" for m in MONTHS)
+            assert f"{name} ({code}): {values}." in desc
+        assert "Royal Berkshire (RBV): 2023-02: 60.0;" in desc and "2023-06: no data" in desc
+        assert "RAJ" not in desc and "RXX" not in desc  # no score this month: not one of the lines
 
-            # The chart: the median line plus the month's scored trusts lowest first (3 here), a point per
-            # line and month with data, every value in its text alternative.
-            chart = page.locator("figure.trend svg[role=img]")
-            assert chart.count() == 1
-            lines = chart.locator("g.line")
-            assert [lines.nth(n).get_attribute("data-line") for n in range(lines.count())] == [
-                "RBV", "R0A", "RR8", "median"]
-            median = shown.median(axis=0, skipna=True)
-            expected_points = {code: int(shown.loc[code].notna().sum()) for code in ("RBV", "R0A", "RR8")}
-            expected_points["median"] = int(median.notna().sum())
-            assert expected_points == {"RBV": 11, "R0A": 5, "RR8": 13, "median": 13}
-            for n, key in enumerate(["RBV", "R0A", "RR8", "median"]):
-                assert lines.nth(n).locator("circle").count() == expected_points[key], key
-            assert chart.locator("circle").count() == sum(expected_points.values())
-            assert chart.get_attribute("aria-labelledby") == "trend-title trend-desc"
-            assert "lowest-scoring" in chart.locator("title#trend-title").text_content()
-            desc = chart.locator("desc").text_content()
-            assert f"{MONTH}: 85.0 (of 3 trusts)" in desc  # the median of 92.5, 71.26 and 85.04
-            for code, name in (("RBV", "Royal Berkshire"), ("R0A", "Manchester University"),
-                               ("RR8", "Leeds Teaching Hospitals")):
-                values = "; ".join(f"{m}: {one(shown.loc[code, m]) or 'no data'}" for m in MONTHS)
-                assert f"{name} ({code}): {values}." in desc
-            assert "Royal Berkshire (RBV): 2023-02: 60.0;" in desc and "2023-06: no data" in desc
-            assert "RAJ" not in desc and "RXX" not in desc  # no score this month: not one of the lines
+        # Items: scored items marked in words; absent values said, not left as 0.
+        items = page.locator("table.items tbody tr")
+        assert items.count() == 4
+        nhs = items.nth(0).locator("td").all_inner_texts()
+        assert nhs == ["Mandatory", "Yes", "3,734", "99.0%", "99.5%", "98.5"]
+        death = items.nth(3).locator("td").all_inner_texts()
+        assert death == ["Outcome", "No", "3,734", "0.0%", "no values", "not scored"]
+        assert items.nth(2).locator("td").all_inner_texts()[-1] == "not scored"
 
-            # Items: scored items marked in words; absent values said, not left as 0.
-            items = page.locator("table.items tbody tr")
-            assert items.count() == 4
-            nhs = items.nth(0).locator("td").all_inner_texts()
-            assert nhs == ["Mandatory", "Yes", "3,734", "99.0%", "99.5%", "98.5"]
-            death = items.nth(3).locator("td").all_inner_texts()
-            assert death == ["Outcome", "No", "3,734", "0.0%", "no values", "not scored"]
-            assert items.nth(2).locator("td").all_inner_texts()[-1] == "not scored"
+        # Findings: a row group per kind, most rows first within each.
+        groups = page.locator("table.findings tbody.kind")
+        assert groups.count() == 4
+        assert [groups.nth(n).locator("th").inner_text() for n in range(4)] == [
+            "Quarantined rows (172 in all)", "Invalid values (1,540 in all)",
+            "Rows outside the reporting month (13 in all)", "Rows with another trust as provider (5 in all)"]
+        quarantined = groups.first.locator("tr:has(td)")
+        assert [quarantined.nth(n).locator("td").all_inner_texts() for n in range(2)] == [
+            ["Primary_Diagnosis", "Primary_Diagnosis missing", "142"],
+            ["NHS_Number", "no usable patient identifier", "30"]]
+        assert page.locator("#score + p").inner_text() == SCORE_TEXT
 
-            # Findings: a row group per kind, most rows first within each.
-            groups = page.locator("table.findings tbody.kind")
-            assert groups.count() == 4
-            assert [groups.nth(n).locator("th").inner_text() for n in range(4)] == [
-                "Quarantined rows (172 in all)", "Invalid values (1,540 in all)",
-                "Rows outside the reporting month (13 in all)", "Rows with another trust as provider (5 in all)"]
-            quarantined = groups.first.locator("tr:has(td)")
-            assert [quarantined.nth(n).locator("td").all_inner_texts() for n in range(2)] == [
-                ["Primary_Diagnosis", "Primary_Diagnosis missing", "142"],
-                ["NHS_Number", "no usable patient identifier", "30"]]
-            assert page.locator("#score + p").inner_text() == SCORE_TEXT
-
-            shot = artefacts_dir() / f"quality-report-{MONTH}.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            page.emulate_media(media="print")
-            assert page.locator("svg[role=img] circle").count() == sum(expected_points.values())
-        finally:
-            browser.close()
+        shot = artefacts_dir() / f"quality-report-{MONTH}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        page.emulate_media(media="print")
+        assert page.locator("svg[role=img] circle").count() == sum(expected_points.values())
     assert requests == [report.as_uri()]  # the file itself, nothing fetched: no script, font or image
     assert errors == []
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.data_quality import ITEM_WEIGHTS
-from sact_pipeline.domain.report import CSS, REPORT_MONTHS
+from sact_pipeline.domain.report import CSS, REPORT_MONTHS, page_start
 
 # Placeholder until the exact wording is agreed: replace the text, keep the name.
 SCORE_TEXT = ("Rows assessed are the rows of the file versions in use, less exact duplicates and rows of patients "
@@ -79,10 +79,7 @@ def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, i
     scores = _score_grid(trend, months)
     title = f"SACT data quality: {month}"
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>", f"<style>{CSS}{QUALITY_CSS}</style>", "</head>", "<body>",
-        f"<h1>{escape(title)}</h1>",
+        *page_start(title, CSS + QUALITY_CSS),
         '<p class="internal">Internal: for NDRS staff only, not for publication. Counts are shown unprotected '
         "(no disclosure control).</p>",
         _summary(month, ranked, data_docs),

@@ -41,6 +41,14 @@ figure { margin: 0; } figcaption { font-size: 0.85rem; color: #4c6272; }
 """
 
 
+def page_start(title: str, css: str) -> list[str]:
+    """The lines of a self-contained page up to its h1: doctype, language, viewport, title, inline CSS."""
+    return ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(title)}</title>", f"<style>{css}</style>", "</head>", "<body>",
+            f"<h1>{escape(title)}</h1>"]
+
+
 def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFrame) -> str:
     """The report for `month`. table: its published table (text cells); notes: its notes text; history:
     published tables of earlier months (reporting_month, org_code, submission_status and the measures),
@@ -50,10 +58,7 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
     england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
     title = f"SACT data submissions: {month}"
     parts = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-        f"<h1>{escape(title)}</h1>",
+        *page_start(title, CSS),
         "<p>Systemic Anti-Cancer Therapy data submitted by NHS trusts in England to the National Disease "
         "Registration Service: when each trust last sent data, and what it holds. Small numbers are "
         "protected: see the notes below.</p>",
