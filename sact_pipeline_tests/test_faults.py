@@ -1,0 +1,276 @@
+"""Faults in real processes: a refresh SIGKILLed at a point, two refreshes at once, PostgreSQL restarting
+mid-run. Real SQLite and PostgreSQL warehouses, real Dagster instance folders, real files; the only thing
+injected is the fault itself (sact_pipeline_tests/fault_harness.py).
+
+The scenario: step 1 refreshed January to a published state P; step 2 brings a resubmission of one
+trust's January (half its rows) and February's files, so a refresh loads new trust-months AND re-publishes
+an already published month (January, then February). What a user relies on after any fault: the
+published tables and files are P's until the new publication is committed, the warehouse is consistent,
+and the next refresh ends exactly where an uninterrupted one does, with no staging files left over.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sact_pipeline import gating
+from sact_pipeline.cli import main
+from sact_pipeline_tests.conftest import _admin_engine
+from sact_pipeline_tests.fault_harness import (
+    consistency_problems,
+    finish,
+    output_files,
+    run_refresh,
+    snapshot,
+    snapshot_differences,
+    start_refresh,
+    stray_staging_files,
+    warehouse_tables,
+)
+
+GENERATE = ["generate", "--trusts", "3", "--months", "2", "--end-month", "2024-02", "--patients", "10", "--seed", "5"]
+RESUBMITTED = "SACT_RR8_202401_20240420120000.csv"  # step 2: RR8's January again, half its rows
+STEP2_DONE = "4 trust-months, 2 months re-published"  # RR8 January, February's three; January and February
+NOTHING_TO_DO = "0 trust-months, 0 months re-published"
+PUBLISHED_TABLES = ("published_submissions",)
+
+# Where a step-2 refresh is killed (fault_harness SPEC), and whether the publication's commit came first.
+KILL_POINTS = {
+    # Parsing February's first file: RR8's January is loaded, cleaned and assessed; nothing re-published.
+    "parse": ("sact_pipeline.layers:read_submission@2:before", False),
+    # Inside February's first raw write: its rows inserted, not committed.
+    "raw-load-uncommitted": ("sact_pipeline.warehouse:Warehouse._ready[raw_submissions]@2:loaded", False),
+    # Inside RR8 January's clean write (a published trust-month re-derived): rows inserted, not committed.
+    "clean-load-uncommitted": ("sact_pipeline.warehouse:Warehouse._ready[clean_activity]@1:loaded", False),
+    # Re-publishing January: its pack is built, the publication's transaction not started.
+    "publish-before-commit": ("sact_pipeline.warehouse:Warehouse.replace[published]@1:before", False),
+    # Re-publishing January: the warehouse committed, the files not yet put in their final places.
+    "publish-after-commit": ("sact_pipeline.gating:_place_files@1:before" if hasattr(gating, "_place_files")
+                             else "sact_pipeline.warehouse:Warehouse.replace[published]@1:after", True),
+}
+RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
+START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'warehouse.db'}"
+
+
+def pack_files(output_dir: Path) -> dict[str, bytes]:
+    """The monthly publication packs (CSV, notes, workbook, HTML, manifest) as bytes."""
+    return {name: data for name, data in output_files(output_dir).items()
+            if name.split("/")[-1].startswith("sact_submissions_")}
+
+
+def published_tables(url: str) -> dict[str, list]:
+    tables = warehouse_tables(url)
+    states = [row for row in tables["layer_state"] if row[0] == "published"]
+    return {**{name: tables[name] for name in PUBLISHED_TABLES}, "layer_state (published)": states}
+
+
+@dataclass
+class Scenario:
+    step2_files: list[tuple[Path, str]]  # (file, path in the landing zone)
+    p_home: Path  # step 1 done: January published (SQLite warehouse in it)
+    p_published: dict[str, list]
+    p_packs: dict[str, bytes]
+    reference: dict  # snapshot of an uninterrupted step-2 refresh from P
+    pg_template: str | None = None  # P's warehouse on PostgreSQL, and its home
+    pg_home: Path | None = None
+
+    def home_from_p(self, tmp_path: Path, source: Path | None = None) -> Path:
+        """A copy of P's home with step 2's files in its landing zone."""
+        home = tmp_path / "sact"
+        shutil.copytree(source or self.p_home, home)
+        for path, relative in self.step2_files:
+            target = home / "landing" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+        return home
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> Scenario:
+    base = tmp_path_factory.mktemp("faults")
+    assert main([*GENERATE, "--home", str(base / "generated")]) == 0
+    landing = base / "generated" / "landing"
+    january = landing / "202401" / next(p.name for p in (landing / "202401").glob("SACT_RR8_202401_*.csv"))
+    lines = january.read_bytes().splitlines(keepends=True)
+    resubmitted = base / RESUBMITTED
+    resubmitted.write_bytes(b"".join(lines[: max(2, len(lines) // 2)]))
+    step2 = [(p, p.relative_to(landing).as_posix()) for p in sorted((landing / "202402").glob("*.csv"))]
+    step2.append((resubmitted, f"late/{RESUBMITTED}"))
+
+    p_home = base / "p" / "sact"
+    shutil.copytree(landing / "202401", p_home / "landing" / "202401")
+    run = run_refresh(p_home)
+    assert run.returncode == 0 and "month 2024-01: published" in run.out, f"step 1 failed:\n{run.output}"
+    scenario = Scenario(step2, p_home, published_tables(sqlite_url(p_home)), pack_files(p_home / "published"), {})
+
+    reference_home = scenario.home_from_p(base / "reference")
+    run = run_refresh(reference_home)
+    assert run.returncode == 0 and STEP2_DONE in run.out, f"the uninterrupted step 2 failed:\n{run.output}"
+    scenario.reference = snapshot(reference_home)
+    assert consistency_problems(sqlite_url(reference_home)) == []
+    return scenario
+
+
+# --- PostgreSQL warehouses: P's made once, copied (CREATE DATABASE ... TEMPLATE) for each test ---------------
+
+def _create_database(server_url: str, template: str | None = None) -> str:
+    name = f"sact_fault_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(server_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    finally:
+        admin.dispose()
+    return name
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    admin = _admin_engine(server_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _database_url(server_url: str, name: str) -> str:
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def pg_scenario(scenario, postgres_server_url, tmp_path_factory) -> Scenario:
+    """Step 1 again on a PostgreSQL warehouse: P's database (a template) and its home."""
+    name = _create_database(postgres_server_url)
+    try:
+        home = tmp_path_factory.mktemp("pg-p") / "sact"
+        shutil.copytree(scenario.p_home / "landing", home / "landing")
+        run = run_refresh(home, warehouse_url=_database_url(postgres_server_url, name))
+        assert run.returncode == 0 and "month 2024-01: published" in run.out, f"step 1 failed:\n{run.output}"
+        scenario.pg_template, scenario.pg_home = name, home
+        yield scenario
+    finally:
+        _drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def pg_copy_of_p(pg_scenario, postgres_server_url):
+    """A fresh PostgreSQL warehouse holding P (dropped afterwards, the server being up again by then)."""
+    name = _create_database(postgres_server_url, template=pg_scenario.pg_template)
+    yield _database_url(postgres_server_url, name)
+    _ensure_postgres_up()
+    _drop_database(postgres_server_url, name)
+
+
+def _postgres_is_up() -> bool:
+    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0
+
+
+def _ensure_postgres_up() -> None:
+    """Other tests share the server: start it if a restart left it down, and wait until it answers."""
+    if not _postgres_is_up():
+        subprocess.run(START, shell=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while not _postgres_is_up() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _postgres_is_up(), "PostgreSQL did not come back after the restart test"
+
+
+# --- what every recovery must reach ----------------------------------------------------------------------------
+
+def assert_recovers_to_reference(home: Path, reference: dict, url: str | None = None) -> None:
+    """A refresh (not killed) exits 0 and ends where an uninterrupted step 2 did, with no staging files;
+    a further refresh changes nothing."""
+    run = run_refresh(home, warehouse_url=url)
+    assert run.returncode == 0, f"the refresh after the fault failed:\n{run.output}"
+    differences = snapshot_differences(snapshot(home, url), reference)
+    assert differences == [], "after recovery, outputs or warehouse differ from an uninterrupted refresh"
+    assert stray_staging_files(home / "published", home / "file_swaps") == [], "staging files left behind"
+    assert consistency_problems(url or sqlite_url(home)) == []
+    before = output_files(home / "published")
+    again = run_refresh(home, warehouse_url=url)
+    assert again.returncode == 0 and NOTHING_TO_DO in again.out, f"a further refresh found work:\n{again.output}"
+    assert output_files(home / "published") == before, "a further refresh changed published files"
+
+
+# --- a refresh killed at a point --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_refresh_killed_at_any_point_leaves_a_consistent_state_and_the_next_refresh_completes(
+        point, scenario, tmp_path):
+    spec, after_commit = KILL_POINTS[point]
+    home = scenario.home_from_p(tmp_path)
+    url = sqlite_url(home)
+
+    run = run_refresh(home, kill_at=spec)
+    assert run.killed and f"SIGKILL at {spec}" in run.err, f"the refresh was not killed at {spec}:\n{run.output}"
+    assert consistency_problems(url) == [], f"inconsistent warehouse after a kill at {point}"
+    published = published_tables(url)
+    if not after_commit:
+        assert published == scenario.p_published, f"published tables changed by a refresh killed at {point}"
+        changed = sorted(name for name in set(scenario.p_packs) | set(pack_files(home / "published"))
+                         if pack_files(home / "published").get(name) != scenario.p_packs.get(name))
+        assert changed == [], "published files differ from P's after a kill before the publication's commit"
+    else:  # committed: January's new table is the publication, and its files follow from the journal
+        new_january = [row for row in scenario.reference["tables"]["published_submissions"] if row[0] == "2024-01"]
+        january = [row for row in published["published_submissions"] if row[0] == "2024-01"]
+        assert january == new_january, "the committed publication is not January's new table"
+        assert january != [row for row in scenario.p_published["published_submissions"] if row[0] == "2024-01"]
+
+    assert_recovers_to_reference(home, scenario.reference)
+
+
+# --- two refreshes at once ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("warehouse", ["sqlite", "postgresql"])
+def test_two_refreshes_at_once_both_succeed_and_publish_once(warehouse, scenario, tmp_path, request):
+    if warehouse == "sqlite":
+        home, url = scenario.home_from_p(tmp_path), None
+    else:
+        url = request.getfixturevalue("pg_copy_of_p")
+        home = request.getfixturevalue("pg_scenario").home_from_p(tmp_path, source=scenario.pg_home)
+    first = start_refresh(home, warehouse_url=url)
+    second = start_refresh(home, warehouse_url=url)
+    runs = [finish(first), finish(second)]
+    for run in runs:
+        assert run.returncode == 0, f"one of two refreshes at once failed:\n{run.output}"
+    url = url or sqlite_url(home)
+    assert consistency_problems(url) == []
+    differences = snapshot_differences(snapshot(home, url), scenario.reference)
+    assert differences == [], "two refreshes at once ended elsewhere than one uninterrupted refresh"
+    assert stray_staging_files(home / "published", home / "file_swaps") == []
+    assert sorted(STEP2_DONE in run.out for run in runs) == [False, True] and any(
+        NOTHING_TO_DO in run.out for run in runs), (
+        "one refresh does the work and the other, waiting for it, finds nothing to do:\n"
+        + "\n".join(run.output for run in runs))
+
+
+# --- PostgreSQL restarting in the middle of a run -----------------------------------------------------------------
+
+def test_postgresql_restarting_inside_a_write_leaves_no_partial_table(pg_scenario, pg_copy_of_p, tmp_path):
+    home = pg_scenario.home_from_p(tmp_path, source=pg_scenario.pg_home)
+    # February's first raw write: rows copied in, not committed, when the server restarts under it.
+    spec = "sact_pipeline.warehouse:Warehouse._ready[raw_submissions]@2:loaded"
+    try:
+        run = run_refresh(home, kill_at=spec, hook=RESTART, warehouse_url=pg_copy_of_p)
+        assert "hook exited 0" in run.err, f"PostgreSQL was not restarted at {spec}:\n{run.output}"
+        _ensure_postgres_up()
+        assert run.returncode in (0, 1), f"the refresh neither succeeded nor failed cleanly:\n{run.output}"
+        assert consistency_problems(pg_copy_of_p) == [], "a partial write survived the restart"
+        if run.returncode == 0:  # retried (transient error, backoff) and succeeded
+            assert "FAILED" not in run.out + run.err
+        assert_recovers_to_reference(home, pg_scenario.reference, pg_copy_of_p)
+    finally:
+        _ensure_postgres_up()
