@@ -90,11 +90,6 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     clean layer was built with another pseudonymisation key, unless `rekey` (then every trust-month
     built with another key is affected and re-derived from raw).
     """
-    from dagster import DagsterInstance
-
-    from sact_pipeline.definitions import (DISCOVERY_JOB, MONTH_JOB, QUALITY_REPORT_JOB, TRUST_MONTH_JOB,
-                                           build_definitions)
-    from sact_pipeline.run_tags import DATA_DOCS_TAG, MONTH_TAG, REKEY_TAG, trust_month_run_tags
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
@@ -102,6 +97,21 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
     if not rekey:
         pipeline.check_key()
+    # One refresh at a time per warehouse: a second one waits, then finds only what the first left to do.
+    with pipeline.warehouse.refresh_lock(waiting=lambda: log(
+            "another refresh is running on this warehouse: waiting for it to finish")):
+        for line in pipeline.recover_interrupted_writes():  # of a refresh that was killed
+            log(f"recovered: {line}")
+        return _refresh(settings, pipeline, log=log, backfill=backfill, rekey=rekey)
+
+
+def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, rekey: bool) -> RefreshReport:
+    from dagster import DagsterInstance
+
+    from sact_pipeline.definitions import (DISCOVERY_JOB, MONTH_JOB, QUALITY_REPORT_JOB, TRUST_MONTH_JOB,
+                                           build_definitions)
+    from sact_pipeline.run_tags import DATA_DOCS_TAG, MONTH_TAG, REKEY_TAG, trust_month_run_tags
+
     defs = build_definitions(settings)
     failures: list[str] = []
     tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
@@ -297,7 +307,10 @@ def _purge_raw_command(args: argparse.Namespace) -> int:
         print("error: no raw retention set: give --keep-months N or set SACT_RAW_RETENTION_MONTHS (reporting months "
               "of identifiable raw rows to keep)", file=sys.stderr)
         return 2
-    purge = Pipeline.for_settings(settings).purge_raw(keep, dry_run=args.dry_run, log=print)
+    pipeline = Pipeline.for_settings(settings)
+    with pipeline.warehouse.refresh_lock(waiting=lambda: print("a refresh is running on this warehouse: waiting "
+                                                               "for it to finish before purging")):
+        purge = pipeline.purge_raw(keep, dry_run=args.dry_run, log=print)
     if purge.skipped:
         print(f"not purged, their clean layer is not current (pending files, opt-outs, a gate failure or another "
               f"key; a later purge takes them): {', '.join(purge.skipped)}")
