@@ -21,7 +21,7 @@ from sact_pipeline.domain.data_quality import assess_trust_month, feedback_rows,
 from sact_pipeline.domain.quality_report import quality_report_html
 from sact_pipeline.domain.report import REPORT_MONTHS
 from sact_pipeline.domain.spec import V3_ITEMS
-from sact_pipeline.gating import LayerHeld, LayerOutcome, _fingerprint, _Prepared, _raise_failure, swap_in
+from sact_pipeline.gating import LayerHeld, LayerOutcome, _fingerprint, _Prepared, _raise_failure
 from sact_pipeline.warehouse import (
     LayerState,
     clean_file_versions,
@@ -105,10 +105,10 @@ class DataQualityLayer:
         feedback = feedback_rows(findings).to_csv(index=False, lineterminator="\n").encode("utf-8")
 
         def write() -> None:
-            swap_in({path: feedback}, lambda: self.warehouse.replace_partition(
+            self.swap_in({path: feedback}, lambda hook: self.warehouse.replace_partition(
                 where, {quality_items: items, quality_trust_months: pd.DataFrame([record]),
                         quality_findings: by_reason},
-                LayerState(QUALITY, month, trust, state, len(items))))
+                LayerState(QUALITY, month, trust, state, len(items)), after=hook))
 
         return _Prepared(outcome, month, trust, this_partition, checks=[
             ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
@@ -169,9 +169,9 @@ class DataQualityLayer:
                                  .to_csv(index=False, lineterminator="\n").encode("utf-8"),
             paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),
         }
-        swap_in(files, lambda: self.warehouse.replace_partition(
+        self.swap_in(files, lambda hook: self.warehouse.replace_partition(
             {"reporting_month": month, "trust_code": ""}, {},
-            LayerState(QUALITY_REPORT, month, "", fingerprint, len(table))))
+            LayerState(QUALITY_REPORT, month, "", fingerprint, len(table)), after=hook))
         scores = table["score"].dropna()
         outcome.metadata.update({
             "trusts": len(table), "report_path": str(paths["html"]), "table_path": str(paths["table"]),

@@ -1,17 +1,21 @@
 """Write-audit-publish, the parts every layer shares: a layer's outcome, its gate, prepared partitions
-not yet validated or written, and files swapped in atomically beside a warehouse write."""
+not yet validated or written, and files published together with a warehouse write (a journal and a token
+committed with the write make the pair crash-safe)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
-import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -96,40 +100,109 @@ def _fingerprint(parts) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, parts))).encode("utf-8")).hexdigest()
 
 
-def _stage(final: Path, data: bytes) -> tuple[Path, Path]:
-    """Write beside the final file so the later rename is atomic on the same file system."""
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    return Path(name), final
+SWAP_LOCK = "swap.lock"
+JOURNAL_SUFFIX = ".swap.json"
 
 
+class SwapLedger(Protocol):
+    """Where a swap's token is committed with the warehouse write (Warehouse implements it)."""
+
+    def record_swap(self, token: str) -> Callable[[Any], None]: ...
+    def committed_swaps(self, tokens: list[str]) -> set[str]: ...
+    def forget_swaps(self, tokens: list[str]) -> None: ...
 
 
-def swap_in(files: dict[Path, bytes], commit: Callable[[], None]) -> None:
-    """Put files in place (each written beside its final path, then renamed), then commit the warehouse
-    write; if that fails, the previous files come back, so the outputs and the recorded state never
-    disagree. A crash between the two leaves new files with the old state: the next run writes both."""
-    for path in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    staged, backups = [], []
-    try:
-        for path, data in files.items():
-            staged.append(_stage(path, data))
-        for temporary, final in staged:
-            backup = final.with_name(f".{final.name}.previous")
-            if final.exists():
-                os.replace(final, backup)
-                backups.append((backup, final))
-            os.replace(temporary, final)
-        commit()
-    except BaseException:
-        for temporary, final in staged:
-            temporary.unlink(missing_ok=True)
-            if not any(final == f for _, f in backups):
-                final.unlink(missing_ok=True)
-        for backup, final in backups:
-            os.replace(backup, final)
-        raise
-    for backup, _ in backups:
-        backup.unlink(missing_ok=True)
+@contextmanager
+def _swap_lock(journal_dir: Path):
+    """One swap at a time per output folder, across processes; the kernel drops it with a killed process."""
+    journal_dir.mkdir(parents=True, exist_ok=True)
+    with open(journal_dir / SWAP_LOCK, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_journal(journal_dir: Path, token: str, entries: list[tuple[Path, Path]]) -> Path:
+    """The journal names every (final, staged) pair before any staged file exists; written whole, then
+    renamed, so a journal is either absent or complete."""
+    journal = journal_dir / f"{token}{JOURNAL_SUFFIX}"
+    partial = journal.with_name(journal.name + ".part")
+    partial.write_text(json.dumps({"token": token, "files": [[str(f), str(s)] for f, s in entries]}),
+                       encoding="utf-8")
+    os.replace(partial, journal)
+    return journal
+
+
+def _place_files(entries: list[tuple[Path, Path]]) -> None:
+    """After the commit: each staged file renamed over its final path (atomic per file)."""
+    for final, staged in entries:
+        if staged.exists():
+            os.replace(staged, final)
+
+
+def _settle(journal: Path, ledger: SwapLedger) -> str:
+    """Finish a swap its process did not: forward if its token was committed, else back. Says which."""
+    record = json.loads(journal.read_text(encoding="utf-8"))
+    entries = [(Path(final), Path(staged)) for final, staged in record["files"]]
+    if record["token"] in ledger.committed_swaps([record["token"]]):
+        _place_files(entries)
+        outcome = "completed"
+    else:
+        for _, staged in entries:
+            staged.unlink(missing_ok=True)
+        outcome = "rolled back"
+    journal.unlink()
+    ledger.forget_swaps([record["token"]])
+    return outcome
+
+
+def _recover(journal_dir: Path, ledger: SwapLedger) -> list[str]:
+    settled = []
+    for partial in journal_dir.glob(f"*{JOURNAL_SUFFIX}.part"):  # died writing it: nothing staged yet
+        partial.unlink(missing_ok=True)
+    for journal in sorted(journal_dir.glob(f"*{JOURNAL_SUFFIX}")):
+        files = [Path(final).name for final, _ in json.loads(journal.read_text(encoding="utf-8"))["files"]]
+        settled.append(f"{_settle(journal, ledger)} an interrupted write of {', '.join(files)}")
+    return settled
+
+
+def recover_swaps(journal_dir: Path, ledger: SwapLedger) -> list[str]:
+    """Settle the swaps of processes that died mid-way (killed, server lost); one line per swap settled."""
+    if not journal_dir.exists():
+        return []
+    with _swap_lock(journal_dir):
+        return _recover(journal_dir, ledger)
+
+
+def swap_in(files: dict[Path, bytes], commit: Callable[[Callable[[Any], None]], None], *, journal_dir: Path,
+            ledger: SwapLedger) -> None:
+    """Publish files together with a warehouse write, so that they never disagree, even if the process is
+    killed at any point. Each file is staged beside its final path and a journal names them; `commit(hook)`
+    makes the warehouse write and must run `hook(connection)` in its transaction (it records the swap's
+    token); then the staged files are renamed into place. Killed before the commit: the previous files
+    were never touched and the next swap (or `recover_swaps`) removes the staged ones; killed after it:
+    the next one finishes the renames, because the token says the write was committed."""
+    token = uuid.uuid4().hex
+    entries = [(final, final.with_name(f".{final.name}.{token}.tmp")) for final in files]
+    with _swap_lock(journal_dir):
+        _recover(journal_dir, ledger)
+        journal = _write_journal(journal_dir, token, entries)
+        try:
+            for (final, staged), data in zip(entries, files.values()):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                staged.write_bytes(data)
+            commit(ledger.record_swap(token))
+        except BaseException:
+            try:  # the write may or may not have committed (a connection lost at COMMIT): the token says
+                _settle(journal, ledger)
+            except Exception:  # noqa: BLE001 - the database is unreachable: the next swap settles it
+                pass
+            raise
+        _place_files(entries)
+        journal.unlink()
+        try:
+            ledger.forget_swaps([token])
+        except Exception:  # noqa: BLE001 - done and journal gone: a token left behind is never looked up
+            pass

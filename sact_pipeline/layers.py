@@ -52,6 +52,7 @@ from sact_pipeline.gating import (  # noqa: F401 - LayerOutcome and friends are 
     _fingerprint,
     _Prepared,
     _raise_failure,
+    recover_swaps,
     stage,
     swap_in,
 )
@@ -130,6 +131,15 @@ class Pipeline(DataProtection, DataQualityLayer):
                 pages[id(outcome.validation)] = self.data_docs.record(outcome, name.strip())
             if pages[id(outcome.validation)] is not None:
                 layer_outcome.metadata[f"data_docs {suite}"] = str(pages[id(outcome.validation)])
+
+    def swap_in(self, files: dict[Path, bytes], write) -> None:
+        """Publish files with the warehouse write `write(hook)` (which runs hook in its transaction), so a
+        crash at any point leaves both old or both new (gating.swap_in)."""
+        swap_in(files, write, journal_dir=self.settings.home / "file_swaps", ledger=self.warehouse)
+
+    def recover_interrupted_writes(self) -> list[str]:
+        """Finish or roll back the file swaps of processes that died mid-way; one line for each."""
+        return recover_swaps(self.settings.home / "file_swaps", self.warehouse)
 
     def build_data_docs(self) -> Path:
         """Render the Data Docs of the suite runs recorded since the last build (after each step)."""
@@ -790,9 +800,9 @@ class Pipeline(DataProtection, DataQualityLayer):
                 paths["html"]: report_html(month, table, notes, history).encode("utf-8")}
         pack[paths["manifest"]] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
-        swap_in(pack, lambda: self.warehouse.replace_partition(
+        self.swap_in(pack, lambda hook: self.warehouse.replace_partition(
             {"reporting_month": month}, {published_submissions: table},
-            LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)),
+            LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)), after=hook,
         ))
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),

@@ -13,10 +13,14 @@ none, so every Core statement is the same on both. Hand-written SQL must name th
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -315,6 +319,16 @@ gate_failures = sa.Table(
 )
 
 
+file_swaps = sa.Table(
+    "file_swaps", metadata,
+    # Files published with a warehouse write (gating.swap_in): a swap's token is committed in the write's
+    # transaction, so after a crash the journal of the swap says whether to finish it or roll it back.
+    sa.Column("token", sa.String(32), primary_key=True),
+    sa.Column("committed_at", sa.DateTime, nullable=False),
+    schema=CLEAN_SCHEMA,
+)
+
+
 class WarehouseError(Exception):
     """The warehouse database is not in a state the pipeline can use; the message says what to run."""
 
@@ -371,6 +385,14 @@ def engine_for(url: str) -> sa.Engine:
 
 # pg_advisory_xact_lock key: processes starting on a new warehouse at once create its schemas in turn.
 _SCHEMA_LOCK = 0x5AC7_0006
+_REGISTER_LOCK = 0x5AC7_0007  # landing-zone scans record their files in turn (read, then insert what is new)
+_REFRESH_LOCK = 0x5AC7_0008  # pg_advisory_lock: one refresh at a time per warehouse
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for a partition of a table."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _prepare_postgres(connection: sa.Connection) -> None:
@@ -480,6 +502,8 @@ class Warehouse:
         """Record one landing-zone scan in one transaction: new accepted versions, rejections (new ones
         inserted, known ones marked as seen again), and earlier rejections that now pass."""
         with self.engine.begin() as connection:
+            if self.is_postgres:  # two scans at once would both insert the same new version
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_REGISTER_LOCK)))
             if len(files):
                 existing = pd.read_sql(sa.select(submission_files.c.sha256, submission_files.c.relative_path),
                                        connection)
@@ -528,6 +552,12 @@ class Warehouse:
         is what other writers (a second worker, the sensor) wait for."""
         loads = [(table, where, self._ready(table, frame)) for table, where, frame in operations]
         with self.engine.begin() as connection:
+            if self.is_postgres:  # two writers of a partition in turn, or both deletes miss the other's rows
+                keys = {_lock_key(table.name, *map(str, sorted(where.items()))) for table, where, _ in loads}
+                if state is not None:
+                    keys.add(_lock_key(layer_state.name, state.layer, state.reporting_month, state.trust_code))
+                for key in sorted(keys):  # always in the same order: no deadlock between two writers
+                    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             if before is not None:
                 before(connection)
             for table, where, load in loads:
@@ -550,6 +580,55 @@ class Warehouse:
                     gate_failures.c.trust_code == state.trust_code, gate_failures.c.layer == state.layer))
             if after is not None:
                 after(connection)
+
+    # --- files published with a write (gating.swap_in) -------------------------------------------------------
+    def record_swap(self, token: str) -> Callable[[sa.Connection], None]:
+        """The hook that commits a file swap's token with the write it belongs to."""
+        return lambda connection: connection.execute(sa.insert(file_swaps).values(
+            token=token, committed_at=datetime.now()))
+
+    def committed_swaps(self, tokens: list[str]) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(connection.execute(sa.select(file_swaps.c.token).where(file_swaps.c.token.in_(tokens)))
+                       .scalars())
+
+    def forget_swaps(self, tokens: list[str]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.delete(file_swaps).where(file_swaps.c.token.in_(tokens)))
+
+    # --- one refresh at a time -------------------------------------------------------------------------------
+    @contextmanager
+    def refresh_lock(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the warehouse's refresh lock for the block; `waiting()` is called first if another process
+        holds it (then this one waits its turn). PostgreSQL: a session advisory lock; SQLite: an flock on
+        a file beside the database. Either is released by the operating system or the server if the
+        holder dies, so a killed refresh never leaves the warehouse locked."""
+        if self.is_postgres:
+            connection = self.engine.connect()
+            try:
+                if not connection.execute(sa.select(sa.func.pg_try_advisory_lock(_REFRESH_LOCK))).scalar():
+                    waiting()
+                    connection.execute(sa.select(sa.func.pg_advisory_lock(_REFRESH_LOCK)))
+                connection.commit()  # the lock is the session's: no transaction left open while we work
+                yield
+            finally:
+                connection.invalidate()  # closing the session releases the lock (even if the server restarted)
+                connection.close()
+            return
+        database = make_url(self.url).database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(Path(f"{database}.refresh-lock"), "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiting()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _append(self, connection: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         load = self._ready(table, frame)
