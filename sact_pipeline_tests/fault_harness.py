@@ -11,7 +11,8 @@ SPEC is `module:qualname[filter]@N:when`:
 - `module:qualname`: the attribute to wrap, looked up in `module` (a class attribute for `Class.method`).
   Wrap a name where it is *called from*: `sact_pipeline.layers:read_submission`, not domain.landing's.
 - `[filter]` (optional): only calls that touch a table or layer of that name count (a sqlalchemy Table
-  among the arguments, a LayerState's layer), e.g. `Warehouse.replace[published]`.
+  among the arguments, a LayerState's layer), or a file whose name starts with it (a Path among the
+  arguments), e.g. `Warehouse.replace[published]`, `_place_files[sact_submissions_2024]`.
 - `@N`: the Nth counted call.
 - `when`: `before` the call, `after` it returned, or `loaded`: the call returns a loader (Warehouse._ready)
   and the fault comes right after that loader ran, i.e. inside the write transaction, rows inserted and
@@ -56,6 +57,8 @@ def _names(value, depth: int = 0) -> set[str]:
     if depth > 6:
         return set()
     if isinstance(value, sa.Table):
+        return {value.name}
+    if isinstance(value, Path):
         return {value.name}
     if isinstance(value, dict):
         return set().union(*(_names(k, depth + 1) | _names(v, depth + 1) for k, v in value.items()))
@@ -106,7 +109,7 @@ def install(spec: str, hook: str | None = None) -> None:
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         nonlocal calls
-        if only is not None and only not in _names((args, kwargs)):
+        if only is not None and not any(only == name or name.startswith(only) for name in _names((args, kwargs))):
             return original(*args, **kwargs)
         calls += 1
         hit = calls == wanted

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dagster import DagsterEventType, DagsterInstance
 from sqlalchemy.engine import make_url
 
 from sact_pipeline import gating
@@ -47,14 +48,15 @@ PUBLISHED_TABLES = ("published_submissions",)
 KILL_POINTS = {
     # Parsing February's first file: RR8's January is loaded, cleaned and assessed; nothing re-published.
     "parse": ("sact_pipeline.layers:read_submission@2:before", False),
-    # Inside February's first raw write: its rows inserted, not committed.
-    "raw-load-uncommitted": ("sact_pipeline.warehouse:Warehouse._ready[raw_submissions]@2:loaded", False),
     # Inside RR8 January's clean write (a published trust-month re-derived): rows inserted, not committed.
+    # (The PostgreSQL restart test below does the same inside February's first raw write.)
     "clean-load-uncommitted": ("sact_pipeline.warehouse:Warehouse._ready[clean_activity]@1:loaded", False),
     # Re-publishing January: its pack is built, the publication's transaction not started.
     "publish-before-commit": ("sact_pipeline.warehouse:Warehouse.replace[published]@1:before", False),
     # Re-publishing January: the warehouse committed, the files not yet put in their final places.
-    "publish-after-commit": ("sact_pipeline.gating:_place_files@1:before" if hasattr(gating, "_place_files")
+    # (The data-quality feedback files are swapped in the same way: the filter picks the publication pack.)
+    "publish-after-commit": ("sact_pipeline.gating:_place_files[sact_submissions_2024]@1:before"
+                             if hasattr(gating, "_place_files")
                              else "sact_pipeline.warehouse:Warehouse.replace[published]@1:after", True),
 }
 RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
@@ -269,8 +271,12 @@ def test_postgresql_restarting_inside_a_write_leaves_no_partial_table(pg_scenari
         _ensure_postgres_up()
         assert run.returncode in (0, 1), f"the refresh neither succeeded nor failed cleanly:\n{run.output}"
         assert consistency_problems(pg_copy_of_p) == [], "a partial write survived the restart"
-        if run.returncode == 0:  # retried (transient error, backoff) and succeeded
+        if run.returncode == 0:  # the write lost its connection, and its step was retried (backoff) and succeeded
             assert "FAILED" not in run.out + run.err
+            with DagsterInstance.from_config(str(home / "dagster")) as instance:
+                retries = [event for record in instance.get_runs() for event in instance.all_logs(
+                    record.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)]
+            assert retries, "the refresh succeeded without retrying: the restart did not reach the write"
         assert_recovers_to_reference(home, pg_scenario.reference, pg_copy_of_p)
     finally:
         _ensure_postgres_up()
