@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import pickle
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -250,11 +251,12 @@ def _record_and_build(site: str, store: str, blob: bytes, run_name: str) -> int:
 def test_two_processes_record_and_build_at_once(tmp_path):
     outcomes = [reconciliation(accounted) for accounted in (10, 9, 8, 7, 6, 5)]
     site, store = str(tmp_path / "site"), str(tmp_path / "store")
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(2) as pool:
-        jobs = [pool.apply_async(_record_and_build, (site, store, pickle.dumps(outcomes[n::2]), f"refresh {n}"))
+    # ProcessPoolExecutor, not multiprocessing.Pool: Pool.__exit__ terminates its workers, and it hung here
+    # once, both jobs done, joining a worker that stayed blocked on the pool's queue lock (a CPython race).
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_record_and_build, site, store, pickle.dumps(outcomes[n::2]), f"refresh {n}")
                 for n in range(2)]
-        assert [job.get(timeout=120) for job in jobs] == [3, 3]
+        assert [job.result(timeout=120) for job in jobs] == [3, 3]
     assert len(results(tmp_path / "store", "clean_reconciliation")) == 6
     assert len(pages(tmp_path / "site", "clean_reconciliation")) == 6
     index = (tmp_path / "site" / "index.html").read_text()
