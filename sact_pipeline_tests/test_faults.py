@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy.engine import make_url
 
-from sact_pipeline import gating
 from sact_pipeline.cli import main
 from sact_pipeline_tests.conftest import _admin_engine
 from sact_pipeline_tests.fault_harness import (
@@ -55,9 +54,7 @@ KILL_POINTS = {
     "publish-before-commit": ("sact_pipeline.warehouse:Warehouse.replace[published]@1:before", False),
     # Re-publishing January: the warehouse committed, the files not yet put in their final places.
     # (The data-quality feedback files are swapped in the same way: the filter picks the publication pack.)
-    "publish-after-commit": ("sact_pipeline.gating:_place_files[sact_submissions_2024]@1:before"
-                             if hasattr(gating, "_place_files")
-                             else "sact_pipeline.warehouse:Warehouse.replace[published]@1:after", True),
+    "publish-after-commit": ("sact_pipeline.gating:_place_files[sact_submissions_2024]@1:before", True),
 }
 RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
 START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
@@ -192,11 +189,15 @@ def _ensure_postgres_up() -> None:
 
 # --- what every recovery must reach ----------------------------------------------------------------------------
 
-def assert_recovers_to_reference(home: Path, reference: dict, url: str | None = None) -> None:
-    """A refresh (not killed) exits 0 and ends where an uninterrupted step 2 did, with no staging files;
-    a further refresh changes nothing."""
+def assert_recovers_to_reference(home: Path, reference: dict, url: str | None = None):
+    """A refresh (not killed) exits 0 and ends where an uninterrupted step 2 did, with no staging files
+    and no run left "started" in the Dagster instance; a further refresh changes nothing. Returns the run."""
     run = run_refresh(home, warehouse_url=url)
     assert run.returncode == 0, f"the refresh after the fault failed:\n{run.output}"
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        in_flight = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+                                                           DagsterRunStatus.STARTED]))
+    assert in_flight == [], "runs of the killed refresh are still 'started': the sensor would wait for them"
     differences = snapshot_differences(snapshot(home, url), reference)
     assert differences == [], "after recovery, outputs or warehouse differ from an uninterrupted refresh"
     assert stray_staging_files(home / "published", home / "file_swaps") == [], "staging files left behind"
@@ -205,6 +206,7 @@ def assert_recovers_to_reference(home: Path, reference: dict, url: str | None = 
     again = run_refresh(home, warehouse_url=url)
     assert again.returncode == 0 and NOTHING_TO_DO in again.out, f"a further refresh found work:\n{again.output}"
     assert output_files(home / "published") == before, "a further refresh changed published files"
+    return run
 
 
 # --- a refresh killed at a point --------------------------------------------------------------------------------
@@ -231,7 +233,11 @@ def test_a_refresh_killed_at_any_point_leaves_a_consistent_state_and_the_next_re
         assert january == new_january, "the committed publication is not January's new table"
         assert january != [row for row in scenario.p_published["published_submissions"] if row[0] == "2024-01"]
 
-    assert_recovers_to_reference(home, scenario.reference)
+    recovery = assert_recovers_to_reference(home, scenario.reference)
+    assert "of a refresh that was killed marked as failed" in recovery.out
+    if point.startswith("publish"):  # the refresh settled the killed one's journal before anything else
+        settled = "recovered: completed" if after_commit else "recovered: rolled back"
+        assert f"{settled} an interrupted write of sact_submissions_2024-01" in recovery.out, recovery.output
 
 
 # --- two refreshes at once ---------------------------------------------------------------------------------------
