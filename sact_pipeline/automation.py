@@ -24,7 +24,6 @@ import os
 from typing import Any
 
 from dagster import (
-    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -44,11 +43,9 @@ from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.assessment import QUALITY, QUALITY_REPORT
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
+from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, trust_month_run_tags
 
 JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
-IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-             DagsterRunStatus.STARTED]
 
 
 def _in_flight(instance, job_name: str) -> bool:
@@ -69,6 +66,8 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
             pipeline.check_key()
         except PseudonymisationKeyError as error:  # nothing runs on a changed key: restore it or rekey
             return SkipReason(str(error))
+        for run in fail_runs_of_dead_processes(context.instance):  # else their months would wait for ever
+            context.log.warning(f"run {run} marked failed: the process running it is gone")
         cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
         seen = _watched_files(pipeline.settings)
         stable = {path: list(stat) for path, stat in seen.items() if cursor["seen"].get(path) == list(stat)}

@@ -7,8 +7,6 @@ the Dagster UI (`make ui`). It only re-runs what changed: a second refresh with 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -71,36 +69,6 @@ def _run_failure(result) -> str:
     return "run failed"
 
 
-PROCESS_TAG = "sact/process"  # host:pid of the command that ran the run in its own process
-
-
-def _this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _fail_runs_of_dead_refreshes(instance) -> list[str]:
-    """A killed refresh leaves its run "started" for ever: the sensor would wait for it and the run queue
-    count it against its month. Runs of this host's commands whose process is gone are marked failed."""
-    from dagster import DagsterRunStatus, RunsFilter
-
-    in_flight = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
-    marked = []
-    for run in instance.get_runs(RunsFilter(statuses=in_flight, tags={"sact/trigger": ["cli-refresh", "cli-rekey"]})):
-        host, _, pid = run.tags.get(PROCESS_TAG, "").partition(":")
-        if host != socket.gethostname() or not pid.isdigit() or pid == str(os.getpid()):
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running (another warehouse's refresh on the same instance)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # someone else's live process
-        instance.report_run_failed(run, message=f"the refresh process ({pid}) running it was killed")
-        marked.append(run.run_id)
-    return marked
-
-
 @dataclass(frozen=True)
 class Backfill:
     """Re-run a range of months whatever the fingerprints say (something upstream was wrong)."""
@@ -142,19 +110,20 @@ def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, re
 
     from sact_pipeline.definitions import (DISCOVERY_JOB, MONTH_JOB, QUALITY_REPORT_JOB, TRUST_MONTH_JOB,
                                            build_definitions)
-    from sact_pipeline.run_tags import DATA_DOCS_TAG, MONTH_TAG, REKEY_TAG, trust_month_run_tags
+    from sact_pipeline.run_tags import (DATA_DOCS_TAG, MONTH_TAG, PROCESS_TAG, REKEY_TAG,
+                                        fail_runs_of_dead_processes, this_run_process, trust_month_run_tags)
 
     defs = build_definitions(settings)
     failures: list[str] = []
     tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
     tags[DATA_DOCS_TAG] = "end-of-refresh"  # one Data Docs build for the whole refresh, not one per step
-    tags[PROCESS_TAG] = _this_process()
+    tags[PROCESS_TAG] = this_run_process()
     # The console shows our progress lines; Dagster's own events still go to the instance (and the UI).
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        for run_id in _fail_runs_of_dead_refreshes(instance):
-            log(f"run {run_id} of a refresh that was killed marked as failed")
+        for run in fail_runs_of_dead_processes(instance):
+            log(f"run {run} marked failed: the process running it was killed")
         started = time.monotonic()
         since = datetime.now()  # full precision: scans a second apart must differ
         result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance, raise_on_error=False,

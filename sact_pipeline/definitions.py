@@ -50,7 +50,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import DATA_DOCS_TAG, ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS
+from sact_pipeline.run_tags import DATA_DOCS_TAG, ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS, claim_run
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
 
@@ -134,6 +134,7 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
     """Build raw then clean (whichever are selected) for every trust-month of the run's partitions that has
     a submission; with sact/scope=affected only those not yet built from their current files. A month's
     trusts are built together (Pipeline.build_trust_months); events are reported per trust-month."""
+    claim_run(context)
     pipeline = sact.pipeline()
     if context.run.tags.get(REKEY_TAG) != "1":
         pipeline.check_key()  # never mix pseudonyms of two keys: a key change needs `sact-pipeline rekey`
@@ -198,6 +199,7 @@ def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetChe
 
 def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, asset_name: str, work) -> Iterator:
     """Run a layer step; a failed suite is reported as failed checks and fails the step, unpublished."""
+    claim_run(context)
     try:
         outcome: LayerOutcome = retry_transient(context, work)
     except LayerGateFailed as failure:
@@ -223,6 +225,7 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
     def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
+        claim_run(context)
         discovery = retry_transient(context, lambda: sact.pipeline().discover(
             check_key=context.run.tags.get(REKEY_TAG) != "1"))
         new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]

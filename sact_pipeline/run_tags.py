@@ -4,6 +4,11 @@ A trust-month run covers a partition range (Dagster's range tags) over one month
 tags narrow it to the trust-months that need building, so one run per month does the work of many.
 """
 
+import multiprocessing
+import os
+import socket
+
+from dagster import DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import (  # noqa: F401 - PARTITION_TAG: for readers of run tags
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -17,6 +22,9 @@ MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml run
 REKEY_TAG = "sact/rekey"  # "1": the run may re-derive clean partitions built with another key (`rekey`)
 # "end-of-refresh": the run's steps leave the Data Docs build to the command that launched it (once, at its end)
 DATA_DOCS_TAG = "sact/data-docs"
+PROCESS_TAG = "sact/process"  # host:pid of the process running the run (the CLI, or the daemon's run worker)
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
 
 
 def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -> dict[str, str]:
@@ -30,3 +38,44 @@ def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -
     if affected_only:
         tags[SCOPE_TAG] = "affected"
     return tags
+
+
+def this_run_process() -> str:
+    """host:pid of the process running this run: a step in a process of its own (the multiprocess executor)
+    names its parent, the run worker, which lives as long as the run."""
+    parent = multiprocessing.parent_process()
+    return f"{socket.gethostname()}:{parent.pid if parent is not None else os.getpid()}"
+
+
+def claim_run(context) -> None:
+    """Tag the run with the process running it (once, at its first step), so that a run whose process is
+    killed can be told from one still running (fail_runs_of_dead_processes)."""
+    if PROCESS_TAG not in context.run.tags:
+        context.instance.add_run_tags(context.run_id, {PROCESS_TAG: this_run_process()})
+
+
+def _is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def fail_runs_of_dead_processes(instance) -> list[str]:
+    """Mark failed the runs still "started" whose process on this host is gone (SIGKILL, out of memory, a
+    restart). Dagster's default run launcher cannot check a run worker's health, so such a run would stay
+    in flight for ever: the sensor would wait for it and the run queue count it against its month. A
+    failed run is what `run_retries` re-launches. Returns "run id (job)" for each run marked."""
+    host = socket.gethostname()
+    marked = []
+    for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT)):
+        run_host, _, pid = run.tags.get(PROCESS_TAG, "").partition(":")
+        if run_host != host or not pid.isdigit() or not _is_gone(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"the process running this run ({run_host}:{pid}) is gone "
+                                                "(killed, out of memory or restarted)")
+        marked.append(f"{run.run_id} ({run.job_name})")
+    return marked

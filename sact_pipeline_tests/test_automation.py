@@ -246,3 +246,31 @@ def test_a_month_whose_trust_month_run_is_on_its_way_is_not_asked_for_again(sett
         assert daemon.tick() == [] and daemon.skip_reason == "waiting for runs in progress"
         instance.report_run_failed(running)  # it died without building anything: ask again
         assert daemon.tick() == [("trust_month_refresh", "2024-01-01|RBV,RR8")]
+
+
+def test_a_run_whose_process_was_killed_is_marked_failed_and_its_month_asked_for_again(settings):
+    """Dagster's default run launcher cannot see that a run worker died: its run would stay "started" for
+    ever and the sensor wait for it. The sensor marks it failed when its process is gone (SIGKILLed)."""
+    import signal
+    import socket
+    import subprocess
+
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    from sact_pipeline.run_tags import MONTH_TAG, PROCESS_TAG
+
+    for trust in ("RR8", "RBV"):
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 5))
+    worker = subprocess.Popen(["sleep", "60"])
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        assert daemon.tick() == []
+        assert daemon.tick() == [("discover_submissions", None)]
+        running = create_run_for_test(instance, job_name="trust_month_refresh", status=DagsterRunStatus.STARTED,
+                                      tags={MONTH_TAG: "2024-01", PROCESS_TAG: f"{socket.gethostname()}:{worker.pid}"})
+        assert daemon.tick() == [] and daemon.skip_reason == "waiting for runs in progress"  # alive: waited for
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert daemon.tick() == [("trust_month_refresh", "2024-01-01|RBV,RR8")]
+        assert instance.get_run_by_id(running.run_id).status == DagsterRunStatus.FAILURE
