@@ -114,7 +114,7 @@ class SwapLedger(Protocol):
 
 @contextmanager
 def _swap_lock(journal_dir: Path):
-    """One swap at a time per output folder, across processes; the kernel drops it with a killed process."""
+    """One swap at a time per pipeline home, across processes; the kernel drops it with a killed process."""
     journal_dir.mkdir(parents=True, exist_ok=True)
     with open(journal_dir / SWAP_LOCK, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
