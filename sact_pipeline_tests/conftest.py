@@ -88,3 +88,16 @@ def no_stale_dagster_state_storage():
     token = _current_storage.set(None)
     yield
     _current_storage.reset(token)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "restarts_postgres: restarts the shared PostgreSQL server (runs last)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that restarts the shared PostgreSQL server runs after every other test, its module's tests
+    just before it: the session's live Dagster deployment (webserver, daemon) and other tests' connection
+    pools never see the restart. (Dagster's webserver answers its next request after a server restart with
+    an Internal Server Error: its pool holds the dead connection.)"""
+    restarting = {item.module for item in items if item.get_closest_marker("restarts_postgres")}
+    items.sort(key=lambda item: (item.module in restarting, item.get_closest_marker("restarts_postgres") is not None))

@@ -267,6 +267,7 @@ def test_two_refreshes_at_once_both_succeed_and_publish_once(warehouse, scenario
 
 # --- PostgreSQL restarting in the middle of a run -----------------------------------------------------------------
 
+@pytest.mark.restarts_postgres
 def test_postgresql_restarting_inside_a_write_leaves_no_partial_table(pg_scenario, pg_copy_of_p, tmp_path):
     home = pg_scenario.home_from_p(tmp_path, source=pg_scenario.pg_home)
     # February's first raw write: rows copied in, not committed, when the server restarts under it.
