@@ -97,7 +97,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """A test that restarts the shared PostgreSQL server runs after every other test, its module's tests
     just before it: the session's live Dagster deployment (webserver, daemon) and other tests' connection
-    pools never see the restart. (Dagster's webserver answers its next request after a server restart with
-    an Internal Server Error: its pool holds the dead connection.)"""
+    pools never see the restart. (After a server restart Dagster's webserver fails requests with an Internal
+    Server Error until each storage's pooled connection, dead with the old server, has failed once.)"""
     restarting = {item.module for item in items if item.get_closest_marker("restarts_postgres")}
     items.sort(key=lambda item: (item.module in restarting, item.get_closest_marker("restarts_postgres") is not None))
