@@ -32,9 +32,14 @@ CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
 
-## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL)
+TEST_WORKERS ?= 2
+
+## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL) on TEST_WORKERS processes
+## (pytest-xdist; a test file stays on one worker, so its module fixtures are built once), then, alone,
+## the test that restarts PostgreSQL
 test: $(VENV)/.installed-test | $(CHROMIUM)
-	$(BIN)/python -m pytest sact_pipeline_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not restarts_postgres" sact_pipeline_tests
+	$(BIN)/python -m pytest -m restarts_postgres sact_pipeline_tests
 
 ## ui: the Dagster UI on the same instance and warehouse as `make run`
 ui: $(VENV)/.installed

@@ -20,8 +20,10 @@ setup(
     extras_require={
         # playwright drives the Debian chromium (`make test` installs it) for the UI tests; dagster-k8s is
         # there so the Kubernetes deployment config in deploy/ is validated by loading it; hypothesis
-        # generates the published months the disclosure attacker tests try to break.
-        "test": ["pytest>=8", "nhs-number>=2.2", "playwright>=1.50", "dagster-k8s==0.29.*", "hypothesis>=6.100"],
+        # generates the published months the disclosure attacker tests try to break and fuzzes the parser;
+        # pytest-xdist runs the suite on two processes (`make test`), which keeps CI within its budget.
+        "test": ["pytest>=8", "nhs-number>=2.2", "playwright>=1.50", "dagster-k8s==0.29.*", "hypothesis>=6.100",
+                 "pytest-xdist>=3.5"],
     },
     entry_points={"console_scripts": ["sact-pipeline=sact_pipeline.cli:main"]},
 )
