@@ -143,7 +143,8 @@ def _place_files(entries: list[tuple[Path, Path]]) -> None:
 
 
 def _settle(journal: Path, ledger: SwapLedger) -> str:
-    """Finish a swap its process did not: forward if its token was committed, else back. Says which."""
+    """Finish a swap its process did not: forward if its token was committed, else back. Says which, and
+    of which files."""
     record = json.loads(journal.read_text(encoding="utf-8"))
     entries = [(Path(final), Path(staged)) for final, staged in record["files"]]
     if record["token"] in ledger.committed_swaps([record["token"]]):
@@ -155,17 +156,13 @@ def _settle(journal: Path, ledger: SwapLedger) -> str:
         outcome = "rolled back"
     journal.unlink()
     ledger.forget_swaps([record["token"]])
-    return outcome
+    return f"{outcome} an interrupted write of {', '.join(final.name for final, _ in entries)}"
 
 
 def _recover(journal_dir: Path, ledger: SwapLedger) -> list[str]:
-    settled = []
     for partial in journal_dir.glob(f"*{JOURNAL_SUFFIX}.part"):  # died writing it: nothing staged yet
         partial.unlink(missing_ok=True)
-    for journal in sorted(journal_dir.glob(f"*{JOURNAL_SUFFIX}")):
-        files = [Path(final).name for final, _ in json.loads(journal.read_text(encoding="utf-8"))["files"]]
-        settled.append(f"{_settle(journal, ledger)} an interrupted write of {', '.join(files)}")
-    return settled
+    return [_settle(journal, ledger) for journal in sorted(journal_dir.glob(f"*{JOURNAL_SUFFIX}"))]
 
 
 def recover_swaps(journal_dir: Path, ledger: SwapLedger) -> list[str]:

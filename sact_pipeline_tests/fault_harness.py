@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from sact_pipeline_tests.conftest import TEST_KEY
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 MARKER = "FAULT HARNESS:"  # the runner's lines on stderr start with this
-TEST_KEY = "test-pseudonymisation-key-0123456789abcdef-not-for-real-data"  # conftest.TEST_KEY (not imported: pytest)
 
 # Columns that record when the pipeline ran (wall clock): left out of snapshots. Times of the files
 # themselves (submitted_at, first_submitted_at) are data and are kept.
@@ -309,10 +310,9 @@ def snapshot_differences(actual: dict, expected: dict) -> list[str]:
 
 
 def stray_staging_files(output_dir: Path, journal_dir: Path | None = None) -> list[str]:
-    """Staging files left behind by an interrupted swap (`.NAME.*.tmp`, `.NAME.previous`) in the output
-    folder, and unsettled swap journals in `journal_dir` (HOME/file_swaps)."""
+    """Staging files left behind by an interrupted swap (`.NAME.TOKEN.tmp`) in the output folder, and unsettled swap journals in `journal_dir` (HOME/file_swaps)."""
     stray = sorted(p.relative_to(output_dir).as_posix() for p in output_dir.rglob(".*")
-                   if p.name.endswith((".tmp", ".previous")))
+                   if p.name.endswith(".tmp"))
     if journal_dir is not None and journal_dir.exists():
         stray += sorted(f"journal {p.name}" for p in journal_dir.glob("*.swap.json*"))
     return stray
