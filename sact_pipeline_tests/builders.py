@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sact_pipeline.domain.spec import ITEM_COLUMNS, V3_ITEMS, normalise_header
+from sact_pipeline.domain.spec import SACT, V3, V4, normalise_header
 
 VALID_ROW = {
     "nhs_number": "9434765919", "local_patient_identifier": "L0001", "nhs_number_status_indicator_code": "01",
@@ -29,27 +29,49 @@ VALID_ROW = {
     "other_regimen_outcome_summary_curative_not_completed_reason": "",
     "regimen_outcome_summary_non_curative": "", "regimen_outcome_summary_toxicity": "",
 }
-assert set(VALID_ROW) == set(ITEM_COLUMNS)
-HEADERS = [item.header for item in V3_ITEMS]
+V3_COLUMNS = SACT.version(V3).columns
+assert set(VALID_ROW) == set(V3_COLUMNS)
+HEADERS = [item.header(V3) for item in SACT.version(V3).items]
+# The same administration as a v4 row: the date in the infusion timestamp (item 80), the items v4 dropped
+# gone, and its new items filled in.
+VALID_V4_ROW = {
+    **{c: v for c, v in VALID_ROW.items() if c in SACT.version(V4).by_name},
+    "professional_registration_issuer_code": "01", "professional_registration_entry_identifier": "C1234567",
+    "treatment_context": "01", "curative_line_of_treatment": "1", "non_curative_line_of_treatment": "",
+    "chemoradiation": "N", "regimen_modification": "N", "reason_for_regimen_modification": "",
+    "reason_for_regimen_modification_patient_factors": "", "toxicity_grade_regimen_modification": "",
+    "cycle_modification": "N", "reason_for_cycle_modification": "", "reason_for_cycle_modification_patient_factors": "",
+    "toxicity_grade_cycle_modification": "", "cycle_delay": "N", "reason_for_cycle_delay": "",
+    "reason_for_cycle_delay_patient_factors": "", "toxicity_grade_cycle_delay": "",
+    "administration_timestamp_infusion": "2024-01-08T10:15:00+00:00", "administration_date_oral_drug_dispensed": "",
+    "cycle_length_in_days": "", "number_of_cycles_dispensed": "", "dose_modification": "N",
+    "reason_for_dose_modification": "", "reason_for_dose_modification_patient_factors": "",
+    "toxicity_grade_dose_modification": "", "end_of_regimen_summary": "",
+}
+assert set(VALID_V4_ROW) == set(SACT.version(V4).columns)
+V4_HEADERS = [item.header(V4) for item in SACT.version(V4).items]
 
 
-def raw_frame(rows: list[dict]) -> pd.DataFrame:
-    """A raw frame as the landing reader returns it: row_number plus every item as text."""
-    frame = pd.DataFrame([{**VALID_ROW, **row} for row in rows], columns=list(ITEM_COLUMNS)).astype("str")
+def raw_frame(rows: list[dict], version: str = V3) -> pd.DataFrame:
+    """A raw frame as the landing reader returns it: row_number plus every item of the version as text."""
+    valid, columns = (VALID_ROW, V3_COLUMNS) if version == V3 else (VALID_V4_ROW, SACT.version(V4).columns)
+    frame = pd.DataFrame([{**valid, **row} for row in rows], columns=list(columns)).astype("str")
     frame.insert(0, "row_number", range(1, len(frame) + 1))
     return frame
 
 
 def write_submission(path: Path, rows: list[dict], *, encoding: str = "utf-8", newline: str = "\n",
-                     headers: list[str] | None = None) -> Path:
-    """Write a submission file the way a trust system would."""
-    headers = headers or HEADERS
-    by_header = {normalise_header(item.header): item.column for item in V3_ITEMS}
+                     headers: list[str] | None = None, version: str = V3) -> Path:
+    """Write a submission file the way a trust system would: the version's header (or `headers`), then a
+    line per row (the version's valid row with the row's overrides; empty in a column of no item)."""
+    headers = headers or (HEADERS if version == V3 else V4_HEADERS)
+    valid = VALID_ROW if version == V3 else VALID_V4_ROW
+    by_header = {key: item.name for key, item in SACT.version(version).header_map.items()}
     lines = [",".join(headers)]
     for row in rows:
-        values = {**VALID_ROW, **row}
+        values = {**valid, **row}
         columns = [by_header.get(normalise_header(h)) for h in headers]
-        lines.append(",".join(_quote(values[c]) if c else "" for c in columns))
+        lines.append(",".join(_quote(values.get(c, "")) if c else "" for c in columns))
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (newline.join(lines) + newline).encode(encoding)
     path.write_bytes(data)

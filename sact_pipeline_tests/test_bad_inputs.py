@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -26,12 +25,12 @@ from sact_pipeline.domain.cleaning import CleanedSubmission, clean_submission
 from sact_pipeline.domain.landing import SubmissionFile, SubmissionRejected, read_submission, sha256_of
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
-from sact_pipeline.domain.spec import V3_HEADERS, normalise_header
+from sact_pipeline.domain.spec import SACT, V3, V4, normalise_header
 from sact_pipeline.domain.synthetic import generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions, rejected_files, submission_files
-from sact_pipeline_tests.builders import HEADERS, VALID_ROW, write_submission
+from sact_pipeline_tests.builders import HEADERS, V4_HEADERS, VALID_ROW, VALID_V4_ROW, write_submission
 
 TODAY = date(2024, 6, 15)
 NAME = "SACT_RR8_202401_20240210093000.csv"
@@ -42,14 +41,17 @@ TWO_ROWS = [{"cycle_number": "1"}, {"cycle_number": "2", "administration_date": 
 NAMES = [{"person_given_name": "Siân", "person_family_name": "O’Neill"}, {"cycle_number": "2"}]
 
 
-def csv_text(rows: list[dict], *, headers: list[str] | None = None, sep: str = ",", newline: str = "\r\n") -> str:
-    """A submission as text: the header, then one line per row (VALID_ROW with the row's overrides; 'x' in
-    a column that is not a v3 item)."""
-    headers = headers or HEADERS
-    columns = [V3_HEADERS.get(normalise_header(h)) for h in headers]
+def csv_text(rows: list[dict], *, headers: list[str] | None = None, sep: str = ",", newline: str = "\r\n",
+             version: str = V3) -> str:
+    """A submission as text: the header, then one line per row (the version's valid row with the row's
+    overrides; 'x' in a column that is not an item of the version)."""
+    headers = headers or (HEADERS if version == V3 else V4_HEADERS)
+    by_header = SACT.version(version).header_map
+    columns = [by_header[normalise_header(h)].name if normalise_header(h) in by_header else None for h in headers]
+    valid = VALID_ROW if version == V3 else VALID_V4_ROW
     lines = [sep.join(headers)]
     for row in rows:
-        values = {**VALID_ROW, **row}
+        values = {**valid, **row}
         lines.append(sep.join(_quote(values[c] if c else "x", sep) for c in columns))
     return newline.join(lines) + newline
 
@@ -60,6 +62,33 @@ def _quote(value: str, sep: str) -> str:
 
 def utf8(rows=TWO_ROWS, **options) -> bytes:
     return csv_text(rows, **options).encode("utf-8")
+
+
+# SACT v4 (from April 2026): the same two administrations, in a May 2026 file read in July 2026.
+V4_NAME, V4_TODAY = "SACT_RR8_202605_20260610093000.csv", date(2026, 7, 15)
+V4_ROWS = [{"cycle_number": "1", "start_date_of_regimen": "2026-05-04", "start_date_of_cycle": "2026-05-04",
+            "date_decision_to_treat": "2026-04-28", "administration_timestamp_infusion": "2026-05-04T10:15:00+01:00"},
+           {"cycle_number": "2", "start_date_of_regimen": "2026-05-04", "start_date_of_cycle": "2026-05-25",
+            "date_decision_to_treat": "2026-04-28", "administration_timestamp_infusion": "2026-05-25T23:40:00+01:00"}]
+
+
+def v4(rows=None, *, changes: dict | None = None, **options) -> bytes:
+    """A v4 file of V4_ROWS; `changes` overrides items of the second row."""
+    rows = rows or [V4_ROWS[0], {**V4_ROWS[1], **(changes or {})}]
+    return csv_text(rows, version=V4, **options).encode("utf-8")
+
+
+def v4_without(*headers: str) -> list[str]:
+    return [h for h in V4_HEADERS if h not in headers]
+
+
+def v3_in(month: str, today: date) -> Callable[[], bytes]:
+    """A v3 file of two administrations in `month` (YYYY-MM)."""
+    day = f"{month}-04"
+    return lambda: utf8([{"start_date_of_regimen": day, "start_date_of_cycle": day, "administration_date": day,
+                          "date_decision_to_treat": f"{month}-01"}, {"cycle_number": "2", "start_date_of_regimen": day,
+                          "start_date_of_cycle": day, "administration_date": day, "date_decision_to_treat": f"{month}-01",
+                          "drug_name": "CYCLOPHOSPHAMIDE"}])
 
 
 def cut_mid_row(rows=TWO_ROWS) -> bytes:
@@ -101,6 +130,8 @@ class Case:
     encoding: str | None = None
     finding: tuple[str, str, int] | None = None  # (item, finding substring, rows): a data-quality finding
     check: Callable[[SubmissionFile, pd.DataFrame, CleanedSubmission], None] | None = None
+    today: date = TODAY
+    version: str = V3  # the version the file is read as (parsed cases)
 
 
 def ignored(expected: tuple[str, ...]):
@@ -112,6 +143,33 @@ def ignored(expected: tuple[str, ...]):
 def trust_is(code: str):
     def check(submission, frame, cleaned):
         assert submission.trust_code == code and set(cleaned.clean["organisation_identifier_code_of_provider"]) == {code}
+    return check
+
+
+def clean_dates(*dates: str):
+    def check(submission, frame, cleaned):
+        assert [f"{d:%Y-%m-%d}" for d in cleaned.clean["administration_date"]] == list(dates)
+    return check
+
+
+def missing_finding(item: str, rows: int):
+    """A required item left empty: kept, and counted as missing (completeness), not quarantined."""
+    def check(submission, frame, cleaned):
+        quality = cleaned.item_quality.set_index("item").loc[item]
+        assert (int(quality["rows"]) - int(quality["present"]), quality["obligation"]) == (rows, "R")
+        assert cleaned.data_quality.set_index("item").loc[item, "missing"] == rows
+    return check
+
+
+def file_finding(text: str | None):
+    """The file's version is (or is not) a finding about the whole file: row 0, kept."""
+    def check(submission, frame, cleaned):
+        found = cleaned.findings.loc[cleaned.findings["kind"] == "file"]
+        if text is None:
+            assert found.empty
+        else:
+            assert found[["row_number", "item", "finding", "quarantined"]].values.tolist() == [
+                [0, "SACT version", text, False]]
     return check
 
 
@@ -135,9 +193,9 @@ CASES = [
          rejected="not a CSV file: gzip-compressed: unzip it and send the .csv"),
     Case("Excel workbook (.xlsx) named .csv", xlsx, rejected="Excel workbook (.xlsx): send the sheet saved as CSV"),
     Case("missing mandatory column", lambda: utf8(headers=WITHOUT_DRUG_NAME),
-         rejected="missing mandatory columns: drug_name"),
+         rejected="missing mandatory columns: Drug_Name (the header is closest to SACT v3)"),
     Case("header of another data set", lambda: b"patient,drug,dose\r\n1,2,3\r\n",
-         rejected="header not recognised as SACT v3"),
+         rejected="header not recognised as SACT v3 or v4"),
     Case("duplicated column", lambda: utf8(headers=TWICE), rejected="column NHS_Number appears twice in the header"),
     Case("unbalanced quotes", with_quote_never_closed,
          rejected="unbalanced double quotes in the record starting on line 3"),
@@ -213,6 +271,65 @@ CASES = [
                                                     "organisation_identifier_of_sact_administration": "RQF",
                                                     "cycle_number": n} for n in "12"]),
          name="SACT_RQF_202401_20240210093000.csv", rows=2, clean=2, check=trust_is("RQF")),
+    # --- SACT v4 ---------------------------------------------------------------------------------------------
+    Case("v4 file", v4, name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2,
+         check=clean_dates("2026-05-04", "2026-05-25")),  # 23:40 BST is still the 25th: as written, not UTC
+    Case("v4 oral dispensing date instead of a timestamp", lambda: v4(changes={
+        "administration_timestamp_infusion": "", "administration_date_oral_drug_dispensed": "2026-05-26",
+        "sact_administration_route": "02", "cycle_length_in_days": "21", "number_of_cycles_dispensed": "3"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2, check=clean_dates("2026-05-04", "2026-05-26")),
+    Case("v4 header missing both item 80 and 81 columns",
+         lambda: v4(headers=v4_without("Administration_Timestamp_(Infusion)", "Administration_Date_(Oral_Drug_Dispensed)")),
+         name=V4_NAME, today=V4_TODAY, rejected="missing mandatory columns: Administration_Timestamp_(Infusion) or "
+                                                "Administration_Date_(Oral_Drug_Dispensed) (the header is closest to SACT v4)"),
+    Case("v4 header missing Cycle_Number", lambda: v4(headers=v4_without("Cycle_Number")), name=V4_NAME,
+         today=V4_TODAY, rejected="missing mandatory columns: Cycle_Number (the header is closest to SACT v4)"),
+    Case("v4 header with one of item 80 and 81", lambda: v4(headers=v4_without("Administration_Date_(Oral_Drug_Dispensed)")),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2),
+    Case("v4 row with both item 80 and 81 empty", lambda: v4(changes={"administration_timestamp_infusion": ""}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=(
+             "Administration_Timestamp_(Infusion) and Administration_Date_(Oral_Drug_Dispensed) both missing", 1)),
+    Case("v4 timestamp without an offset", lambda: v4(changes={"administration_timestamp_infusion": "2026-05-25T10:15:00"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=(
+             "Administration_Timestamp_(Infusion) is not an ISO 8601 timestamp with an offset", 1)),
+    Case("v4 timestamp with an impossible time",
+         lambda: v4(changes={"administration_timestamp_infusion": "2026-05-25T25:15:00+01:00"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=(
+             "Administration_Timestamp_(Infusion) is not an ISO 8601 timestamp with an offset", 1)),
+    Case("v4 timestamp not valid beside a valid item 81", lambda: v4(changes={
+        "administration_timestamp_infusion": "25/05/2026 10:15", "administration_date_oral_drug_dispensed": "2026-05-25"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=(
+             "Administration_Timestamp_(Infusion) is not an ISO 8601 timestamp", 1)),  # no silent fall-back
+    Case("v4 item 81 not a valid date", lambda: v4(changes={
+        "administration_timestamp_infusion": "", "administration_date_oral_drug_dispensed": "2026-05-32"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=(
+             "Administration_Date_(Oral_Drug_Dispensed) is not a valid ccyy-mm-dd date", 1)),
+    Case("v4 item 80 and a different date in item 81", lambda: v4(changes={
+        "administration_date_oral_drug_dispensed": "2026-05-20"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2, check=clean_dates("2026-05-04", "2026-05-25"),
+         finding=("Administration_Date_(Oral_Drug_Dispensed)", "differs from the date of "
+                  "Administration_Timestamp_(Infusion), which is used", 1)),
+    Case("v4 header with a v3-only column added", lambda: v4(headers=V4_HEADERS + ["Administration_Date"]),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2, check=ignored(("Administration_Date",))),
+    Case("v4 file for 2025-12", lambda: v4(), name="SACT_RR8_202512_20260110093000.csv", today=V4_TODAY,
+         rejected="a SACT v4 file for reporting month 2025-12, before v4 was accepted (2026-04"),
+    Case("Cycle_Number empty in v4", lambda: v4(changes={"cycle_number": ""}), name=V4_NAME, today=V4_TODAY,
+         version=V4, rows=2, clean=1, quarantined=("Cycle_Number missing", 1)),
+    Case("Cycle_Number not a whole number in v4", lambda: v4(changes={"cycle_number": "2a"}), name=V4_NAME,
+         today=V4_TODAY, version=V4, rows=2, clean=1, quarantined=("Cycle_Number is not a whole number", 1)),
+    Case("Cycle_Number empty in v3", lambda: utf8([{}, {"cycle_number": "", "drug_name": "CYCLOPHOSPHAMIDE"}]),
+         rows=2, clean=2, check=missing_finding("Cycle_Number", 1)),
+    Case("a new v4 item not in its format", lambda: v4(changes={"curative_line_of_treatment": "first"}),
+         name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2,
+         finding=("Curative_Line_Of_Treatment", "Curative_Line_Of_Treatment is not a whole number", 1)),
+    Case("v4 header aliases (Person_Birth_Date, Primary_Diagnosis_(ICD-10))", lambda: v4(headers=[
+        {"Date_Of_Birth": "Person_Birth_Date", "Primary_Diagnosis": "Primary_Diagnosis_(ICD-10)"}.get(h, h)
+        for h in V4_HEADERS]), name=V4_NAME, today=V4_TODAY, version=V4, rows=2, clean=2, check=ignored(())),
+    Case("v3 file after full v4 conformance", v3_in("2026-08", date(2026, 9, 20)),
+         name="SACT_RR8_202608_20260910093000.csv", today=date(2026, 9, 20), rows=2, clean=2,
+         check=file_finding("v3 after full v4 conformance (v4 only from 2026-07)")),
+    Case("v3 file in the transition months", v3_in("2026-05", V4_TODAY), name=V4_NAME, today=V4_TODAY, rows=2,
+         clean=2, check=file_finding(None)),
 ]
 
 
@@ -220,13 +337,13 @@ def outcome(tmp_path, case: Case):
     path = tmp_path / case.name
     path.write_bytes(case.data())
     try:
-        submission, frame = read_submission(path, tmp_path, ORGANISATIONS, first_month="2023-01", today=TODAY)
+        submission, frame = read_submission(path, tmp_path, ORGANISATIONS, first_month="2023-01", today=case.today)
     except SubmissionRejected as rejection:
         assert path.name in str(rejection)  # the message names the file
         return rejection, None, None
     cleaned = clean_submission(frame, trust_code=submission.trust_code, submitted_at=submission.submitted_at,
                                pseudonymiser=PSEUDONYMISER, reporting_month=submission.reporting_month,
-                               trust_of=_trust_of)
+                               trust_of=_trust_of, sact_version=submission.header_version)
     return submission, frame, cleaned
 
 
@@ -249,6 +366,7 @@ def test_every_bad_input_has_its_outcome(tmp_path, case):
         assert "9434765919" not in submission.reason and "Siân" not in submission.reason  # never row contents
         return
     assert isinstance(submission, SubmissionFile), f"rejected: {getattr(submission, 'reason', '')}"
+    assert submission.header_version == case.version
     # Every row is accounted for.
     assert submission.data_rows == len(frame) == cleaned.raw_rows == case.rows
     assert cleaned.raw_rows == cleaned.clean_rows + cleaned.quarantined_rows + cleaned.duplicate_rows
@@ -268,8 +386,9 @@ def test_every_bad_input_has_its_outcome(tmp_path, case):
         found = cleaned.findings.loc[(cleaned.findings["item"] == item) & (cleaned.findings["kind"] == "invalid")]
         assert found["finding"].str.contains(text, regex=False).sum() == count, found["finding"].tolist()
         assert not found["quarantined"].any()  # counted by data quality, the row kept
-        quality = cleaned.item_quality.set_index("item").loc[item]  # the item's validity counts it too
-        assert int(quality["present"]) - int(quality["valid"]) == count
+        if text.startswith(f"{item} is not"):  # a value that breaks its rule: the item's validity counts it too
+            quality = cleaned.item_quality.set_index("item").loc[item]
+            assert int(quality["present"]) - int(quality["valid"]) == count
     if case.check is not None:
         case.check(submission, frame, cleaned)
 
@@ -334,15 +453,6 @@ def test_a_file_still_being_written_is_ignored_then_rejected_when_cut_then_accep
     discovery = pipeline.discover()
     assert discovery.accepted_new == [name] and discovery.rejected_known == []
     assert pipeline.accepted_files()["sha256"].tolist() == [sha256_of(complete)]
-
-
-@pytest.fixture
-def isolated_environment(monkeypatch):
-    """refresh exports its settings to the environment (for Dagster): undo that after the test."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def _other_trust(trust: str) -> list[dict]:

@@ -7,7 +7,9 @@ import pytest
 
 from sact_pipeline.domain.cleaning import clean_submission
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError, Pseudonymiser
-from sact_pipeline.domain.spec import IDENTIFYING_COLUMNS
+from sact_pipeline.domain.spec import SACT
+
+IDENTIFYING_COLUMNS = SACT.identifying_columns
 from sact_pipeline_tests.builders import VALID_ROW, raw_frame
 
 SUBMITTED = datetime(2024, 2, 10, 9, 30)

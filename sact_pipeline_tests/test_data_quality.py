@@ -23,12 +23,14 @@ from dagster import AssetKey, DagsterInstance
 from sact_pipeline.cli import refresh
 from sact_pipeline.domain import data_quality as dq
 from sact_pipeline.domain import spec
+from sact_pipeline.domain.spec import SACT, V3
 from sact_pipeline.domain.synthetic import DefectRates, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import quality_findings, quality_items, quality_trust_months
 
-HEADER = {item.column: item.header for item in spec.V3_ITEMS}
+V3_ITEMS = SACT.version(V3).items
+HEADER = {item.name: item.header(V3) for item in V3_ITEMS}
 NO_IDENTIFIER = "no usable patient identifier (no valid NHS_Number and no Local_Patient_Identifier)"
 # synthetic.MANDATORY_DEFECT_KINDS -> (item, quarantine reason, items it leaves empty or invalid)
 MANDATORY_KINDS = {
@@ -99,12 +101,12 @@ def test_every_injected_defect_is_recovered_per_item_and_reason(assessed):
         mine = items.loc[(items["reporting_month"] == month) & (items["trust_code"] == trust)].set_index("item")
         assert len(mine) == 44 and (mine["rows"] == assessed_rows).all()
         expected = expected_items(defects)
-        for item in spec.V3_ITEMS:
-            missing, invalid = expected[item.header]
-            got = mine.loc[item.header]
-            if item.obligation in dq.SCORED_OBLIGATIONS:  # optional and outcome items are often left empty
-                assert assessed_rows - got["present"] == missing, (month, trust, item.header)
-            assert got["present"] - got["valid"] == invalid, (month, trust, item.header)
+        for item in V3_ITEMS:
+            missing, invalid = expected[item.header(V3)]
+            got = mine.loc[item.header(V3)]
+            if item.obligation(V3) in dq.SCORED_OBLIGATIONS:  # optional and outcome items are often left empty
+                assert assessed_rows - got["present"] == missing, (month, trust, item.header(V3))
+            assert got["present"] - got["valid"] == invalid, (month, trust, item.header(V3))
 
         # Findings by reason: quarantine reasons per mandatory kind, invalid values per item, the others.
         reasons = findings.loc[(findings["reporting_month"] == month) & (findings["trust_code"] == trust)]
@@ -115,10 +117,10 @@ def test_every_injected_defect_is_recovered_per_item_and_reason(assessed):
                 item, reason, _ = MANDATORY_KINDS[kind]
                 want[(dq.QUARANTINED, item, reason)] = count
         if defects.invalid_nhs_number:
-            want[(dq.INVALID, "NHS_Number", f"NHS_Number is not {dq.NHS_NUMBER_FORMAT}")] = defects.invalid_nhs_number
+            want[(dq.INVALID, "NHS_Number", f"NHS_Number is not {spec.NHS_NUMBER_RULE}")] = defects.invalid_nhs_number
         for column, _, bad_code in defects.missing_required_by_item:
             if bad_code:
-                codes = ", ".join(spec.ITEMS_BY_COLUMN[column].codes)
+                codes = ", ".join(SACT.by_name[column].codes)
                 want[(dq.INVALID, HEADER[column], f"{HEADER[column]} is not one of {codes}")] = bad_code
         if defects.out_of_month:
             want[(dq.OUT_OF_MONTH, "Administration_Date",
@@ -129,10 +131,12 @@ def test_every_injected_defect_is_recovered_per_item_and_reason(assessed):
         checked_kinds |= {kind for kind, _, _ in got}
 
         # The score: 100 x the mean share of valid values over the mandatory and required items.
-        scored = [i.header for i in spec.V3_ITEMS if i.obligation in dq.SCORED_OBLIGATIONS]
+        scored = [i.header(V3) for i in V3_ITEMS if i.obligation(V3) in dq.SCORED_OBLIGATIONS]
         shares = [(assessed_rows - sum(expected[h])) / assessed_rows for h in scored]
         assert record["score"] == pytest.approx(100 * float(np.mean(shares)))
-    assert checked_kinds == set(dq.FINDING_KINDS)  # the data really had every kind of finding
+    # The data really had every kind of row finding (file findings come from v3 after v4 conformance:
+    # tested on a mixed landing zone below).
+    assert checked_kinds == set(dq.FINDING_KINDS) - {dq.FILE}
 
 
 def test_the_feedback_file_names_each_defective_row_and_no_identifier(assessed):
@@ -232,30 +236,31 @@ VALIDITY_CASES = [  # (column, valid values, invalid values)
 @pytest.mark.parametrize("column, good, bad", VALIDITY_CASES, ids=[c[0] for c in VALIDITY_CASES])
 def test_each_item_rule_accepts_and_rejects(column, good, bad):
     values = good + bad + [""]
-    items = pd.DataFrame({c: [""] * len(values) for c in spec.ITEM_COLUMNS})
+    version = SACT.version(V3)
+    items = pd.DataFrame({c: [""] * len(values) for c in version.columns})
     items[column] = values
-    dates = {c: pd.Series(pd.NaT, index=items.index, dtype="datetime64[s]")
-             for c in spec.MANDATORY_DATES + spec.REQUIRED_DATES}
-    checks = dq.check_items(items, dates=dates, nhs_valid=np.zeros(len(values), dtype=bool))
+    dates = {i.name: pd.Series(pd.NaT, index=items.index, dtype="datetime64[s]")
+             for i in version.items if i.check == "date"}
+    checks = dq.check_items(items, version, dates=dates, nhs_valid=np.zeros(len(values), dtype=bool))
     header = HEADER[column]
     assert checks.present[header].tolist() == [True] * (len(good) + len(bad)) + [False]
     assert checks.valid[header].tolist() == [True] * len(good) + [False] * len(bad) + [False]
-    findings = dq.invalid_findings(checks, pd.Series(range(1, len(values) + 1)))
+    findings = dq.invalid_findings(checks, version, pd.Series(range(1, len(values) + 1)))
     mine = findings.loc[findings["item"] == header]
     assert mine["row_number"].tolist() == list(range(len(good) + 1, len(good) + len(bad) + 1))
-    assert set(mine["finding"]) == {f"{header} is not {dq.rule_of(column)}"}  # the rule, never the value
+    assert set(mine["finding"]) == {f"{header} is not {SACT.by_name[column].rule}"}  # the rule, never the value
 
 
 def test_the_score_weighs_every_mandatory_and_required_item_equally():
     rows = 100
-    quality = pd.DataFrame({"item": [i.header for i in spec.V3_ITEMS],
-                            "obligation": [i.obligation for i in spec.V3_ITEMS],
-                            "rows": rows, "present": rows, "valid": rows})
+    quality = pd.DataFrame({"item": [i.header(V3) for i in V3_ITEMS],
+                            "obligation": [i.obligation(V3) for i in V3_ITEMS],
+                            "rows": rows, "present": rows, "valid": rows, "sact_version": V3})
     quality.loc[quality["item"] == "Regimen", "valid"] = 50  # mandatory: half valid
     quality.loc[quality["item"] == "DM+D", "present"] = 0  # optional: not in the score
     scores = dq.item_scores(quality)
-    scored = len(dq.ITEM_WEIGHTS)
-    assert scored == sum(i.obligation in ("M", "R") for i in spec.V3_ITEMS)
+    scored = int(scores["scored"].sum())
+    assert scored == sum(i.obligation(V3) in ("M", "R") for i in V3_ITEMS) == 35
     assert dq.overall_score(scores) == pytest.approx(100 * (scored - 0.5) / scored)
     assert dq.overall_score(dq.item_scores(quality.assign(rows=0, present=0, valid=0))) is None
 

@@ -93,7 +93,7 @@ def test_unknown_organisation(tmp_path):
 def test_missing_mandatory_columns_are_named(tmp_path):
     headers = [h for h in HEADERS if h not in ("Regimen", "Drug_Name")]
     path = write_submission(tmp_path / "SACT_RR8_202401_20240210093000.csv", [{}], headers=headers)
-    assert rejection(path, tmp_path) == "missing mandatory columns: regimen, drug_name"
+    assert rejection(path, tmp_path) == "missing mandatory columns: Regimen, Drug_Name (the header is closest to SACT v3)"
 
 
 def test_missing_required_column_is_read_as_empty(tmp_path):

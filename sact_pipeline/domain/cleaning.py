@@ -2,8 +2,11 @@
 
 Every raw row ends up in exactly one place: opted out, clean, quarantined (with every reason), or
 duplicate.
-Mandatory-item failures quarantine a row; required items that are missing or off their code list are
-data-quality findings counted per item. Identifiers (NHS number, local id, names, postcode, date of
+Which items a row must hold, and what a valid value is, come from the data-set table for the file's
+SACT version (domain.spec): a mandatory item enforced by quarantine that is missing (or, for a date,
+timestamp or number, not valid) quarantines the row; other items that are missing or break their rule
+are data-quality findings counted per item. In v4 the administration date is the calendar date of the
+infusion timestamp (item 80) as written, else the oral dispensing date (item 81). Identifiers (NHS number, local id, names, postcode, date of
 birth) never leave this function: the clean layer holds a keyed pseudonym, age and postcode district.
 All checks are vectorised over the frame.
 """
@@ -20,36 +23,28 @@ import pandas as pd
 from sact_pipeline.domain import data_quality as dq
 from sact_pipeline.domain import nhs_number
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
-from sact_pipeline.domain.spec import (
-    IDENTIFYING_COLUMNS,
-    INTEGER_COLUMNS,
-    ITEM_COLUMNS,
-    ITEMS_BY_COLUMN,
-    MANDATORY_DATES,
-    NUMERIC_COLUMNS,
-    REQUIRED_COLUMNS,
-    REQUIRED_DATES,
-    TWO_DIGIT_CODED,
-    V3_ITEMS,
-)
+from sact_pipeline.domain.spec import ANY, FIRST, SACT, V3, Group, Item, Transition, Version
 
 MAX_AGE = 120
 NHS_NUMBER_KEYS = "nhs_number"  # the pseudonymisation namespace of patient keys made from NHS numbers
 EARLIEST_ADMINISTRATION = pd.Timestamp("1990-01-01")  # the clean suite's lower bound (SACT began in 2012)
+ADMINISTRATION_DATE = "administration_date"  # item 34 in v3; in v4 the date of item 80, else item 81
 CODED_COLUMNS: dict[str, tuple[str, ...]] = {
-    i.column: i.codes for i in V3_ITEMS if i.codes is not None and not i.identifying
+    i.name: i.codes for i in SACT.items if i.codes is not None and not i.identifying
 }
-DATE_COLUMNS = tuple(c for c in MANDATORY_DATES + REQUIRED_DATES if c != "date_of_birth")
+# Typed columns of the clean layer, by how it holds them (timestamps stay text, as written).
+DATE_COLUMNS = tuple(i.name for i in SACT.items if i.type == "date" and not i.identifying)
+NUMERIC_COLUMNS = tuple(i.name for i in SACT.items if i.type == "number")
+INTEGER_COLUMNS = tuple(i.name for i in SACT.items if i.type == "integer")
 # Non-identifying items carried as they arrived into the quarantine table, so analysts can see why.
-QUARANTINE_ITEM_COLUMNS = tuple(c for c in ITEM_COLUMNS if c not in IDENTIFYING_COLUMNS)
+QUARANTINE_ITEM_COLUMNS = tuple(c for c in SACT.columns if c not in SACT.identifying_columns)
 CLEAN_COLUMNS: tuple[str, ...] = (
     "row_number", "patient_key", "patient_key_source", "age_at_regimen_start", "age_band",
     "postcode_district",
-) + tuple(c for c in ITEM_COLUMNS if c not in IDENTIFYING_COLUMNS)
-
-
-def header_of(column: str) -> str:
-    return ITEMS_BY_COLUMN[column].header
+) + QUARANTINE_ITEM_COLUMNS
+# An ISO 8601 timestamp with an offset (extended format): date, time to the minute or finer, Z or +hh:mm.
+TIMESTAMP = (r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,]\d{1,9})?)?"
+             r"(?:Z|[+-](?P<offset_hour>\d{2}):(?P<offset_minute>\d{2}))")
 
 
 @dataclass(frozen=True)
@@ -60,10 +55,11 @@ class CleanedSubmission:
     raw_rows: int
     duplicate_rows: int
     opted_out_rows: int = 0  # rows of patients who opted out of registration: removed, counted, nothing else
-    # Over the assessed rows (clean and quarantined): completeness and validity per v3 item, and every row
-    # finding (item and reason, no value): see domain.data_quality.
+    # Over the assessed rows (clean and quarantined): completeness and validity per item of the file's
+    # version, and every row finding (item and reason, no value): see domain.data_quality.
     item_quality: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(dq.ITEM_QUALITY_COLUMNS)))
     findings: pd.DataFrame = field(default_factory=lambda: dq.concat_findings([]))
+    sact_version: str = V3
 
     @property
     def clean_rows(self) -> int:
@@ -81,17 +77,20 @@ class CleanedSubmission:
 def clean_submission(
     raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser,
     opted_out: frozenset[str] | set[str] = frozenset(), reporting_month: str | None = None,
-    trust_of: Callable[[str], str | None] | None = None,
+    trust_of: Callable[[str], str | None] | None = None, sact_version: str = V3,
+    transition: Transition | None = None,
 ) -> CleanedSubmission:
-    """Clean one file version (raw frame: row_number plus the 44 items as text).
+    """Clean one file version (raw frame: row_number plus the items of its SACT version as text).
 
     `opted_out`: patient keys (pseudonyms of NHS numbers) of patients who opted out of registration. Their
     rows are removed first, before duplicates and quarantine, so nothing of them reaches any table: rows
     with their NHS number, and rows of the file with the same Local_Patient_Identifier (the same patient
     where a row lacks a valid NHS number).
     `reporting_month` ('YYYY-MM'): activity dated outside it is a finding; `trust_of` (provider code -> its
-    trust, None if unknown): a provider code of another trust is a finding, an unknown one invalid."""
-    items = pd.DataFrame({c: raw[c].astype("str").str.strip() for c in ITEM_COLUMNS}, index=raw.index)
+    trust, None if unknown): a provider code of another trust is a finding, an unknown one invalid;
+    `transition`: when the file's version is itself a finding (v3 after full v4 conformance)."""
+    version = SACT.version(sact_version)
+    items = pd.DataFrame({c: raw[c].fillna("").astype("str").str.strip() for c in version.columns}, index=raw.index)
     nhs = nhs_number.normalise(items["nhs_number"])
     nhs_valid = nhs_number.is_valid(nhs).to_numpy()
     nhs_key = pd.Series(pd.NA, index=items.index, dtype="str")
@@ -104,11 +103,11 @@ def clean_submission(
     items, nhs, nhs_valid, nhs_key = items.loc[kept], nhs[kept], nhs_valid[kept], nhs_key[kept]
     row_number = raw["row_number"].loc[kept].astype("int64")
 
-    for column in TWO_DIGIT_CODED:  # '1' -> '01': Excel drops the leading zero of two-digit codes
-        items[column] = items[column].where(~items[column].str.fullmatch(r"\d"), "0" + items[column])
-    for column, codes in CODED_COLUMNS.items():
-        if any(c.isalpha() for c in codes):
-            items[column] = items[column].str.upper()
+    for item in version.items:
+        if item.two_digit_codes:  # '1' -> '01': Excel drops the leading zero of two-digit codes
+            items[item.name] = items[item.name].where(~items[item.name].str.fullmatch(r"\d"), "0" + items[item.name])
+        elif item.letter_codes:
+            items[item.name] = items[item.name].str.upper()
 
     local_id = items["local_patient_identifier"]
     has_local = (local_id != "").to_numpy()
@@ -119,51 +118,54 @@ def clean_submission(
                                                            "local_patient_identifier")
     key_source = np.where(nhs_valid, "nhs_number", np.where(by_local, "local_patient_identifier", ""))
 
-    dates = {c: _parse_dates(items[c]) for c in MANDATORY_DATES + REQUIRED_DATES}
-    reasons = _Reasons(items.index, row_number)
-    reasons.add(~(nhs_valid | has_local), "no usable patient identifier (no valid NHS_Number and no "
-                                          "Local_Patient_Identifier)", "nhs_number")
-    for column in MANDATORY_DATES:
-        missing = (items[column] == "").to_numpy()
-        reasons.add(missing, f"{header_of(column)} missing", column)
-        reasons.add(~missing & dates[column].isna().to_numpy(), f"{header_of(column)} is not a valid ccyy-mm-dd date",
-                    column)
-    for column in ("regimen", "drug_name", "organisation_identifier_code_of_provider"):
-        reasons.add((items[column] == "").to_numpy(), f"{header_of(column)} missing", column)
-    reasons.add(((items["primary_diagnosis"] == "") & (items["morphology_icd_o"] == "")).to_numpy(),
-                "Primary_Diagnosis and Morphology_ICD-O both missing", "primary_diagnosis")
-    administered = dates["administration_date"]
-    reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
-                "Administration_Date after the submission date", "administration_date")
-    reasons.add((administered < dates["date_of_birth"]).to_numpy(), "Administration_Date before Date_Of_Birth",
-                "administration_date")
-    # Implausible values that would otherwise fail the clean suite for the whole file: one row, one reason.
-    age = _age_in_years(dates["date_of_birth"], dates["start_date_of_regimen"])
-    reasons.add(((age < 0) | (age > MAX_AGE)).fillna(False).to_numpy(dtype=bool),
-                f"Date_Of_Birth gives an age outside 0-{MAX_AGE} at Start_Date_Of_Regimen", "date_of_birth")
-    reasons.add((administered < EARLIEST_ADMINISTRATION).to_numpy(),
-                f"Administration_Date before {EARLIEST_ADMINISTRATION:%Y-%m-%d}", "administration_date")
-
-    # Data quality of every assessed row (clean or quarantined), before identifiers are dropped.
-    others = []
-    provider_known = None
+    # Dates and timestamps parsed (NaT where not valid); a group that stands for an item the version lacks
+    # (v4's 80/81 for the administration date) gives the date of the member used.
+    dates = {i.name: (_parse_timestamps if i.type == "timestamp" else _parse_dates)(items[i.name])
+             for i in version.items if i.check in ("date", "timestamp")}
+    for group in version.groups.values():
+        if group.rule == FIRST and group.name not in version.by_name and group.name in SACT.by_name:
+            dates[group.name] = _first_given(items, dates, group.members)
+    provider, provider_known = None, None
     if trust_of is not None:
         provider, provider_known = dq.provider_findings(items["organisation_identifier_code_of_provider"].str.upper(),
                                                         row_number, trust_code, trust_of)
+    checks = dq.check_items(items, version, dates=dates, nhs_valid=nhs_valid, provider_known=provider_known)
+
+    reasons = _Reasons(items.index, row_number)
+    for rule in version.quarantine_rules:
+        _quarantine_rule(reasons, rule, version, checks)
+    administration = version.label(ADMINISTRATION_DATE)
+    born, started = version.header("date_of_birth"), version.header("start_date_of_regimen")
+    administered = dates[ADMINISTRATION_DATE]
+    reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
+                f"{administration} after the submission date", administration)
+    reasons.add((administered < dates["date_of_birth"]).to_numpy(), f"{administration} before {born}", administration)
+    # Implausible values that would otherwise fail the clean suite for the whole file: one row, one reason.
+    age = _age_in_years(dates["date_of_birth"], dates["start_date_of_regimen"])
+    reasons.add(((age < 0) | (age > MAX_AGE)).fillna(False).to_numpy(dtype=bool),
+                f"{born} gives an age outside 0-{MAX_AGE} at {started}", born)
+    reasons.add((administered < EARLIEST_ADMINISTRATION).to_numpy(),
+                f"{administration} before {EARLIEST_ADMINISTRATION:%Y-%m-%d}", administration)
+
+    # Data quality of every assessed row (clean or quarantined), before identifiers are dropped.
+    others = [dq.invalid_findings(checks, version, row_number)]
+    others += [dq.conflict_findings(items, dates, group, version, row_number) for group in version.groups.values()
+               if group.rule == FIRST]
+    if provider is not None:
         others.append(provider)
-    checks = dq.check_items(items, dates=dates, nhs_valid=nhs_valid, provider_known=provider_known)
-    others.insert(0, dq.invalid_findings(checks, row_number))
     if reporting_month is not None:
-        others.append(dq.activity_findings(administered, row_number, reporting_month))
+        others.append(dq.activity_findings(administered, row_number, reporting_month, administration))
+        note = (transition or Transition()).finding(version.name, reporting_month)
+        if note is not None:  # about the whole file: its header row, row 0
+            others.append(dq.file_findings(note))
     findings = dq.row_findings(reasons.findings(), others)
 
     quarantined = reasons.any()
     # Frames are built from whole columns at once: column-by-column inserts cost more than the rows.
-    quarantine = pd.concat([
-        pd.DataFrame({"row_number": row_number[quarantined], "reasons": reasons.text()[quarantined],
-                      "patient_key": patient_key[quarantined]}),
-        items.loc[quarantined, list(QUARANTINE_ITEM_COLUMNS)],
-    ], axis=1)
+    quarantine = pd.DataFrame({"row_number": row_number[quarantined], "reasons": reasons.text()[quarantined],
+                               "patient_key": patient_key[quarantined],
+                               **{c: items.loc[quarantined, c] if c in version.by_name else None
+                                  for c in QUARANTINE_ITEM_COLUMNS}})
 
     keep = ~quarantined
     kept = items.loc[keep]
@@ -177,19 +179,10 @@ def clean_submission(
         "postcode_district": _postcode_district(kept["patient_postcode"]),
     }
     for column in QUARANTINE_ITEM_COLUMNS:
-        if column in dates:
-            columns[column] = dates[column][keep]
-        elif column in NUMERIC_COLUMNS:
-            columns[column] = pd.to_numeric(kept[column], errors="coerce").astype("Float64")
-        elif column in INTEGER_COLUMNS:
-            columns[column] = _to_integer(kept[column])
-        elif column in CODED_COLUMNS:  # off-list codes are findings (counted below), held as unknown
-            columns[column] = kept[column].where(kept[column].isin(CODED_COLUMNS[column]), pd.NA)
-        else:
-            columns[column] = kept[column].replace("", pd.NA)
-    clean = pd.DataFrame(columns)[list(CLEAN_COLUMNS)].reset_index(drop=True)
+        columns[column] = _clean_values(SACT.by_name[column], kept, dates, keep)
+    clean = pd.DataFrame(columns, index=kept.index)[list(CLEAN_COLUMNS)].reset_index(drop=True)
 
-    data_quality = _data_quality(checks, keep)
+    data_quality = _data_quality(checks, version, keep)
     return CleanedSubmission(
         clean=clean,
         quarantine=quarantine.reset_index(drop=True),
@@ -199,7 +192,67 @@ def clean_submission(
         opted_out_rows=int(opted.sum()),
         item_quality=checks.item_quality(),
         findings=findings,
+        sact_version=version.name,
     )
+
+
+def _clean_values(item: Item, kept: pd.DataFrame, dates: dict[str, pd.Series], keep: np.ndarray) -> pd.Series:
+    """One clean column, typed as the table says; NA throughout for an item the file's version lacks
+    (except a column a group fills: v4's administration date)."""
+    if item.name in dates and item.type == "date":
+        return dates[item.name][keep]
+    if item.name not in kept:
+        dtype = {"date": "datetime64[s]", "number": "Float64", "integer": "Int64"}.get(item.type, "str")
+        return pd.Series(pd.NA if dtype != "datetime64[s]" else pd.NaT, index=kept.index, dtype=dtype)
+    values = kept[item.name]
+    if item.type == "number":
+        return pd.to_numeric(values, errors="coerce").astype("Float64")
+    if item.type == "integer":
+        return _to_integer(values)
+    if item.codes is not None:  # off-list codes are findings (counted below), held as unknown
+        return values.where(values.isin(item.codes), pd.NA)
+    return values.replace("", pd.NA)
+
+
+def _quarantine_rule(reasons: "_Reasons", rule: Item | Group, version: Version, checks: dq.ItemChecks) -> None:
+    """The quarantine reasons of one mandatory item, or of an either-or group, as the table enforces them."""
+    present = {h: checks.present[h].to_numpy() for h in checks.present.columns}
+    valid = {h: checks.valid[h].to_numpy() for h in checks.valid.columns}
+    if isinstance(rule, Item):
+        header = rule.header(version.name)
+        reasons.add(~present[header], f"{header} missing", header)
+        if rule.needs_valid_value:
+            reasons.add(present[header] & ~valid[header], f"{header} is not {rule.rule}", header)
+        return
+    headers = [m.header(version.name) for m in rule.members]
+    if rule.rule == ANY:  # one usable member is enough: 'no usable patient identifier (no valid NHS_Number ...)'
+        usable = np.zeros(len(reasons), dtype=bool)
+        for member, header in zip(rule.members, headers):
+            usable |= valid[header] if member.needs_valid_value else present[header]
+        if any(m.needs_valid_value for m in rule.members):
+            reason = f"no usable {rule.name.replace('_', ' ')} (no " + " and no ".join(
+                ("valid " if m.needs_valid_value else "") + h for m, h in zip(rule.members, headers)) + ")"
+        else:
+            reason = " and ".join(headers) + (" both missing" if len(headers) == 2 else " all missing")
+        reasons.add(~usable, reason, headers[0])
+        return
+    # FIRST: the first member given is the value used, and it must be valid (no silent fall-back to the next).
+    given_before = np.zeros(len(reasons), dtype=bool)
+    for member, header in zip(rule.members, headers):
+        used = present[header] & ~given_before
+        reasons.add(used & ~valid[header], f"{header} is not {member.rule}", header)
+        given_before |= present[header]
+    reasons.add(~given_before, " and ".join(headers) + (" both missing" if len(headers) == 2 else " all missing"),
+                headers[0])
+
+
+def _first_given(items: pd.DataFrame, dates: dict[str, pd.Series], members: tuple[Item, ...]) -> pd.Series:
+    """Per row, the parsed value of the first member given (NaT if that value is not valid, or none is)."""
+    result = pd.Series(pd.NaT, index=items.index, dtype="datetime64[s]")
+    for member in reversed(members):
+        given = (items[member.name] != "").to_numpy()
+        result = result.where(~given, dates[member.name])
+    return result
 
 
 def _opted_out_rows(nhs_key: pd.Series, nhs_valid: np.ndarray, local_id: pd.Series, opted_out) -> np.ndarray:
@@ -222,8 +275,12 @@ class _Reasons:
         self._row_number = row_number
         self._rules: list[tuple[np.ndarray, str, str]] = []
 
-    def add(self, mask: np.ndarray, reason: str, column: str) -> None:
-        self._rules.append((np.asarray(mask, dtype=bool), reason, column))
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add(self, mask: np.ndarray, reason: str, item: str) -> None:
+        """Rows of `mask` are quarantined for `reason`, a finding of `item` (its header name)."""
+        self._rules.append((np.asarray(mask, dtype=bool), reason, item))
 
     def any(self) -> np.ndarray:
         result = np.zeros(len(self._index), dtype=bool)
@@ -233,8 +290,8 @@ class _Reasons:
 
     def findings(self) -> pd.DataFrame:
         """One finding per rule a row broke: its row number, the item and the reason."""
-        return dq.concat_findings([dq.quarantine_findings(self._row_number, mask, header_of(column), reason)
-                                   for mask, reason, column in self._rules if mask.any()])
+        return dq.concat_findings([dq.quarantine_findings(self._row_number, mask, item, reason)
+                                   for mask, reason, item in self._rules if mask.any()])
 
     def text(self) -> pd.Series:
         text = np.full(len(self._index), "", dtype=object)
@@ -250,6 +307,20 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     shaped = distinct.where(distinct.str.fullmatch(r"\d{4}-\d{2}-\d{2}"))
     parsed = pd.to_datetime(shaped, format="%Y-%m-%d", errors="coerce")
     lookup = pd.Series(parsed.to_numpy(), index=distinct.to_numpy())
+    return pd.Series(lookup.reindex(values.to_numpy()).to_numpy(), index=values.index).astype("datetime64[s]")
+
+
+def _parse_timestamps(values: pd.Series) -> pd.Series:
+    """The calendar date of ISO 8601 timestamps with an offset, as written (local time: not converted to
+    UTC); NaT for anything else, an impossible date or time included. Once per distinct value."""
+    distinct = pd.Series(values.unique(), dtype="str")
+    parts = distinct.str.fullmatch(TIMESTAMP) & distinct.notna()
+    fields = distinct.str.extract(TIMESTAMP)
+    numbers = fields[["hour", "minute", "second", "offset_hour", "offset_minute"]].apply(pd.to_numeric)
+    possible = ((numbers["hour"] <= 23) & (numbers["minute"] <= 59) & (numbers["second"].fillna(0) <= 59)
+                & (numbers["offset_hour"].fillna(0) <= 14) & (numbers["offset_minute"].fillna(0) <= 59))
+    day = pd.to_datetime(fields["date"].where(parts & possible), format="%Y-%m-%d", errors="coerce")
+    lookup = pd.Series(day.to_numpy(), index=distinct.to_numpy())
     return pd.Series(lookup.reindex(values.to_numpy()).to_numpy(), index=values.index).astype("datetime64[s]")
 
 
@@ -277,13 +348,15 @@ def _to_integer(values: pd.Series) -> pd.Series:
     return numbers.where(numbers == numbers.round()).astype("Int64")
 
 
-def _data_quality(checks: dq.ItemChecks, clean_rows: np.ndarray) -> pd.DataFrame:
-    """The summary's findings on clean rows: per required or coded item (and NHS_Number), how many rows
-    miss a required item and how many hold a value outside its rules (domain.data_quality)."""
-    checked = list(dict.fromkeys(REQUIRED_COLUMNS + tuple(CODED_COLUMNS) + ("nhs_number",)))
-    headers = [header_of(c) for c in checked]
+def _data_quality(checks: dq.ItemChecks, version: Version, clean_rows: np.ndarray) -> pd.DataFrame:
+    """The summary's findings on clean rows: per required or coded item (and NHS_Number) of the file's
+    version, how many rows miss a required item and how many hold a value outside its rules
+    (domain.data_quality)."""
+    checked = [i for i in version.items if i.obligation(version.name) == "R" or i.codes is not None
+               or i.name == "nhs_number"]
+    headers = [i.header(version.name) for i in checked]
     present = checks.present.loc[clean_rows, headers]
     invalid = (present & ~checks.valid.loc[clean_rows, headers]).sum().to_numpy(dtype="int64")
     missing = (~present).sum().to_numpy(dtype="int64")
-    required = np.array([c in REQUIRED_COLUMNS or c == "nhs_number" for c in checked])
+    required = np.array([i.obligation(version.name) == "R" or i.name == "nhs_number" for i in checked])
     return pd.DataFrame({"item": headers, "missing": np.where(required, missing, 0), "invalid": invalid})

@@ -1,16 +1,21 @@
 """Data quality of a trust's submission, item by item: completeness, validity, row findings and the score.
 
-What the NHS Data Quality Maturity Index does for other data sets, for the 44 SACT v3 items:
+What the NHS Data Quality Maturity Index does for other data sets, for the items of the file's SACT
+version (44 in v3, 60 in v4), with the rules of the data-set table (domain.spec):
 - completeness: the share of assessed rows holding a value for the item;
-- validity: the share of those values in the right format or on the item's code list
-  (sact-submissions.md), identifiers included (checked in memory; only counts leave);
+- validity: the share of those values in the right format or on the item's code list, identifiers
+  included (checked in memory; only counts leave);
 - item score: the share of assessed rows holding a valid value (completeness x validity);
-- the trust-month score: 100 x the mean item score over the mandatory and required items, every such
-  item weighted equally (ITEM_WEIGHTS says so in one place), as the DQMI weights its items.
+- the trust-month score: 100 x the mean item score over the version's mandatory and required items
+  (an either-or group the table scores as one, such as v4's items 80/81, counts once), every such
+  measure weighted equally (ITEM_WEIGHTS says so in one place), as the DQMI weights its items;
+- the core score: the same over the measures both versions share, so that a trust's 13-month trend
+  stays comparable when it switches from v3 to v4.
 Assessed rows are the rows of the file versions in use, less duplicates and opted-out patients: the clean
 and the quarantined rows. Row findings (quarantine reasons, invalid values, activity outside the reporting
 month, a provider code of another trust) name the item and the reason, never a value: they make the
-feedback file a trust fixes its extract from.
+feedback file a trust fixes its extract from. A finding about the whole file (v3 after full v4
+conformance) is on row 0, the header.
 All checks are vectorised over whole columns.
 """
 
@@ -22,125 +27,132 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sact_pipeline.domain.spec import MANDATORY, MANDATORY_DATES, REQUIRED, REQUIRED_DATES, V3_ITEMS
+from sact_pipeline.domain.spec import ANY, MANDATORY, REQUIRED, SACT, V3, Group, Version
 
-QUARANTINED, INVALID, OUT_OF_MONTH, OTHER_TRUST = "quarantined", "invalid", "out_of_month", "other_trust"
-FINDING_KINDS = (QUARANTINED, INVALID, OUT_OF_MONTH, OTHER_TRUST)
+QUARANTINED, INVALID, OUT_OF_MONTH, OTHER_TRUST, FILE = "quarantined", "invalid", "out_of_month", "other_trust", "file"
+FINDING_KINDS = (QUARANTINED, INVALID, OUT_OF_MONTH, OTHER_TRUST, FILE)
 FINDING_COLUMNS = ("row_number", "item", "finding", "kind", "quarantined")
-ITEM_QUALITY_COLUMNS = ("item", "obligation", "rows", "present", "valid")
+ITEM_QUALITY_COLUMNS = ("item", "obligation", "rows", "present", "valid", "sact_version")
 SCORED_OBLIGATIONS = (MANDATORY, REQUIRED)
-# Every mandatory and required item counts the same in the score (as in the DQMI); change a weight here.
-ITEM_WEIGHTS: dict[str, float] = {i.header: 1.0 for i in V3_ITEMS if i.obligation in SCORED_OBLIGATIONS}
-
-ODS_CODE = r"[A-Z0-9]{3,5}"
-SNOMED_ID = r"[0-9]{6,18}"
-# Format rules of the items without a code list (those with one are checked against it): a regular
-# expression the whole value must match (upper-cased where codes are letters), or a maximum length.
-FORMATS: dict[str, tuple[str, str]] = {
-    # column: (description used in findings, full-match regular expression)
-    "local_patient_identifier": ("1 to 20 characters", r".{1,20}"),
-    "person_family_name": ("at most 35 characters", r".{1,35}"),
-    "person_given_name": ("at most 35 characters", r".{1,35}"),
-    "patient_postcode": ("a UK postcode", r"(?i)[A-Z]{1,2}[0-9][A-Z0-9]?\s*[0-9][A-Z]{2}"),  # 'E1  6AN' too
-    "consultant_gmc_code": ("1 to 8 letters or digits", r"[A-Za-z0-9]{1,8}"),
-    "consultant_specialty_code": ("1 to 3 letters or digits", r"[A-Za-z0-9]{1,3}"),
-    "organisation_identifier_code_of_provider": ("an organisation code known to ODS (3 to 5 letters or digits)",
-                                                 f"(?i){ODS_CODE}"),
-    "primary_diagnosis": ("an ICD-10 code (e.g. C50.9 or C509)", r"(?i)[A-Z][0-9]{2}(\.?[0-9X]{1,2})?[A-Z]?"),
-    "morphology_icd_o": ("an ICD-O-3 morphology code (e.g. 8500/3)", r"(?i)M?[0-9]{4}/?[0-9]"),
-    "diagnosis_code_snomed_ct": ("a SNOMED CT identifier (6 to 18 digits)", SNOMED_ID),
-    "regimen": ("at most 150 characters", r".{1,150}"),
-    "height_at_start_of_regimen": ("a height in metres (n1.n2)", r"[0-9](\.[0-9]{1,2})?"),
-    "weight_at_start_of_regimen": ("a weight in kg (n3.n3)", r"[0-9]{1,3}(\.[0-9]{1,3})?"),
-    "cycle_number": ("a whole number", r"[0-9]{1,4}"),
-    "weight_at_start_of_cycle": ("a weight in kg (n3.n3)", r"[0-9]{1,3}(\.[0-9]{1,3})?"),
-    "drug_name": ("at most 55 characters", r".{1,55}"),
-    "dm_d": ("a dm+d identifier (6 to 18 digits)", SNOMED_ID),
-    "actual_dose_per_administration": ("a number", r"[0-9]+(\.[0-9]+)?|\.[0-9]+"),
-    "other_administration_measurement_per_actual_dose": ("at most 15 characters", r".{1,15}"),
-    "unit_of_measurement_snomed_ct_dm_d": ("a SNOMED CT identifier (6 to 18 digits)", SNOMED_ID),
-    "route_of_administration_snomed_ct_dm_d": ("a SNOMED CT identifier (6 to 18 digits)", SNOMED_ID),
-    "organisation_identifier_of_sact_administration": ("an ODS code of 3 to 5 letters or digits", f"(?i){ODS_CODE}"),
-}
-DATE_FORMAT = "a valid ccyy-mm-dd date"
-NHS_NUMBER_FORMAT = "a valid NHS number (10 digits, Modulus 11)"
+FILE_ITEM = "SACT version"  # the 'item' of a finding about the whole file
+# Every scored measure counts the same (as in the DQMI): give a measure (an item's canonical name, or an
+# either-or group's) another weight here.
+ITEM_WEIGHTS: dict[str, float] = {}
 
 
-def rule_of(column: str) -> str:
-    """What a valid value of the item is, in the words a finding uses."""
-    item = next(i for i in V3_ITEMS if i.column == column)
-    if column == "nhs_number":
-        return NHS_NUMBER_FORMAT
-    if item.codes is not None:
-        return "one of " + ", ".join(item.codes)
-    if column in FORMATS:
-        return FORMATS[column][0]
-    return DATE_FORMAT if column in MANDATORY_DATES + REQUIRED_DATES else "any value"
+def measures_of(version: str) -> dict[str, tuple[str, bool, bool]]:
+    """Per label of a scored measure of the version: its key, whether both versions score it (core), and
+    whether it is an either-or group scored as one (its members have rows of their own)."""
+    return {m.label: (m.key, m.key in SACT.core_measures, bool(m.rule)) for m in SACT.version(version).measures}
 
 
 @dataclass(frozen=True)
 class ItemChecks:
-    """Per assessed row and item: whether a value is present, and whether it is valid (False where absent)."""
+    """Per assessed row, by item header (and either-or group scored as one): whether a value is present,
+    and whether it is valid (False where absent)."""
 
+    version: str
     present: pd.DataFrame
     valid: pd.DataFrame
 
     def item_quality(self) -> pd.DataFrame:
-        """One row per v3 item: item (header), obligation, rows, present, valid."""
+        """One row per item of the version (and group measure): item (header), obligation, rows, present,
+        valid, sact_version."""
+        version = SACT.version(self.version)
+        obligation = {i.header(self.version): i.obligation(self.version) for i in version.items}
+        obligation |= {m.label: m.obligation for m in version.group_measures}
         return pd.DataFrame({
-            "item": [i.header for i in V3_ITEMS],
-            "obligation": [i.obligation for i in V3_ITEMS],
+            "item": list(self.present.columns),
+            "obligation": [obligation[label] for label in self.present.columns],
             "rows": len(self.present),
             "present": self.present.sum().to_numpy(dtype="int64"),
             "valid": self.valid.sum().to_numpy(dtype="int64"),
+            "sact_version": self.version,
         })
 
 
-def check_items(items: pd.DataFrame, *, dates: Mapping[str, pd.Series], nhs_valid: np.ndarray,
+def check_items(items: pd.DataFrame, version: Version, *, dates: Mapping[str, pd.Series], nhs_valid: np.ndarray,
                 provider_known: np.ndarray | None = None) -> ItemChecks:
-    """Completeness and validity of every v3 item. `items`: the items as trimmed text (codes already
-    normalised: two-digit codes zero-padded, letter codes upper-cased); `dates`: the date items parsed
-    (NaT where not a valid ccyy-mm-dd date); `nhs_valid`: Modulus 11 result per row; `provider_known`:
-    whether the provider code is a known ODS organisation (None: format only)."""
+    """Completeness and validity of every item of the version, and of its groups scored as one. `items`:
+    the items as trimmed text (codes already normalised: two-digit codes zero-padded, letter codes
+    upper-cased); `dates`: the date and timestamp items parsed (NaT where not valid); `nhs_valid`:
+    Modulus 11 result per row; `provider_known`: whether the provider code is a known ODS organisation
+    (None: format only)."""
     present, valid = {}, {}
-    for item in V3_ITEMS:
-        values = items[item.column]
+    for item in version.items:
+        values = items[item.name]
         has = (values != "").to_numpy()
-        if item.column == "nhs_number":
+        if item.check == "nhs_number":
             ok = np.asarray(nhs_valid, dtype=bool)
-        elif item.codes is not None:
+        elif item.check == "codes":
             ok = values.isin(item.codes).to_numpy()
-        elif item.column in dates:
-            ok = dates[item.column].notna().to_numpy()
-        elif item.column in FORMATS:
-            ok = values.str.fullmatch(FORMATS[item.column][1]).fillna(False).to_numpy(dtype=bool)
+        elif item.check in ("date", "timestamp"):
+            ok = dates[item.name].notna().to_numpy()
+        elif item.check in ("pattern", "ods_code"):
+            ok = values.str.fullmatch(item.pattern).fillna(False).to_numpy(dtype=bool)
         else:
             ok = has
-        if item.column == "organisation_identifier_code_of_provider" and provider_known is not None:
+        if item.check == "ods_code" and provider_known is not None:
             ok = ok & provider_known
-        present[item.header], valid[item.header] = has, has & ok
-    return ItemChecks(pd.DataFrame(present, index=items.index), pd.DataFrame(valid, index=items.index))
+        header = item.header(version.name)
+        present[header], valid[header] = has, has & ok
+    for measure in version.group_measures:  # present: any member; valid: the member used (FIRST) or any (ANY)
+        headers = [m.header(version.name) for m in measure.members]
+        given = np.zeros(len(items), dtype=bool)
+        good = np.zeros(len(items), dtype=bool)
+        for header in headers:
+            good |= valid[header] if measure.rule == ANY else (present[header] & ~given & valid[header])
+            given |= present[header]
+        present[measure.label], valid[measure.label] = given, good
+    return ItemChecks(version.name, pd.DataFrame(present, index=items.index), pd.DataFrame(valid, index=items.index))
 
 
-def invalid_findings(checks: ItemChecks, row_number: pd.Series) -> pd.DataFrame:
-    """A finding per present but invalid value: row_number, item, finding, kind."""
+def invalid_findings(checks: ItemChecks, version: Version, row_number: pd.Series) -> pd.DataFrame:
+    """A finding per present but invalid value of an item: row_number, item, finding, kind."""
     frames = []
-    for item in V3_ITEMS:
-        bad = (checks.present[item.header] & ~checks.valid[item.header]).to_numpy()
+    for item in version.items:
+        header = item.header(version.name)
+        bad = (checks.present[header] & ~checks.valid[header]).to_numpy()
         if bad.any():
-            frames.append(_findings(row_number[bad], item.header, f"{item.header} is not {rule_of(item.column)}",
-                                    INVALID))
+            frames.append(_findings(row_number[bad], header, f"{header} is not {item.rule}", INVALID))
     return concat_findings(frames)
 
 
-def activity_findings(administration_date: pd.Series, row_number: pd.Series, reporting_month: str) -> pd.DataFrame:
-    """Drug administrations dated outside the reporting month (a valid date only)."""
+def conflict_findings(items: pd.DataFrame, dates: Mapping[str, pd.Series], group: Group, version: Version,
+                      row_number: pd.Series) -> pd.DataFrame:
+    """A FIRST group's later member given with a date other than the one used (v4: an oral dispensing
+    date beside an infusion timestamp of another day): the first is used, the other is a finding."""
+    frames = []
+    used = pd.Series(pd.NaT, index=items.index, dtype="datetime64[s]")
+    for member in group.members:
+        given = items[member.name] != ""
+        value = dates.get(member.name)
+        if value is None:
+            continue
+        if used.notna().any():
+            differs = (given & value.notna() & used.notna() & (value != used)).to_numpy(dtype=bool)
+            header = member.header(version.name)
+            first = next(m.header(version.name) for m in group.members)
+            frames.append(_findings(row_number[differs], header, f"{header} differs from the date of {first}, "
+                                                                 "which is used", INVALID))
+        used = used.where(used.notna() | ~given, value)
+    return concat_findings(frames)
+
+
+def file_findings(finding: str) -> pd.DataFrame:
+    """A finding about the file as a whole, on its header row (row 0)."""
+    return _findings(pd.Series([0], dtype="int64"), FILE_ITEM, finding, FILE)
+
+
+def activity_findings(administration_date: pd.Series, row_number: pd.Series, reporting_month: str,
+                      item: str = "Administration_Date") -> pd.DataFrame:
+    """Drug administrations dated outside the reporting month (a valid date only); `item`: how the file's
+    version names the administration date."""
     start = pd.Timestamp(f"{reporting_month}-01")
     outside = (administration_date.notna() & ((administration_date < start)
                                               | (administration_date >= start + pd.offsets.MonthBegin(1))))
     mask = outside.to_numpy(dtype=bool)
-    return _findings(row_number[mask], "Administration_Date", f"Administration_Date outside the reporting month "
-                                                             f"{reporting_month}", OUT_OF_MONTH)
+    return _findings(row_number[mask], item, f"{item} outside the reporting month {reporting_month}", OUT_OF_MONTH)
 
 
 def provider_findings(provider: pd.Series, row_number: pd.Series, trust_code: str,
@@ -194,24 +206,32 @@ def row_findings(quarantine: pd.DataFrame, others: list[pd.DataFrame]) -> pd.Dat
 # --- the trust-month assessment --------------------------------------------------------------------------
 
 def item_scores(item_quality: pd.DataFrame) -> pd.DataFrame:
-    """Completeness, validity and item score per item (item_quality summed over a trust-month's files)."""
+    """Completeness, validity and item score per item (item_quality summed over a trust-month's files), with
+    whether the item is scored in its version, its measure's key, and whether both versions score it."""
     rows = item_quality["rows"].astype("float64")
     present = item_quality["present"].astype("float64")
-    scored = item_quality["obligation"].isin(SCORED_OBLIGATIONS)
+    versions = item_quality["sact_version"] if "sact_version" in item_quality else pd.Series(V3, index=item_quality.index)
+    lookup = {version: measures_of(version) for version in set(versions)}
+    measure = [lookup[v].get(label) for v, label in zip(versions, item_quality["item"])]
     return item_quality.assign(
+        sact_version=versions.to_numpy(),
         completeness=(present / rows).where(rows > 0),
         validity=(item_quality["valid"] / present).where(present > 0),
         item_score=(item_quality["valid"] / rows).where(rows > 0),
-        scored=scored,
+        scored=[m is not None for m in measure],
+        measure=[m[0] if m else "" for m in measure],
+        core=[bool(m and m[1]) for m in measure],
+        group=[bool(m and m[2]) for m in measure],
     )
 
 
-def overall_score(scores: pd.DataFrame) -> float | None:
-    """100 x the weighted mean item score over the scored items; None when no row was assessed."""
-    scored = scores.loc[scores["scored"] & scores["item_score"].notna()]
+def overall_score(scores: pd.DataFrame, *, core: bool = False) -> float | None:
+    """100 x the weighted mean item score over the scored measures (only those both versions share, with
+    core=True); None when no row was assessed."""
+    scored = scores.loc[scores["scored"] & scores["item_score"].notna() & (scores["core"] if core else True)]
     if scored.empty:
         return None
-    weights = scored["item"].map(ITEM_WEIGHTS).fillna(1.0)
+    weights = scored["measure"].map(ITEM_WEIGHTS).fillna(1.0)
     return float(100 * (scored["item_score"] * weights).sum() / weights.sum())
 
 
@@ -257,22 +277,25 @@ class Assessment:
 def assess_trust_month(item_quality: pd.DataFrame, findings: pd.DataFrame, versions: pd.DataFrame) -> Assessment:
     """item_quality: per item (and file), rows, present, valid; findings: the row findings of the files in
     use; versions: the files in use with clean_rows, quarantined_rows and duplicate_rows."""
-    summed = (item_quality.groupby(["item", "obligation"], as_index=False, sort=False)[["rows", "present", "valid"]]
-              .sum())
+    item_quality = item_quality if "sact_version" in item_quality else item_quality.assign(sact_version=V3)
+    summed = (item_quality.groupby(["sact_version", "item", "obligation"], as_index=False, sort=False)
+              [["rows", "present", "valid"]].sum())
     items = item_scores(summed)
     by_reason = findings_by_reason(findings)
     kinds = findings.groupby("kind")["row_number"].size() if len(findings) else pd.Series(dtype="int64")
     clean_rows, quarantined = int(versions["clean_rows"].sum()), int(versions["quarantined_rows"].sum())
     # The rows the item measures cover: clean + quarantined, except where opt-outs removed rows after the
     # raw rows were purged (the items cannot be measured again; they stand as measured).
-    assessed = int(items["rows"].iloc[0]) if len(items) else 0
+    assessed = int(assessed_rows(items).sum())
     record = {
-        "score": overall_score(items),
+        "score": overall_score(items), "core_score": overall_score(items, core=True),
+        # the versions whose items were assessed (a trust and its sites may send different versions)
+        "sact_version": ",".join(sorted(set(items["sact_version"]))),
         "assessed_rows": assessed, "clean_rows": clean_rows, "quarantined_rows": quarantined,
         "quarantined_share": quarantined / assessed if assessed else 0.0,
         "duplicate_rows": int(versions["duplicate_rows"].sum()),
         # values that break their item's rule, quarantined or not (a quarantine reason of a missing value is not)
-        "invalid_values": int((items["present"] - items["valid"]).sum()),
+        "invalid_values": int((items["present"] - items["valid"]).loc[~items["group"]].sum()),
         "out_of_month_rows": int(kinds.get(OUT_OF_MONTH, 0)),
         "other_trust_provider_rows": int(kinds.get(OTHER_TRUST, 0)),
         "feedback_rows": len(findings),
@@ -280,7 +303,14 @@ def assess_trust_month(item_quality: pd.DataFrame, findings: pd.DataFrame, versi
     return Assessment(items=items, record=record, by_reason=by_reason)
 
 
+def assessed_rows(items: pd.DataFrame) -> pd.Series:
+    """Rows assessed per SACT version (every item of a version is measured on each of its rows)."""
+    return items.groupby("sact_version", sort=True)["rows"].first().astype("int64")
+
+
 def pooled_items(items: pd.DataFrame) -> pd.DataFrame:
     """Item measures over every trust of a month: the counts added up, the shares taken again."""
-    summed = items.groupby(["item", "obligation"], as_index=False, sort=False)[["rows", "present", "valid"]].sum()
+    items = items if "sact_version" in items else items.assign(sact_version=V3)
+    summed = (items.groupby(["sact_version", "item", "obligation"], as_index=False, sort=False)
+              [["rows", "present", "valid"]].sum())
     return item_scores(summed)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from sact_pipeline.domain.organisations import OrganisationRegister
-from sact_pipeline.domain.spec import HEADER_MAPPINGS, ITEM_COLUMNS, match_header, normalise_header
+from sact_pipeline.domain.spec import SACT, VERSIONS, DataSet, Transition, normalise_header
 
 FILE_NAME = re.compile(r"^SACT_([A-Za-z0-9]{3,5})_(\d{6})_(\d{14})\.csv$", re.IGNORECASE)
 INCOMPLETE_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload")
@@ -165,11 +165,13 @@ def read_submission(
     first_month: str,
     today: date,
     data: bytes | None = None,
+    transition: Transition = Transition(),
 ) -> tuple[SubmissionFile, pd.DataFrame]:
-    """Read one landing-zone file into a frame of the 44 v3 items as text plus row_number.
+    """Read one landing-zone file into a frame of its SACT version's items as text plus row_number.
 
     Raises SubmissionRejected for anything that makes the file unusable: bad name, unknown organisation,
-    unreadable encoding, missing mandatory columns, rows with the wrong number of fields, no data rows.
+    unreadable encoding, missing mandatory columns, a v4 file for a month before v4 (`transition`), rows
+    with the wrong number of fields, no data rows.
     """
     path = Path(path)
     name = parse_file_name(path.name, first_month=first_month, today=today)
@@ -179,6 +181,9 @@ def read_submission(
     data = path.read_bytes() if data is None else data
     text, encoding = decode(path.name, data)
     frame, header_version, ignored = parse_csv_text(path.name, text)
+    refused = transition.rejection(header_version, name.reporting_month)
+    if refused:
+        raise SubmissionRejected(path.name, refused)
     submission = SubmissionFile(
         path=path,
         relative_path=path.relative_to(landing_dir).as_posix() if path.is_relative_to(landing_dir) else path.name,
@@ -197,34 +202,37 @@ def read_submission(
     return submission, frame
 
 
-def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
-    """Parse CSV text (any line ends, quoted fields) with pyarrow; every field stays text."""
+def parse_csv_text(file_name: str, text: str, data_set: DataSet = SACT) -> tuple[pd.DataFrame, str, tuple[str, ...]]:
+    """Parse CSV text (any line ends, quoted fields) with pyarrow; every field stays text. The header says
+    which SACT version the file is (DataSet.match_header); the frame holds that version's items (an item
+    the header lacks reads as empty), plus row_number. Returns the frame, the version and the header
+    names read as nothing (recorded as extra columns)."""
     header_end = _end_of_first_record(text)
     header_line = text[:header_end]
     if not header_line.strip():
         raise SubmissionRejected(file_name, "empty file: no header row")
     try:
         delimiter, header, match = max(
-            ((d, h, match_header(h)) for d in DELIMITERS
+            ((d, h, data_set.match_header(h)) for d in DELIMITERS
              for h in [next(csv.reader([header_line.rstrip("\r\n")], delimiter=d))]),
             key=lambda candidate: len(candidate[2].columns),
         )  # max keeps the first of equals: a comma
     except csv.Error as error:  # its messages name the syntax, never the data
         raise SubmissionRejected(file_name, f"the header row cannot be read as CSV ({error})") from None
     if match.missing_mandatory:
-        raise SubmissionRejected(
-            file_name, "missing mandatory columns: " + ", ".join(match.missing_mandatory)
-            + f" (header not recognised as SACT {match.version})" * (len(match.columns) == 0)
-        )
-    mapping = HEADER_MAPPINGS[match.version]
+        where = (f"the header is closest to SACT {match.version}" if match.columns else
+                 f"header not recognised as SACT {' or '.join(VERSIONS)}; closest: {match.version}")
+        raise SubmissionRejected(file_name, "missing mandatory columns: " + ", ".join(match.missing_mandatory)
+                                 + f" ({where})")
+    version = data_set.version(match.version)
     seen: dict[str, str] = {}
     for name in header:
-        column = mapping.get(normalise_header(name))
-        if column in seen:
+        item = version.header_map.get(normalise_header(name))
+        if item is not None and item.name in seen:
             raise SubmissionRejected(file_name, f"column {name.strip()} appears twice in the header: which one holds "
                                                 f"the data is ambiguous")
-        if column is not None:
-            seen[column] = name
+        if item is not None:
+            seen[item.name] = name
     body_text = text[header_end:]
     if body_text.count('"') % 2:  # an odd count is a stray quote, or a quoted field never closed
         _check_quotes(file_name, body_text, delimiter)
@@ -268,10 +276,10 @@ def parse_csv_text(file_name: str, text: str) -> tuple[pd.DataFrame, str, tuple[
     frame = pd.DataFrame(
         {column: raw[f"c{position}"] for position, column in match.columns.items()}, index=raw.index
     )
-    for column in ITEM_COLUMNS:  # required/optional items a trust system left out: empty, found by DQ checks
+    for column in version.columns:  # required/optional items a trust system left out: empty, found by DQ checks
         if column not in frame:
             frame[column] = ""
-    frame = frame[list(ITEM_COLUMNS)]
+    frame = frame[list(version.columns)]
     frame.insert(0, "row_number", pd.RangeIndex(1, len(frame) + 1).to_numpy())
     return frame, match.version, match.unknown
 
