@@ -42,7 +42,7 @@ from sact_pipeline.domain.publication import (
     publish_month,
     suppressed_cell_ranges,
 )
-from sact_pipeline.domain.spec import ITEM_COLUMNS
+from sact_pipeline.domain.spec import SACT, VERSIONS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.gating import (  # noqa: F401 - LayerOutcome and friends are used from here too
     STAGE_SECONDS,
@@ -189,7 +189,8 @@ class Pipeline(DataProtection, DataQualityLayer):
             # has now ended, a newer ODS register, SACT_FIRST_MONTH).
             try:
                 submission, _ = read_submission(path, landing, self.organisations,
-                                                first_month=self.settings.first_month, today=self.today, data=data)
+                                                first_month=self.settings.first_month, today=self.today, data=data,
+                                                transition=self.settings.transition)
             except SubmissionRejected as rejection:
                 rejected.append({"sha256": digest, "relative_path": relative, "file_name": path.name,
                                  "size_bytes": len(data), "reason": rejection.reason, "rejected_at": now})
@@ -259,8 +260,15 @@ class Pipeline(DataProtection, DataQualityLayer):
         purged = self.purged_trust_months()
         key_id = self.pseudonymiser.key_id
         behind = self.quality_behind(files)  # clean current, its data quality not: the run re-derives both
-        return sorted(k for k, f in current.items() if k in pending or k in behind or done.get(k) != _fingerprint(
-            [f, keys.get(k, key_id) if k in purged else key_id]))
+        return sorted(k for k, f in current.items() if k in pending or k in behind or done.get(k) != self.clean_fingerprint(
+            f, keys.get(k, key_id) if k in purged else key_id))
+
+    def clean_fingerprint(self, files_fingerprint: str, key_id: str) -> str:
+        """What a clean trust-month is made from: its file versions, the pseudonymisation key, and the rules
+        it was cleaned by (the data-set table and the v4 transition months): a change to any re-derives it."""
+        transition = self.settings.transition
+        return _fingerprint([files_fingerprint, key_id,
+                             f"data set|{SACT.digest}|{transition.v4_from}|{transition.v4_only_from}"])
 
     def held_trust_months(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
         """Trust-months whose current file versions failed a gate, with the failure: retrying them cannot
@@ -353,7 +361,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             with stage("parse"):
                 submission, frame = read_submission(path, self.settings.landing_dir, self.organisations,
                                                     first_month=self.settings.first_month, today=self.today,
-                                                    data=data)
+                                                    data=data, transition=self.settings.transition)
             frame.insert(0, "reporting_month", month)
             frame.insert(1, "trust_code", trust)
             frame.insert(2, "file_name", submission.file_name)
@@ -374,7 +382,8 @@ class Pipeline(DataProtection, DataQualityLayer):
             outcome.skipped = True
             return prepared
         prepared.checks = [
-            ("raw_submissions", quality.raw_expectations(ITEM_COLUMNS), new_rows),
+            ("raw_submissions", quality.raw_expectations(SACT.columns_of(set(new_rows["header_version"])),
+                                                         VERSIONS), new_rows),
             ("raw_reconciliation", quality.raw_reconciliation_expectations(), pd.DataFrame(reconciliation)),
         ]
         prepared.write = lambda: self.warehouse.replace(
@@ -421,7 +430,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         held = (self.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
         if held.startswith(RAW):
             raise LayerHeld(f"{trust} {month}: not cleaned, because its {held}")
-        versions = this_partition[["org_code", "file_name", "sha256", "submitted_at"]]
+        versions = this_partition[["org_code", "file_name", "sha256", "submitted_at", "header_version"]]
         versions = versions.rename(columns={"sha256": "file_sha256"})
         in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
         newest = versions.groupby("org_code").tail(1)  # files from one organisation are resubmissions
@@ -441,7 +450,8 @@ class Pipeline(DataProtection, DataQualityLayer):
             with stage("clean and pseudonymise"):
                 cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
                                            pseudonymiser=pseudonymiser, opted_out=optouts.keys,
-                                           reporting_month=month, trust_of=self.trust_of_provider)
+                                           reporting_month=month, trust_of=self.trust_of_provider,
+                                           sact_version=version.header_version, transition=self.settings.transition)
             counts = count_activity(cleaned.clean.assign(_all=1), ["_all"])
             measures = {m: int(counts[m].iloc[0]) if len(counts) else 0 for m in MEASURES}
             version_rows.append({
@@ -451,7 +461,7 @@ class Pipeline(DataProtection, DataQualityLayer):
                 "raw_rows": cleaned.raw_rows, "clean_rows": cleaned.clean_rows,
                 "quarantined_rows": cleaned.quarantined_rows, "duplicate_rows": cleaned.duplicate_rows,
                 "data_quality_findings": cleaned.data_quality_findings, "opted_out_rows": cleaned.opted_out_rows,
-                "pseudonymisation_key_id": pseudonymiser.key_id,
+                "pseudonymisation_key_id": pseudonymiser.key_id, "sact_version": cleaned.sact_version,
             })
             if key not in in_use:  # earlier versions are counted for the record but not published
                 continue
@@ -551,7 +561,7 @@ class Pipeline(DataProtection, DataQualityLayer):
                 {"reporting_month": month, "trust_code": trust},
                 {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
                  clean_file_versions: versions, clean_item_quality: item_quality, clean_findings: findings},
-                LayerState(CLEAN, month, trust, _fingerprint([fingerprint, key_id]), len(clean)),
+                LayerState(CLEAN, month, trust, self.clean_fingerprint(fingerprint, key_id), len(clean)),
                 **self.clean_write_hooks(month, trust, optouts.files))
 
         return _Prepared(outcome, month, trust, files, checks=[
@@ -681,13 +691,21 @@ class Pipeline(DataProtection, DataQualityLayer):
     def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
         todo = [item for item in prepared if item.write is not None]
-        for number, (suite, expectations, _) in enumerate(todo[0].checks if todo else []):
-            with stage("GX raw, clean and data quality"):
-                outcomes = quality.validate_parts(suite, expectations, [item.checks[number][2] for item in todo])
-            for item, outcome in zip(todo, outcomes):
-                item.outcome.suites.append(outcome)
+        for number, (suite, _, _) in enumerate(todo[0].checks if todo else []):
+            # Trust-months whose suites are alike validate together (a raw suite differs by SACT version).
+            alike: dict[tuple, list[_Prepared]] = {}
+            for item in todo:
+                alike.setdefault(quality.suite_key(item.checks[number][1]), []).append(item)
+            documented = []
+            for group in alike.values():
+                with stage("GX raw, clean and data quality"):
+                    outcomes = quality.validate_parts(suite, group[0].checks[number][1],
+                                                      [item.checks[number][2] for item in group])
+                for item, outcome in zip(group, outcomes):
+                    item.outcome.suites.append(outcome)
+                    documented.append((item.outcome, item.trust, outcome))
             with stage("Data Docs"):
-                self.document(suite, [(item.outcome, item.trust, outcome) for item, outcome in zip(todo, outcomes)])
+                self.document(suite, documented)
         results: list[LayerOutcome | LayerGateFailed] = []
         for item in prepared:
             if item.write is not None:
@@ -797,7 +815,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         pack = {csv_path: table.to_csv(index=False, lineterminator="\n").encode("utf-8"),
                 notes_path: notes.encode("utf-8"),
                 paths["xlsx"]: workbook_bytes(table, notes, produced_at),
-                paths["html"]: report_html(month, table, notes, history).encode("utf-8")}
+                paths["html"]: report_html(month, table, notes, history, transition=self.settings.transition).encode("utf-8")}
         pack[paths["manifest"]] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
         self.swap_in(pack, lambda hook: self.warehouse.replace_partition(

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sact_pipeline.domain.cleaning import EARLIEST_ADMINISTRATION as _EARLIEST
 from sact_pipeline.domain.cleaning import MAX_AGE
+from sact_pipeline.domain.publication import SACT_VERSIONS_PUBLISHED
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; GX is imported lazily at run time
     import great_expectations as gx
@@ -46,6 +47,7 @@ __all__ = [
     "reconciliation_expectations",
     "summary_expectations",
     "published_expectations",
+    "suite_key",
     "disclosure_expectations",
     "SHA256_REGEX",
     "PATIENT_KEY_REGEX",
@@ -288,6 +290,11 @@ def validate_parts(suite_name: str, expectations: Sequence[Any], frames: Sequenc
         if together.success:
             return [as_seen_by_part(together, len(f)) for f in frames]
     return [validate_frame(suite_name, expectations, f) for f in frames]
+
+
+def suite_key(expectations: Sequence[Any]) -> tuple:
+    """What a suite checks, comparable: frames whose suites have the same key may validate together."""
+    return tuple((e.expectation_type, repr(sorted(e.configuration.kwargs.items()))) for e in expectations)
 
 
 def validate_frame(
@@ -720,6 +727,8 @@ def published_expectations(
         ge.ExpectColumnValuesToBeInSet(column="org_code", value_set=sorted({*english_codes, ENGLAND})),
         ge.ExpectColumnDistinctValuesToContainSet(column="org_code", value_set=[ENGLAND]),
         ge.ExpectColumnValuesToBeUnique(column="org_code"),
+        # the SACT version of the file version used: empty for ENGLAND and where none is usable
+        ge.ExpectColumnValuesToBeInSet(column="sact_version", value_set=list(SACT_VERSIONS_PUBLISHED)),
     ]
     return expectations
 

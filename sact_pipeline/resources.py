@@ -22,6 +22,8 @@ class SactPipelineResource(ConfigurableResource):
     ods_file: str = ""
     workers: int = 0  # as the definitions were loaded with (SACT_WORKERS); 0: the default where the run runs
     optout_dir: str = ""  # registration opt-out files (SACT_OPTOUT_DIR); '' : SACT_HOME/optouts
+    v4_first_month: str = ""  # SACT_V4_FIRST_MONTH; '': the default (the clean fingerprint holds both months,
+    v4_only_month: str = ""  # SACT_V4_ONLY_FROM     so the CLI and Dagster must agree on them)
 
     def pipeline(self) -> Pipeline:
         settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
@@ -29,7 +31,9 @@ class SactPipelineResource(ConfigurableResource):
                                      first_month=self.first_month, deadline_months=self.deadline_months,
                                      max_quarantine_share=self.max_quarantine_share,
                                      ods_file=self.ods_file or None, workers=self.workers or None,
-                                     optout_dir=self.optout_dir or None)
+                                     optout_dir=self.optout_dir or None,
+                                     v4_first_month=self.v4_first_month or None,
+                                     v4_only_month=self.v4_only_month or None)
         return Pipeline.for_settings(settings)
 
     @classmethod
@@ -42,4 +46,5 @@ class SactPipelineResource(ConfigurableResource):
                    first_month=settings.first_month, deadline_months=settings.deadline_months,
                    max_quarantine_share=settings.max_quarantine_share,
                    ods_file=str(settings.ods_file or ""), workers=settings.workers,
-                   optout_dir=str(settings.optout_dir or ""))
+                   optout_dir=str(settings.optout_dir or ""), v4_first_month=settings.v4_first_month,
+                   v4_only_month=settings.v4_only_month)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from sact_pipeline.domain.spec import Transition
+
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot work with."""
@@ -44,6 +46,12 @@ class Settings:
     workers: int = 1  # processes building a large month's trust-months (SACT_WORKERS; default: up to 2 cores)
     optout_dir: Path | None = None  # registration opt-out files (SACT_OPTOUT_DIR; default SACT_HOME/optouts)
     raw_retention_months: int = 0  # reporting months of identifiable raw rows kept by `purge-raw`; 0: not set
+    v4_first_month: str = Transition.v4_from  # no SACT v4 file for a reporting month before it
+    v4_only_month: str = Transition.v4_only_from  # full v4 conformance: a v3 file from then is a finding
+
+    @property
+    def transition(self) -> Transition:
+        return Transition(self.v4_first_month, self.v4_only_month)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -82,6 +90,10 @@ class Settings:
                 workers=int(pick("workers", "SACT_WORKERS", min(2, available_cores()))),
                 optout_dir=optouts,
                 raw_retention_months=int(pick("raw_retention_months", "SACT_RAW_RETENTION_MONTHS", 0)),
+                v4_first_month=parse_month(str(pick("v4_first_month", "SACT_V4_FIRST_MONTH", Transition.v4_from)),
+                                           "SACT_V4_FIRST_MONTH"),
+                v4_only_month=parse_month(str(pick("v4_only_month", "SACT_V4_ONLY_FROM", Transition.v4_only_from)),
+                                          "SACT_V4_ONLY_FROM"),
             )
         except ValueError as error:
             if isinstance(error, SettingsError):
@@ -98,6 +110,9 @@ class Settings:
                                 "inside one another")
         if settings.raw_retention_months < 0:
             raise SettingsError(f"SACT_RAW_RETENTION_MONTHS must be 0 (not set) or more, got {settings.raw_retention_months}")
+        if settings.v4_only_month < settings.v4_first_month:
+            raise SettingsError(f"SACT_V4_ONLY_FROM ({settings.v4_only_month}) must not be before SACT_V4_FIRST_MONTH "
+                                f"({settings.v4_first_month})")
         if settings.workers < 1:
             raise SettingsError(f"SACT_WORKERS must be 1 or more, got {settings.workers}")
         return settings

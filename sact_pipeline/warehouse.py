@@ -29,11 +29,17 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from sact_pipeline.domain.cleaning import CLEAN_COLUMNS, DATE_COLUMNS, QUARANTINE_ITEM_COLUMNS
+from sact_pipeline.domain.cleaning import (
+    CLEAN_COLUMNS,
+    DATE_COLUMNS,
+    INTEGER_COLUMNS,
+    NUMERIC_COLUMNS,
+    QUARANTINE_ITEM_COLUMNS,
+)
 from sact_pipeline.domain.counting import MEASURES
 from sact_pipeline.domain.data_quality import TRUST_MONTH_COUNTS
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
-from sact_pipeline.domain.spec import INTEGER_COLUMNS, ITEM_COLUMNS, NUMERIC_COLUMNS
+from sact_pipeline.domain.spec import SACT
 from sact_pipeline.domain.summary import SUMMARY_COLUMNS, SUMMARY_COUNT_COLUMNS
 
 RAW_SCHEMA = "raw"  # identifiable submissions and registration opt-outs: the loader only
@@ -87,7 +93,8 @@ raw_submissions = sa.Table(
     sa.Column("submitted_at", sa.DateTime, nullable=False),
     sa.Column("header_version", sa.String(8), nullable=False),
     sa.Column("row_number", sa.BigInteger, nullable=False),
-    *(sa.Column(column, sa.Text) for column in ITEM_COLUMNS),
+    # Every item of either SACT version as text: NULL where the file's version lacks the item.
+    *(sa.Column(column, sa.Text) for column in SACT.columns),
     sa.Index("ix_raw_submissions_partition", "reporting_month", "trust_code"),
     schema=RAW_SCHEMA,
 )
@@ -143,6 +150,8 @@ clean_item_quality = sa.Table(
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("present", sa.BigInteger, nullable=False),
     sa.Column("valid", sa.BigInteger, nullable=False),
+    # the file's SACT version (the default fills rows of a warehouse made before v4 was read: all v3)
+    sa.Column("sact_version", sa.String(8), nullable=False, server_default="v3"),
     sa.Index("ix_clean_item_quality_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
@@ -175,6 +184,8 @@ quality_items = sa.Table(
     sa.Column("validity", sa.Float),
     sa.Column("item_score", sa.Float),
     sa.Column("scored", sa.Boolean, nullable=False),
+    sa.Column("sact_version", sa.String(8), nullable=False, server_default="v3"),
+    sa.Column("core", sa.Boolean, nullable=False, server_default=sa.false()),  # scored in every version
     sa.Index("ix_quality_items_partition", "reporting_month", "trust_code"),
     schema=CLEAN_SCHEMA,
 )
@@ -183,6 +194,8 @@ quality_trust_months = sa.Table(
     "quality_trust_months", metadata,
     *_partition_columns(),
     sa.Column("score", sa.Float),
+    sa.Column("core_score", sa.Float),  # over the measures both versions score: comparable across a switch
+    sa.Column("sact_version", sa.String(16), nullable=False, server_default="v3"),
     *(sa.Column(c, sa.BigInteger, nullable=False) for c in TRUST_MONTH_COUNTS),
     sa.Column("quarantined_share", sa.Float, nullable=False),
     sa.Column("feedback_file", sa.Text, nullable=False),
@@ -219,6 +232,7 @@ clean_file_versions = sa.Table(
     # internal only: never summarised or published (the default fills rows of a warehouse made before it)
     sa.Column("opted_out_rows", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("pseudonymisation_key_id", sa.String(16), nullable=False),
+    sa.Column("sact_version", sa.String(8), nullable=False, server_default="v3"),  # of the file (v3 before v4)
     schema=CLEAN_SCHEMA,
 )
 
@@ -423,17 +437,24 @@ def _prepare_postgres(connection: sa.Connection) -> None:
 
 def add_new_columns(connection: sa.Connection) -> None:
     """Columns added to a table since a warehouse was made, added to it (create_all adds only tables).
-    Such columns carry a server default, which fills the rows already there."""
+    Such a column is nullable (rows already there hold NULL: the items of SACT v4 in raw, say) or carries
+    a server default, which fills the rows already there."""
     inspector = sa.inspect(connection)
     for table in metadata.sorted_tables:
         schema = table.schema if connection.dialect.name == "postgresql" else None
         present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
         for column in table.columns:
-            if column.name not in present and column.server_default is not None:
-                kind = column.type.compile(dialect=connection.dialect)
-                name = f"{schema}.{table.name}" if schema else table.name
-                connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind} NOT NULL '
-                                           f"DEFAULT {column.server_default.arg}")
+            if column.name in present or (column.server_default is None and not column.nullable):
+                continue
+            kind = column.type.compile(dialect=connection.dialect)
+            name = f"{schema}.{table.name}" if schema else table.name
+            if column.server_default is None:
+                connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}')
+                continue
+            default = column.server_default.arg
+            default = default.compile(dialect=connection.dialect) if hasattr(default, "compile") else f"'{default}'"
+            connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind} NOT NULL '
+                                       f"DEFAULT {default}")
 
 
 def _sqlite_write_ahead_log(dbapi_connection, _record) -> None:
@@ -639,8 +660,23 @@ class Warehouse:
         """A function that loads `frame` into `table` on a connection (None when there are no rows)."""
         if frame is None or frame.empty:
             return None
+        # A column the frame lacks takes what an INSERT that omits it would: its server default, else NULL
+        # (an item of the other SACT version, say); a required column without a default must be there.
+        missing = {c.name: _omitted_value(c) for c in table.columns
+                   if c.name not in frame and (c.nullable or c.server_default is not None)}
+        frame = frame.assign(**missing) if missing else frame
         frame = frame[[c.name for c in table.columns]]
         return _copy_into(table, frame) if self.is_postgres else _insert_sqlite(table, frame)
+
+
+def _omitted_value(column: sa.Column):
+    """The value a database gives `column` when an INSERT leaves it out."""
+    default = column.server_default.arg if column.server_default is not None else None
+    if default is None:
+        return None
+    if isinstance(default, (sa.sql.elements.True_, sa.sql.elements.False_)):
+        return isinstance(default, sa.sql.elements.True_)
+    return int(default) if isinstance(column.type, sa.Integer) else default
 
 
 def _insert_sqlite(table: sa.Table, frame: pd.DataFrame):

@@ -25,7 +25,9 @@ ENGLAND = "ENGLAND"
 PUBLISHED_COLUMNS: tuple[str, ...] = (
     "reporting_month", "org_code", "org_name", "submission_status", "submitted_at",
     *(column for m in MEASURES for column in (m, f"{m}_change")),
+    "sact_version",
 )
+SACT_VERSIONS_PUBLISHED = ("", "v3", "v4")  # empty: no usable version (and on ENGLAND)
 COUNT_COLUMNS: tuple[str, ...] = MEASURES
 CHANGE_COLUMNS: tuple[str, ...] = tuple(f"{m}_change" for m in MEASURES)
 
@@ -72,9 +74,11 @@ def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) 
             before = previous[measure].get(record.org_code) if previous else None
             row[measure] = format_cell(cell)
             row[f"{measure}_change"] = format_cell(published_change(cell, before))
+        usable = pd.notna(record.patients) and isinstance(getattr(record, "sact_version", None), str)
+        row["sact_version"] = record.sact_version if usable else ""
         rows.append(row)
     england = {"reporting_month": reporting_month, "org_code": ENGLAND, "org_name": "England",
-               "submission_status": "", "submitted_at": ""}
+               "submission_status": "", "submitted_at": "", "sact_version": ""}
     for measure in MEASURES:
         cell = current[measure][ENGLAND]
         england[measure] = format_cell(cell)
@@ -90,7 +94,9 @@ MEASURE_DEFINITIONS: tuple[tuple[str, str], ...] = (
                  "with at least one valid drug administration in the month"),
     ("regimens", "distinct regimens: patient, regimen name and regimen start date"),
     ("cycles", "distinct cycles: regimen, cycle number and cycle start date"),
-    ("drug_administrations", "valid drug administration rows, after duplicates and quarantined rows are removed"),
+    ("drug_administrations", "valid drug administration rows, after duplicates and quarantined rows are removed; "
+                             "an oral dispensing that covers several cycles (SACT v4 items 82 and 83) is one "
+                             "drug administration, and its cycle number and cycle start date one cycle"),
     ("<measure>_change", "this month's published value minus the previous month's published value"),
 )
 STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
@@ -190,6 +196,13 @@ def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[
         "submission, and for a submission received but not usable (it failed validation): such a trust",
         "counts 0 in the England figures. A change is empty when the trust has no submission in the",
         "previous month.",
+        "",
+        "sact_version is the version of the SACT data set (v3 or v4) of the file version used, the newest where",
+        "a trust's sites send files of their own; empty when no version is usable. SACT v4 is accepted for",
+        "activity from April 2026 and required from July 2026; a trust still sending v3 is counted the same way.",
+        "In v4 the administration date is the calendar date of the infusion timestamp as written (item 80), or",
+        "else the oral dispensing date (item 81). The number of cycles an oral dispensing covers (item 83) is",
+        "data-quality detail, not a count.",
         "",
         "Built from these submission file versions (file name, SHA-256):",
         *(f"- {version}" for version in file_versions),

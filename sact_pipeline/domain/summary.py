@@ -9,7 +9,7 @@ from sact_pipeline.domain.organisations import OrganisationRegister
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "reporting_month", "org_code", "org_name", "country", "is_english", "submission_status",
-    "first_submitted_at", "submitted_at", "versions_received", "file_sha256",
+    "first_submitted_at", "submitted_at", "versions_received", "file_sha256", "sact_version",
     *MEASURES,
     "raw_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings",
     *(f"{m}_resubmission_change" for m in MEASURES),
@@ -52,7 +52,7 @@ def summarise_month(
     files: accepted file versions (trust_code, reporting_month, submitted_at) of this and earlier months.
     measures: per trust with a file in use, its measures (trust_measures).
     versions: per cleaned file version of this month (trust_code, file_sha256, submitted_at, in_use, the
-    measures, raw_rows, quarantined_rows, duplicate_rows, data_quality_findings).
+    measures, raw_rows, quarantined_rows, duplicate_rows, data_quality_findings, sact_version).
     """
     known = files.loc[files["reporting_month"] <= reporting_month]
     trusts = sorted(known["trust_code"].unique())
@@ -63,9 +63,13 @@ def summarise_month(
     summary = pd.DataFrame({"org_code": trusts}).set_index("org_code", drop=False)
     summary = summary.join(received)
 
-    # A trust's sites may each send a file: every file in use counts, the latest says when it updated.
+    # A trust's sites may each send a file: every file in use counts, the latest says when it updated (and
+    # which SACT version the trust sends).
+    if "sact_version" not in versions:
+        versions = versions.assign(sact_version="v3")
     in_use = versions.loc[versions["in_use"]].sort_values("submitted_at").groupby("trust_code").agg(
         submitted_at=("submitted_at", "max"), file_sha256=("file_sha256", ",".join),
+        sact_version=("sact_version", "last"),
         raw_rows=("raw_rows", "sum"), quarantined_rows=("quarantined_rows", "sum"),
         duplicate_rows=("duplicate_rows", "sum"), data_quality_findings=("data_quality_findings", "sum"),
     )
