@@ -17,10 +17,16 @@ import pandas as pd
 
 from sact_pipeline import quality
 from sact_pipeline.domain.counting import months_up_to
-from sact_pipeline.domain.data_quality import assess_trust_month, feedback_rows, findings_by_reason, pooled_items
+from sact_pipeline.domain.data_quality import (
+    assess_trust_month,
+    assessed_rows,
+    feedback_rows,
+    findings_by_reason,
+    pooled_items,
+)
 from sact_pipeline.domain.quality_report import quality_report_html
 from sact_pipeline.domain.report import REPORT_MONTHS
-from sact_pipeline.domain.spec import V3_ITEMS
+from sact_pipeline.domain.spec import SACT
 from sact_pipeline.gating import LayerHeld, LayerOutcome, _fingerprint, _Prepared, _raise_failure
 from sact_pipeline.warehouse import (
     LayerState,
@@ -34,7 +40,9 @@ from sact_pipeline.warehouse import (
 
 CLEAN = "clean"  # layers.CLEAN (layers imports this module)
 QUALITY, QUALITY_REPORT = "quality", "quality_report"
-ITEM_HEADERS = tuple(item.header for item in V3_ITEMS)
+# What a trust-month's item measures may be named: every item of every version, and the groups scored as one.
+ITEM_HEADERS = tuple(sorted({i.header(v.name) for v in SACT.versions.values() for i in v.items}
+                            | {m.label for v in SACT.versions.values() for m in v.group_measures}))
 
 
 class DataQualityLayer:
@@ -95,6 +103,8 @@ class DataQualityLayer:
         outcome = LayerOutcome(QUALITY, f"{month}|{trust}", rows=len(items), metadata={
             # Numbers (the score only where rows were assessed), so the Dagster UI plots them across partitions.
             **({"score": round(record["score"], 2)} if record["score"] is not None else {}),
+            **({"core_score": round(record["core_score"], 2)} if record["core_score"] is not None else {}),
+            "sact_version": record["sact_version"],
             **{key: record[key] for key in ("assessed_rows", "quarantined_rows", "duplicate_rows", "invalid_values",
                                             "out_of_month_rows", "other_trust_provider_rows", "feedback_rows")},
             "quarantined_share": round(record["quarantined_share"], 4),
@@ -112,7 +122,7 @@ class DataQualityLayer:
 
         return _Prepared(outcome, month, trust, this_partition, checks=[
             ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
-             items.assign(assessed_rows=record["assessed_rows"])),
+             items.assign(assessed_rows=items["sact_version"].map(assessed_rows(items)))),
         ], write=write)
 
     # --- per month ----------------------------------------------------------------------------------------
@@ -140,7 +150,11 @@ class DataQualityLayer:
         table = pd.DataFrame({
             "reporting_month": month, "org_code": current["trust_code"].to_numpy(),
             "org_name": current["trust_code"].map(names).fillna("").to_numpy(),
-            "score": current["score"].round(2).to_numpy(), "rows": current["assessed_rows"].to_numpy(),
+            # score: over the items of the trust-month's own SACT version; core_score: over the items both
+            # versions score (the trend's, comparable across a switch)
+            "sact_version": current["sact_version"].to_numpy(), "score": current["score"].round(2).to_numpy(),
+            "core_score": current["core_score"].round(2).to_numpy(),
+            "rows": current["assessed_rows"].to_numpy(),
             **{c: current[c].to_numpy() for c in ("assessed_rows", "clean_rows", "quarantined_rows",
                                                  "quarantined_share", "duplicate_rows", "invalid_values",
                                                  "out_of_month_rows", "other_trust_provider_rows", "feedback_rows")},
@@ -154,17 +168,21 @@ class DataQualityLayer:
         self.document("data_quality_month", [(outcome, "", outcome.suites[-1])])
         outcome.gate()
 
-        trend = assessed.rename(columns={"trust_code": "org_code"})[["org_code", "reporting_month", "score"]]
+        trend = assessed.rename(columns={"trust_code": "org_code"})[
+            ["org_code", "reporting_month", "core_score", "sact_version"]]
         items = pooled_items(self.warehouse.read(quality_items, reporting_month=month))
         findings = self.warehouse.read(quality_findings, reporting_month=month)
         findings = (findings.groupby(["kind", "item", "finding"], as_index=False)["rows"].sum()
                     if len(findings) else findings_by_reason(findings))
-        wide = (trend.pivot_table(index="org_code", columns="reporting_month", values="score", aggfunc="last")
+        # The trend file holds the core score, as the report's trend does (a switch of version is no jump).
+        wide = (trend.astype({"core_score": "float64"})
+                .pivot_table(index="org_code", columns="reporting_month", values="core_score", aggfunc="last")
                 .reindex(columns=months).round(2))
         wide.insert(0, "org_name", wide.index.map(names).fillna(""))
         data_docs = os.path.relpath(self.data_docs.site_dir / "index.html", paths["html"].parent).replace(os.sep, "/")
         files = {
-            paths["html"]: quality_report_html(month, table, trend, items, findings, data_docs).encode("utf-8"),
+            paths["html"]: quality_report_html(month, table, trend, items, findings, data_docs,
+                                               self.settings.transition).encode("utf-8"),
             paths["table"]: table.drop(columns="rows").round({"quarantined_share": 4})
                                  .to_csv(index=False, lineterminator="\n").encode("utf-8"),
             paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),

@@ -2,19 +2,27 @@
 SVG, no script, no request) in the style of the published report (report.py), whose CSS it reuses.
 
 It is not published, so it shows every count as it is: no disclosure control. Sections: the trusts
-that submitted, lowest score first; the score over 13 months as a chart (median trust, the middle half
-of trusts and the lowest-scoring trusts' lines) with its numbers in its text alternative; every trust's
-score by month (the trend grid); each data item's completeness, validity and score; the findings by
-kind; and how the score is made.
+that submitted, lowest score first, each with its SACT version; the core score over 13 months as a chart
+(median trust, the middle half of trusts and the lowest-scoring trusts' lines) with its numbers in its
+text alternative; every trust's core score by month (the trend grid, marking a change of version); each
+data item's completeness, validity and score, by SACT version; the findings by kind; and how the score
+is made.
+
+Two scores, because v4 scores more items than v3: `score` is over every scored item of the trust-month's
+own version (what the trust is asked to fix), `core_score` over the items both versions score (the trend,
+so that a trust's line does not jump when it switches from v3 to v4).
 
 Inputs (column names are the contract):
-  trusts:   org_code, org_name, score (0-100, NaN when no rows), rows, quarantined_rows,
+  trusts:   org_code, org_name, sact_version ('v3', 'v4', 'v3,v4' when a trust's sites sent both, or ''),
+            score and core_score (0-100, NaN when no rows), rows, quarantined_rows,
             quarantined_share (0-1), duplicate_rows, invalid_values, out_of_month_rows,
             other_trust_provider_rows, feedback_file (path relative to the report's folder, or "")
-  trend:    org_code, reporting_month ('YYYY-MM'), score
-  items:    item, obligation ('M', 'R', 'O' or 'outcome'), rows, completeness (0-1),
-            validity (0-1, NaN when no value), item_score (0-1, NaN when not scored), scored (bool)
-  findings: item, finding, kind ('quarantined', 'invalid', 'out_of_month', 'other_trust'), rows
+  trend:    org_code, reporting_month ('YYYY-MM'), core_score, sact_version
+  items:    sact_version, item, obligation ('M', 'R', 'O' or 'outcome'), rows, completeness (0-1),
+            validity (0-1, NaN when no value), item_score (0-1, NaN when no rows; given for an item not
+            scored too), scored (bool),
+            core (bool: in the core score)
+  findings: item, finding, kind ('quarantined', 'invalid', 'out_of_month', 'other_trust', 'file'), rows
 """
 
 from __future__ import annotations
@@ -25,30 +33,56 @@ from urllib.parse import quote
 import pandas as pd
 
 from sact_pipeline.domain.counting import months_up_to
-from sact_pipeline.domain.data_quality import ITEM_WEIGHTS
-from sact_pipeline.domain.report import CSS, REPORT_MONTHS, page_start
+from sact_pipeline.domain.data_quality import FILE, ITEM_WEIGHTS
+from sact_pipeline.domain.report import CSS, REPORT_MONTHS, month_name, page_start
+from sact_pipeline.domain.spec import SACT, V3, V4, VERSIONS, Transition
 
-# Placeholder until the exact wording is agreed: replace the text, keep the name.
-SCORE_TEXT = ("Rows assessed are the rows of the file versions in use, less exact duplicates and rows of patients "
-              "who opted out: the clean rows and the quarantined rows. For each data item, completeness is the "
-              "share of those rows holding a value, validity the share of the values in the right format or on "
-              "the item's code list, and the item score the share of rows holding a valid value. The trust's "
-              f"score is 100 times the mean item score over the {len(ITEM_WEIGHTS)} mandatory and required items, each weighted "
-              "equally, as in the NHS Data Quality Maturity Index; optional and outcome items are shown but not "
-              "scored. The README of sact-pipeline gives every rule.")
+
+def score_text(transition: Transition = Transition()) -> str:
+    """How the score is made, in plain words for NDRS analysts; the numbers of items come from the data-set
+    table and the dates from the transition, so the text cannot drift from what the pipeline does."""
+    v3, v4 = len(SACT.version(V3).measures), len(SACT.version(V4).measures)
+    weighting = ("every item counting the same" if not ITEM_WEIGHTS
+                 else "items weighted as set in the pipeline's ITEM_WEIGHTS")
+    return (
+        "Rows assessed are the rows of the files in use, less exact duplicates and rows of patients who "
+        "opted out: the clean rows plus the quarantined rows. For each data item, completeness is the share "
+        "of those rows that hold a value, validity is the share of the values that are in the right format "
+        "or on the item's code list, and the item score is the share of rows that hold a valid value. "
+        "A trust-month's score is the average item score, out of 100, over the mandatory and required items "
+        f"of the SACT version it sent: {v3} in v3, {v4} in v4 (where either of two items may be given, such "
+        "as v4's infusion timestamp or oral dispensing date, the pair counts as one item), "
+        f"{weighting}, as in the NHS Data Quality Maturity Index. Optional and outcome items are shown but "
+        "not scored. Because the two versions score different items, the core score is the same average over "
+        f"the {len(SACT.core_measures)} items both versions score: it is the score shown over time, so that "
+        "a trust's line does not jump when it changes version. A trust whose sites sent both versions is "
+        "scored over the items of both. "
+        f"SACT v4 is accepted from {month_name(transition.v4_from)} and required from "
+        f"{month_name(transition.v4_only_from)}: a v3 file for a month from then on is still counted and "
+        "scored, and is listed under File findings. The README of sact-pipeline gives every rule.")
+
+
+SCORE_TEXT = score_text()  # with the default transition dates (the report is given the settings' dates)
+TREND_TEXT = ("The chart and the table below show the core score: the average over the items both SACT "
+              "versions score, so that a trust's line does not jump when it switches from v3 to v4. The "
+              "score in the table above is over all the scored items of the trust's own version, so it can "
+              "differ from the core score of the same month.")
 
 LOWEST_SHOWN = 5  # the lowest-scoring trusts of the month drawn as their own lines in the chart
 
-TRUST_COLUMNS = ("org_code", "org_name", "score", "rows", "quarantined_rows", "quarantined_share",
-                 "duplicate_rows", "invalid_values", "out_of_month_rows", "other_trust_provider_rows",
-                 "feedback_file")
-TREND_COLUMNS = ("org_code", "reporting_month", "score")
-ITEM_COLUMNS = ("item", "obligation", "rows", "completeness", "validity", "item_score", "scored")
+TRUST_COLUMNS = ("org_code", "org_name", "sact_version", "score", "core_score", "rows", "quarantined_rows",
+                 "quarantined_share", "duplicate_rows", "invalid_values", "out_of_month_rows",
+                 "other_trust_provider_rows", "feedback_file")
+TREND_COLUMNS = ("org_code", "reporting_month", "core_score", "sact_version")
+ITEM_COLUMNS = ("sact_version", "item", "obligation", "rows", "completeness", "validity", "item_score",
+                "scored", "core")
 FINDING_COLUMNS = ("item", "finding", "kind", "rows")
 
 OBLIGATION_TEXT = {"M": "Mandatory", "R": "Required", "O": "Optional", "outcome": "Outcome"}
 KIND_TEXT = {"quarantined": "Quarantined rows", "invalid": "Invalid values",
-             "out_of_month": "Rows outside the reporting month", "other_trust": "Rows with another trust as provider"}
+             "out_of_month": "Rows outside the reporting month",
+             "other_trust": "Rows with another trust as provider", FILE: "File findings"}
+KIND_UNIT = {FILE: ("file", "files")}  # a file finding is one per file (on its header row), not per data row
 COUNT_COLUMNS = ("rows", "quarantined_rows", "duplicate_rows", "invalid_values", "out_of_month_rows",
                  "other_trust_provider_rows")
 
@@ -61,14 +95,18 @@ QUALITY_CSS = """
 td.none { color: #4c6272; }
 figure.trend svg { max-width: 100%; height: auto; }
 figure.trend figcaption { max-width: 900px; }
-tbody.kind th[scope=rowgroup] { background: #f0f4f5; font-weight: bold; text-align: left; }
+tbody.kind th[scope=rowgroup], tbody.version th[scope=rowgroup] { background: #f0f4f5; font-weight: bold;
+                                                                    text-align: left; }
+.switch { font-size: 0.8rem; font-weight: bold; color: #002f5c; white-space: nowrap; }
 """
 
 
 def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, items: pd.DataFrame,
-                        findings: pd.DataFrame, data_docs: str | None = None) -> str:
+                        findings: pd.DataFrame, data_docs: str | None = None,
+                        transition: Transition = Transition()) -> str:
     """The internal data-quality report for `month` (see the module docstring for the input columns).
-    data_docs: the relative href of the Great Expectations Data Docs index, or None for no link."""
+    data_docs: the relative href of the Great Expectations Data Docs index, or None for no link;
+    transition: when v4 was accepted and required (the settings'), for the text on how the score is made."""
     for name, frame, columns in (("trusts", trusts, TRUST_COLUMNS), ("trend", trend, TREND_COLUMNS),
                                  ("items", items, ITEM_COLUMNS), ("findings", findings, FINDING_COLUMNS)):
         missing = [c for c in columns if c not in frame.columns]
@@ -76,7 +114,7 @@ def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, i
             raise ValueError(f"{name} lacks column(s) {', '.join(missing)}")
     months = months_up_to(month, REPORT_MONTHS)
     ranked = _ranked(trusts)
-    scores = _score_grid(trend, months)
+    scores, versions = _score_grid(trend, months)
     title = f"SACT data quality: {month}"
     parts = [
         *page_start(title, CSS + QUALITY_CSS),
@@ -84,12 +122,13 @@ def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, i
         "(no disclosure control).</p>",
         _summary(month, ranked, data_docs),
         '<h2 id="trusts">Trusts by score</h2>', _trust_table(month, ranked),
-        f'<h2 id="trend">Score over the last {REPORT_MONTHS} months</h2>', _chart(months, scores, ranked),
-        f'<h2 id="grid">Scores by trust over the last {REPORT_MONTHS} months</h2>',
-        _grid(months, scores, ranked),
-        '<h2 id="items">Data items</h2>', _item_table(month, items),
+        f'<h2 id="trend">Core score over the last {REPORT_MONTHS} months</h2>',
+        f'<p class="core">{escape(TREND_TEXT)}</p>', _chart(months, scores, ranked),
+        f'<h2 id="grid">Core scores by trust over the last {REPORT_MONTHS} months</h2>',
+        _grid(months, scores, versions, ranked),
+        '<h2 id="items">Data items</h2>', _item_table(month, items, ranked),
         '<h2 id="findings">Findings</h2>', _finding_table(month, findings),
-        '<h2 id="score">How the score is made</h2>', f"<p>{escape(SCORE_TEXT)}</p>",
+        '<h2 id="score">How the score is made</h2>', f"<p>{escape(score_text(transition))}</p>",
         "</body>", "</html>",
     ]
     return "\n".join(parts) + "\n"
@@ -117,6 +156,16 @@ def _share(value) -> str:
     return "" if _missing(value) else f"{float(value) * 100:.1f}%"
 
 
+def _versions(value) -> list[str]:
+    """The versions a trust-month's items were of: 'v3,v4' (a trust whose sites sent both) as both."""
+    return [] if _missing(value) else [v for v in str(value).split(",") if v]
+
+
+def _version_text(value) -> str:
+    """'v3', 'v4', 'v3 and v4' or '' (no version: nothing assessed)."""
+    return escape(" and ".join(_versions(value)))
+
+
 def _href(path: str) -> str:
     """A relative path as an attribute value: percent-encoded (so ':' cannot start a scheme) and escaped."""
     return escape(quote(str(path), safe="/"), quote=True)
@@ -135,23 +184,27 @@ def _number_cell(formatted: str, absent: str) -> str:
 def _ranked(trusts: pd.DataFrame) -> pd.DataFrame:
     """The trusts, lowest score first; a trust with no score (no rows assessed) first of all, then by code."""
     ranked = trusts.loc[:, list(TRUST_COLUMNS)].copy()
-    for column in ("score", "quarantined_share", *COUNT_COLUMNS):
-        ranked[column] = pd.to_numeric(ranked[column], errors="coerce")
+    for column in ("score", "core_score", "quarantined_share", *COUNT_COLUMNS):
+        ranked[column] = pd.to_numeric(ranked[column], errors="coerce").astype("float64")
     ranked["org_code"] = ranked["org_code"].astype("str")
+    ranked["sact_version"] = ranked["sact_version"].where(ranked["sact_version"].notna(), "").astype("str")
     ranked["org_name"] = ranked["org_name"].where(ranked["org_name"].notna(), ranked["org_code"]).astype("str")
     ranked["feedback_file"] = ranked["feedback_file"].fillna("").astype("str")
     return ranked.sort_values(["score", "org_code"], na_position="first", kind="stable").reset_index(drop=True)
 
 
-def _score_grid(trend: pd.DataFrame, months: list[str]) -> pd.DataFrame:
-    """org_code x month scores of the shown months (NaN: no data); a month with no row is no data, not 0."""
+def _score_grid(trend: pd.DataFrame, months: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """org_code x month core scores of the shown months (NaN: no data; a month with no row is no data, not
+    0), and the same grid of each trust-month's SACT version ('' where none)."""
     frame = trend.loc[trend["reporting_month"].astype("str").isin(months), list(TREND_COLUMNS)].copy()
     frame["org_code"] = frame["org_code"].astype("str")
     frame["reporting_month"] = frame["reporting_month"].astype("str")
-    frame["score"] = pd.to_numeric(frame["score"], errors="coerce")
+    frame["core_score"] = pd.to_numeric(frame["core_score"], errors="coerce").astype("float64")
+    frame["sact_version"] = frame["sact_version"].where(frame["sact_version"].notna(), "").astype("str")
     frame = frame.drop_duplicates(["org_code", "reporting_month"], keep="last")
-    grid = frame.pivot(index="org_code", columns="reporting_month", values="score")
-    return grid.reindex(columns=months).astype("float64")
+    grid = frame.pivot(index="org_code", columns="reporting_month", values="core_score")
+    versions = frame.pivot(index="org_code", columns="reporting_month", values="sact_version")
+    return grid.reindex(columns=months).astype("float64"), versions.reindex(index=grid.index, columns=months)
 
 
 def _summary(month: str, ranked: pd.DataFrame, data_docs: str | None) -> str:
@@ -161,8 +214,14 @@ def _summary(month: str, ranked: pd.DataFrame, data_docs: str | None) -> str:
     text = (f"{len(ranked):,} trusts submitted for {escape(month)}: {rows:,} rows assessed, {quarantined:,} "
             f"quarantined ({_share(quarantined / rows) if rows else '0.0%'}).")
     if len(scored):
+        core = ranked["core_score"].dropna()
         text += (f" Median trust score {_score(scored.median())}; lowest {_score(scored.min())}, "
-                 f"highest {_score(scored.max())}.")
+                 f"highest {_score(scored.max())}"
+                 + (f"; median core score {_score(core.median())}." if len(core) else "."))
+    versions = ranked["sact_version"].map(lambda v: " and ".join(_versions(v)))
+    if (versions != "").any():
+        text += " SACT version: " + ", ".join(
+            f"{int((versions == v).sum()):,} on {escape(v)}" for v in sorted(set(versions) - {""})) + "."
     if len(scored) < len(ranked):
         text += f" {len(ranked) - len(scored):,} trust(s) had no rows to score."
     if data_docs:
@@ -173,8 +232,9 @@ def _summary(month: str, ranked: pd.DataFrame, data_docs: str | None) -> str:
 # ---- the tables -------------------------------------------------------------------------------------
 
 def _trust_table(month: str, ranked: pd.DataFrame) -> str:
-    columns = ["Trust", "Code", "Score", "Rows assessed", "Quarantined rows", "Quarantined share", "Duplicate rows",
-               "Invalid values", "Out-of-month rows", "Other-trust provider rows", "Feedback"]
+    columns = ["Trust", "Code", "SACT version", "Score", "Core score", "Rows assessed", "Quarantined rows",
+               "Quarantined share", "Duplicate rows", "Invalid values", "Out-of-month rows",
+               "Other-trust provider rows", "Feedback"]
     head = "".join(f'<th scope="col">{escape(label)}</th>' for label in columns)
     rows = []
     for record in ranked.to_dict("records"):
@@ -182,8 +242,12 @@ def _trust_table(month: str, ranked: pd.DataFrame) -> str:
         feedback = record["feedback_file"]
         link = (f'<td><a href="{_href(feedback)}">Feedback CSV<span class="visually-hidden"> for {name}</span></a></td>'
                 if feedback else _none("none"))
+        version = _version_text(record["sact_version"])
         cells = [f'<th scope="row">{name}</th>', f"<td>{_text(record['org_code'])}</td>",
-                 _number_cell(_score(record["score"]), "no score"), f'<td class="number">{_count(record["rows"])}</td>',
+                 f"<td>{version}</td>" if version else _none("none"),
+                 _number_cell(_score(record["score"]), "no score"),
+                 _number_cell(_score(record["core_score"]), "no score"),
+                 f'<td class="number">{_count(record["rows"])}</td>',
                  f'<td class="number">{_count(record["quarantined_rows"])}</td>',
                  _number_cell(_share(record["quarantined_share"]), "no rows")]
         cells += [f'<td class="number">{_count(record[key])}</td>'
@@ -191,7 +255,8 @@ def _trust_table(month: str, ranked: pd.DataFrame) -> str:
         cells.append(link)
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="trusts"><caption>Trusts that submitted for {escape(month)}, lowest score first '
-            f"(rows assessed = clean + quarantined)</caption><thead><tr>{head}</tr></thead>"
+            f"(score: over the items of the trust's SACT version; core score: over the items both versions "
+            f"score; rows assessed = clean + quarantined)</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
@@ -204,38 +269,69 @@ def _grid_order(scores: pd.DataFrame, ranked: pd.DataFrame) -> list[tuple[str, s
     return order
 
 
-def _grid(months: list[str], scores: pd.DataFrame, ranked: pd.DataFrame) -> str:
+def _grid(months: list[str], scores: pd.DataFrame, versions: pd.DataFrame, ranked: pd.DataFrame) -> str:
+    """Core score per trust and month; the month a trust's version differs from its previous assessed
+    month's says so ('to v4'), since the trust-month's own score changes meaning there."""
     head = "".join(f'<th scope="col">{escape(m)}</th>' for m in months)
-    table = scores.to_dict("index")
+    table, kinds = scores.to_dict("index"), versions.to_dict("index")
     rows = []
     for code, label in _grid_order(scores, ranked):
-        values = table.get(code, {})
-        cells = "".join(_number_cell(_score(values.get(m)), "no data") for m in months)
-        rows.append(f'<tr><th scope="row">{label}</th>{cells}</tr>')
-    return (f'<table class="grid"><caption>Data-quality score by trust and reporting month, trusts in the order '
-            f"of the table above (no data: no submission, or no rows to score)</caption><thead><tr>"
+        values, cells, before = table.get(code, {}), [], ""
+        for month in months:
+            version = kinds.get(code, {}).get(month)
+            version = "" if _missing(version) else str(version)
+            switch = (f' <span class="switch">to {_version_text(version)}</span>'
+                      if version and before and version != before else "")
+            before = version or before
+            score = _score(values.get(month))
+            cells.append(f'<td class="number">{score}{switch}</td>' if score
+                         else f'<td class="none">no data{switch}</td>')
+        rows.append(f'<tr><th scope="row">{label}</th>{"".join(cells)}</tr>')
+    return (f'<table class="grid"><caption>Core data-quality score by trust and reporting month, trusts in '
+            f"the order of the table above (no data: no submission, or no rows to score; to v4: the first "
+            f"month on another SACT version than the trust's month before)</caption><thead><tr>"
             f'<th scope="col">Trust</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def _item_table(month: str, items: pd.DataFrame) -> str:
-    columns = ["Data item", "Obligation", "In score", "Rows", "Completeness", "Validity", "Item score"]
+def _item_table(month: str, items: pd.DataFrame, ranked: pd.DataFrame) -> str:
+    """One row group per SACT version (v3 then v4): the versions name and score different items, so a month
+    with trusts on both never pools or mixes them."""
+    columns = ["Data item", "Obligation", "In score", "In core score", "Rows", "Completeness", "Validity",
+               "Item score"]
     head = "".join(f'<th scope="col">{escape(label)}</th>' for label in columns)
-    rows = []
-    for record in items.loc[:, list(ITEM_COLUMNS)].to_dict("records"):
-        scored = bool(record["scored"]) if not _missing(record["scored"]) else False
-        obligation = _text(record["obligation"])
-        item_score = _score(record["item_score"] * 100) if not _missing(record["item_score"]) else ""
-        cells = [f'<th scope="row">{_text(record["item"])}</th>',
-                 f"<td>{escape(OBLIGATION_TEXT.get(str(record['obligation']), '')) or obligation}</td>",
-                 f"<td>{'Yes' if scored else 'No'}</td>", f'<td class="number">{_count(record["rows"])}</td>',
-                 _number_cell(_share(record["completeness"]), "no rows"),
-                 _number_cell(_share(record["validity"]), "no values"),
-                 _number_cell(item_score, "no data" if scored else "not scored")]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return (f"<table class=\"items\"><caption>Data items pooled over all trusts, {escape(month)}: completeness "
-            f"(share of rows holding a value), validity (share of values that are valid) and item score (0 to 100; "
-            f"In score: Yes for the mandatory and required items the score is made of)</caption>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    frame = items.loc[:, list(ITEM_COLUMNS)].copy()
+    frame["sact_version"] = frame["sact_version"].where(frame["sact_version"].notna(), "").astype("str")
+    present = list(dict.fromkeys(frame["sact_version"]))
+    trusts = [v for value in ranked["sact_version"] for v in _versions(value)]
+    groups = []
+    for version in [v for v in VERSIONS if v in present] + sorted(set(present) - set(VERSIONS)):
+        part = frame.loc[frame["sact_version"] == version]
+        scored_items = int(part["scored"].fillna(False).astype(bool).sum())
+        name = f"SACT {escape(version)}" if version else "SACT version unknown"
+        rows = [f'<tr><th scope="rowgroup" colspan="{len(columns)}">{name}: {scored_items:,} scored items, '
+                f"pooled over {trusts.count(version):,} trust(s)</th></tr>"]
+        for record in part.to_dict("records"):
+            scored = bool(record["scored"]) if not _missing(record["scored"]) else False
+            core = scored and not _missing(record["core"]) and bool(record["core"])
+            obligation = _text(record["obligation"])
+            item_score = _score(record["item_score"] * 100) if not _missing(record["item_score"]) else ""
+            cells = [f'<th scope="row">{_text(record["item"])}</th>',
+                     f"<td>{escape(OBLIGATION_TEXT.get(str(record['obligation']), '')) or obligation}</td>",
+                     f"<td>{'Yes' if scored else 'No'}</td>", f"<td>{'Yes' if core else 'No'}</td>",
+                     f'<td class="number">{_count(record["rows"])}</td>',
+                     _number_cell(_share(record["completeness"]), "no rows"),
+                     _number_cell(_share(record["validity"]), "no values"),
+                     _number_cell(item_score, "no data" if scored else "not scored")]
+            rows.append(f"<tr>{''.join(cells)}</tr>")
+        key = escape(version, quote=True)
+        groups.append(f'<tbody class="version" data-version="{key}">{"".join(rows)}</tbody>')
+    if not groups:
+        groups.append(f'<tbody><tr><td colspan="{len(columns)}">No data items assessed.</td></tr></tbody>')
+    return (f'<table class="items"><caption>Data items by SACT version, each pooled over the trusts that '
+            f"sent it, {escape(month)}: completeness (share of rows holding a value), validity (share of "
+            f"values that are valid) and item score (0 to 100; In score: Yes for the mandatory and required "
+            f"items the score is made of; In core score: Yes for those both versions score)</caption>"
+            f"<thead><tr>{head}</tr></thead>{''.join(groups)}</table>")
 
 
 def _finding_table(month: str, findings: pd.DataFrame) -> str:
@@ -250,7 +346,10 @@ def _finding_table(month: str, findings: pd.DataFrame) -> str:
         part = frame.loc[frame["kind"] == kind].sort_values(["rows", "item", "finding"], ascending=[False, True, True],
                                                             kind="stable")
         title = escape(KIND_TEXT.get(kind, kind))
-        rows = [f'<tr><th scope="rowgroup" colspan="3">{title} ({_count(part["rows"].sum())} in all)</th></tr>']
+        count = part["rows"].sum()
+        total = (f"{_count(count)} {KIND_UNIT[kind][int(bool(count != 1))]}" if kind in KIND_UNIT
+                 else f"{_count(count)} in all")
+        rows = [f'<tr><th scope="rowgroup" colspan="3">{title} ({total})</th></tr>']
         rows += [f"<tr><td>{_text(r['item'])}</td><td>{_text(r['finding'])}</td>"
                  f'<td class="number">{_count(r["rows"])}</td></tr>' for r in part.to_dict("records")]
         groups.append(f'<tbody class="kind">{"".join(rows)}</tbody>')
@@ -263,14 +362,16 @@ def _finding_table(month: str, findings: pd.DataFrame) -> str:
 # ---- the chart --------------------------------------------------------------------------------------
 
 def _chart(months: list[str], scores: pd.DataFrame, ranked: pd.DataFrame) -> str:
-    """Median trust score per month, the middle half of trusts (25th to 75th percentile) as a band and the
-    lowest-scoring trusts of the month as labelled lines: readable with ~150 trusts. A month without data is
-    a gap, never 0. Every number drawn is also in the <desc>."""
+    """Median trust core score per month, the middle half of trusts (25th to 75th percentile) as a band and
+    the trusts of the lowest core score this month as labelled lines (the lines are core scores, so the
+    lowest are chosen by it): readable with ~150 trusts. A month without data is a gap, never 0. Every
+    number drawn is also in the <desc>."""
     width, height, left, right, top, bottom = 860, 340, 44, 96, 14, 40
     quartiles = scores.quantile([0.25, 0.5, 0.75]).T.reindex(months)  # month x (0.25, 0.5, 0.75), NaN-skipping
     counts = scores.notna().sum()
     median = quartiles[0.5]
-    lowest = ranked.loc[ranked["score"].notna()].head(LOWEST_SHOWN)
+    now = ranked.assign(core=ranked["org_code"].map(scores[months[-1]]) if len(scores) else float("nan"))
+    lowest = now.loc[now["core"].notna()].sort_values(["core", "org_code"], kind="stable").head(LOWEST_SHOWN)
     lines = [(code, name, scores.loc[code] if code in scores.index else pd.Series(index=months, dtype="float64"))
              for code, name in zip(lowest["org_code"], lowest["org_name"])]
     drawn = pd.concat([quartiles[0.25], median, *(values for _, _, values in lines)]).dropna()
@@ -346,10 +447,10 @@ def _chart(months: list[str], scores: pd.DataFrame, ranked: pd.DataFrame) -> str
         svg.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" font-size="12" '
                    f'text-anchor="middle">No scores in these months</text>')
 
-    title = (f"Data-quality score, {months[0]} to {months[-1]}: median trust, middle half of trusts and the "
-             f"{len(lines)} lowest-scoring trust(s) of {months[-1]}")
+    title = (f"Core data-quality score, {months[0]} to {months[-1]}: median trust, middle half of trusts and "
+             f"the {len(lines)} lowest-scoring trust(s) of {months[-1]}")
     description = [
-        "Median trust score: " + "; ".join(
+        "Median trust core score: " + "; ".join(
             f"{m}: {_score(median[m])} (of {int(counts[m])} trusts)" if not _missing(median[m]) else f"{m}: no data"
             for m in months) + ".",
         "Middle half of trusts (25th to 75th percentile): " + "; ".join(
@@ -358,10 +459,11 @@ def _chart(months: list[str], scores: pd.DataFrame, ranked: pd.DataFrame) -> str
     ]
     description += [f"{name} ({code}): " + "; ".join(f"{m}: {_score(values.get(m)) or 'no data'}" for m in months) + "."
                     for code, name, values in lines]
-    caption = (f"Thick blue line: the median trust's score; shaded band: the middle half of trusts; thinner labelled "
-               f"lines: the {len(lines)} trust(s) with the lowest score in {escape(months[-1])}, each with its own dash "
-               f"pattern and its code at its end. Gaps are months without data. Every trust's scores are in the "
-               f"table below.")
+    caption = (f"Core score (over the items both SACT versions score). Thick blue line: the median trust; "
+               f"shaded band: the middle half of trusts; thinner labelled lines: the {len(lines)} trust(s) "
+               f"with the lowest core score in {escape(months[-1])}, each with its own dash pattern and its "
+               f"code at its end. Gaps are months without data. Every trust's core scores are in the table "
+               f"below.")
     return (f'<figure class="trend"><svg role="img" aria-labelledby="trend-title trend-desc" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
             f'<title id="trend-title">{escape(title)}</title><desc id="trend-desc">{escape(" ".join(description))}'

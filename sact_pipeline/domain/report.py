@@ -2,8 +2,10 @@
 opens offline, prints, and reads with a screen reader.
 
 It shows published values only: the month's published table, the ENGLAND cells of up to 13 published
-months (charts) and each trust's submission status in those months (the timeliness grid). A protected
-cell ('*', '[c]') is shown as it is published, and a chart leaves a gap where ENGLAND was withheld.
+months (charts), each trust's submission status in those months (the timeliness grid) and the SACT
+version of each trust's published figures (the v4 adoption chart and grid). A protected cell ('*', '[c]')
+is shown as it is published, and a chart leaves a gap where ENGLAND was withheld or a month was never
+published.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import pandas as pd
 
 from sact_pipeline.domain.counting import MEASURES, months_up_to
 from sact_pipeline.domain.publication import ENGLAND
+from sact_pipeline.domain.spec import V3, V4, Transition
 
 REPORT_MONTHS = 13  # the month and the 12 before it, in the grid and the charts
 STATUS_TEXT = {"on_time": "On time", "late": "Late", "missing": "Missing"}
+MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+               "October", "November", "December")  # not strftime: the words must not follow the locale
 MEASURE_TITLES = {"patients": "Patients", "regimens": "Regimens", "cycles": "Cycles",
                   "drug_administrations": "Drug administrations"}
 CSS = """
@@ -32,8 +37,10 @@ tr.england th, tr.england td { font-weight: bold; border-top: 2px solid #212b32;
 .status { display: inline-block; padding: 0 0.35rem; border-radius: 3px; white-space: nowrap; }
 .on_time { background: #d5eadb; color: #00401e; } .late { background: #fff2c4; color: #5c4300; }
 .missing { background: #f6d3d0; color: #6b140e; } .none { color: #768692; }
+.version-tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: bold; }
+.v4 { background: #d6e5f5; color: #002f5c; } .v3 { background: #e8edee; color: #212b32; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
-.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; } figure.adoption figcaption { max-width: 560px; }
 figure { margin: 0; } figcaption { font-size: 0.85rem; color: #4c6272; }
 .notes p { margin: 0.2rem 0; white-space: pre-wrap; }
 @media print { body { margin: 0; } thead th { position: static; } h2 { break-after: avoid; }
@@ -49,10 +56,24 @@ def page_start(title: str, css: str) -> list[str]:
             f"<h1>{escape(title)}</h1>"]
 
 
-def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFrame) -> str:
+def month_name(month: str) -> str:
+    """'2026-07' as 'July 2026': dates in sentences read as words."""
+    year, number = month.split("-")
+    return f"{MONTH_NAMES[int(number) - 1]} {year}"
+
+
+def published_version(value) -> str:
+    """A published sact_version cell as 'v3', 'v4' or '': rows published before the column existed hold
+    NULL (read back as 'None' or NaN), which is no version, not a third one."""
+    return value if isinstance(value, str) and value in (V3, V4) else ""
+
+
+def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFrame,
+                transition: Transition = Transition()) -> str:
     """The report for `month`. table: its published table (text cells); notes: its notes text; history:
-    published tables of earlier months (reporting_month, org_code, submission_status and the measures),
-    of which the 12 before `month` are shown with it."""
+    published tables of earlier months (reporting_month, org_code, submission_status, the measures and,
+    once published, sact_version), of which the 12 before `month` are shown with it; transition: when v4
+    was accepted and required (the settings'), for the adoption section's text and chart."""
     months = months_up_to(month, REPORT_MONTHS)  # consecutive: a month never published shows, not skipped
     shown = pd.concat([history.loc[history["reporting_month"].isin(months[:-1])], table], ignore_index=True)
     england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
@@ -66,6 +87,8 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
         '<h2 id="timeliness">Timeliness over the last 13 months</h2>', _grid(months, shown, table),
         '<h2 id="england">England over the last 13 months</h2>', '<div class="charts">',
         *(_chart(measure, months, england) for measure in MEASURES), "</div>",
+        '<h2 id="sact-version">SACT v4 adoption</h2>', _adoption_text(transition),
+        _adoption_chart(months, shown, transition), _version_grid(months, shown, table),
         '<h2 id="notes">Notes</h2>', '<div class="notes">',
         *(f"<p>{escape(line)}</p>" for line in notes.splitlines() if line.strip()), "</div>",
         "</body>", "</html>",
@@ -85,6 +108,8 @@ def _table(month: str, table: pd.DataFrame) -> str:
                ("Submitted at", "submitted_at")]
     columns += [(f"{MEASURE_TITLES[m]}{suffix}", f"{m}{key}") for m in MEASURES
                 for suffix, key in (("", ""), (" change", "_change"))]
+    numbers = columns[4:]
+    columns.append(("SACT version", "sact_version"))
     head = "".join(f'<th scope="col">{escape(label)}</th>' for label, _ in columns)
     rows = []
     for record in table.to_dict("records"):
@@ -92,7 +117,8 @@ def _table(month: str, table: pd.DataFrame) -> str:
         cells = [f'<th scope="row">{escape(record["org_name"])}</th>', f"<td>{escape(record['org_code'])}</td>",
                  f"<td>{'' if england else _status(record['submission_status'])}</td>",
                  f"<td>{escape(record['submitted_at'].replace('T', ' '))}</td>"]
-        cells += [f'<td class="number">{escape(record[key])}</td>' for _, key in columns[4:]]
+        cells += [f'<td class="number">{escape(record[key])}</td>' for _, key in numbers]
+        cells.append(f"<td>{escape(published_version(record.get('sact_version')))}</td>")
         row_class = ' class="england"' if england else ""
         rows.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     return (f"<table><caption>Published counts and changes from the previous month, {escape(month)}"
@@ -100,15 +126,21 @@ def _table(month: str, table: pd.DataFrame) -> str:
 
 
 def _grid(months: list[str], shown: pd.DataFrame, table: pd.DataFrame) -> str:
-    trusts = table.loc[table["org_code"] != ENGLAND, ["org_code", "org_name"]]
     status = shown.set_index(["org_code", "reporting_month"])["submission_status"].to_dict()
+    return _trust_month_grid(months, table, status, _status, "grid",
+                             "Submission status by trust and reporting month (&ndash;: not yet submitting)")
+
+
+def _trust_month_grid(months: list[str], table: pd.DataFrame, values: dict, cell, css_class: str,
+                      caption: str) -> str:
+    """A trust x month table of the month's trusts: `cell` renders each (org_code, month) value."""
+    trusts = table.loc[table["org_code"] != ENGLAND, ["org_code", "org_name"]]
     head = "".join(f'<th scope="col">{escape(m)}</th>' for m in months)
     rows = [f'<tr><th scope="row">{escape(name)} ({escape(code)})</th>'
-            + "".join(f"<td>{_status(status.get((code, m), ''))}</td>" for m in months) + "</tr>"
+            + "".join(f"<td>{cell(values.get((code, m), ''))}</td>" for m in months) + "</tr>"
             for code, name in zip(trusts["org_code"], trusts["org_name"])]
-    return (f'<table class="grid"><caption>Submission status by trust and reporting month (&ndash;: not yet '
-            f'submitting)</caption><thead><tr><th scope="col">Trust</th>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (f'<table class="{css_class}"><caption>{caption}</caption><thead><tr><th scope="col">Trust</th>'
+            f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _chart(measure: str, months: list[str], england: pd.DataFrame) -> str:
@@ -142,3 +174,88 @@ def _chart(measure: str, months: list[str], england: pd.DataFrame) -> str:
                f'<text x="{left - 6}" y="{height - bottom}" font-size="9" text-anchor="end">0</text>' if numbers else "")
             + f'{"".join(bars)}{"".join(labels)}</svg>'
             f"<figcaption>{escape(title)}</figcaption></figure>")
+
+
+# ---- SACT v4 adoption ---------------------------------------------------------------------------------
+
+def _adoption_text(transition: Transition) -> str:
+    """What the view shows and why a trust may be on either version (the dates are the settings')."""
+    accepted, required = month_name(transition.v4_from), month_name(transition.v4_only_from)
+    return ("<p>Trusts are moving from version 3 of the SACT data set to version 4. A trust may send v4 for "
+            f"activity from {escape(accepted)}, and must from {escape(required)}; it may switch in any month "
+            "between, and its figures are counted the same way whichever version it sends. The chart counts "
+            "the trusts whose published figures come from a v4 file in each month; the table below gives "
+            "each trust's version by month (blank: no usable file that month, or a month published before "
+            f"versions were). A trust still sending v3 from {escape(required)} is published as usual, and "
+            "flagged in NDRS's data-quality report and in the feedback the trust receives.</p>")
+
+
+def _trust_versions(shown: pd.DataFrame) -> pd.DataFrame:
+    """The English trusts' rows of the shown months (ENGLAND left out) with their version as 'v3', 'v4'
+    or '' (a table published before the column existed lacks it: every version blank)."""
+    trusts = shown.loc[shown["org_code"] != ENGLAND, ["reporting_month", "org_code"]].copy()
+    values = (shown.loc[trusts.index, "sact_version"] if "sact_version" in shown
+              else pd.Series("", index=trusts.index))
+    trusts["version"] = [published_version(v) for v in values]
+    return trusts
+
+
+def _adoption_chart(months: list[str], shown: pd.DataFrame, transition: Transition) -> str:
+    """Trusts on v4 per month as inline SVG bars, each with its count written above it (so 0 shows as
+    '0'); a month never published has neither bar nor count, a gap. Every number is in the <desc>."""
+    width, height, left, bottom, top = 560, 220, 40, 34, 24
+    trusts = _trust_versions(shown)
+    published = set(shown["reporting_month"])
+    v4 = {m: int((trusts.loc[trusts["reporting_month"] == m, "version"] == V4).sum()) for m in months
+          if m in published}
+    total = {m: int((trusts["reporting_month"] == m).sum()) for m in v4}
+    peak = max(v4.values(), default=0) or 1
+    step = (width - left - 8) / len(months)
+    plot = height - bottom - top
+    base = height - bottom
+    svg = [f'<line x1="{left}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#425563"/>',
+           f'<text x="{left - 6}" y="{base}" font-size="9" text-anchor="end">0</text>']
+    if any(v4.values()):
+        svg.append(f'<text x="{left - 6}" y="{top + 4}" font-size="9" text-anchor="end">{peak:,}</text>')
+    for number, month in enumerate(months):
+        x = left + number * step
+        if month == transition.v4_from or month == transition.v4_only_from:  # where the rules change
+            label = "v4 accepted" if month == transition.v4_from else "v4 required"
+            svg.append(f'<line class="milestone" x1="{x:.1f}" y1="2" x2="{x:.1f}" y2="{base}" '
+                       f'stroke="#768692" stroke-dasharray="3 3"/>'
+                       f'<text x="{x + 3:.1f}" y="10" font-size="9">{label}</text>')
+        if month in v4:
+            bar = plot * v4[month] / peak
+            svg.append(f'<rect class="bar" x="{x + step * 0.15:.1f}" y="{base - bar:.1f}" '
+                       f'width="{step * 0.7:.1f}" height="{bar:.1f}" fill="#005eb8"/>'
+                       f'<text class="count" x="{x + step / 2:.1f}" y="{base - bar - 3:.1f}" '
+                       f'font-size="9" text-anchor="middle">{v4[month]:,}</text>')
+        if number % 2 == 0 or number == len(months) - 1:
+            svg.append(f'<text x="{x + step / 2:.1f}" y="{height - bottom + 14}" font-size="9" '
+                       f'text-anchor="middle">{escape(month)}</text>')
+    title = f"English trusts on SACT v4, published, {months[0]} to {months[-1]}"
+    description = "; ".join(f"{m}: {v4[m]:,} of {total[m]:,} trusts" if m in v4 else f"{m}: not published"
+                            for m in months)
+    milestones = [f"v4 accepted from {transition.v4_from}", f"required from {transition.v4_only_from}"]
+    return (f'<figure class="adoption"><svg role="img" aria-labelledby="adoption-title adoption-desc" '
+            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            'xmlns="http://www.w3.org/2000/svg">'
+            f'<title id="adoption-title">{escape(title)}</title>'
+            f'<desc id="adoption-desc">{escape(description)} ({escape(", ".join(milestones))}).</desc>'
+            f'{"".join(svg)}</svg><figcaption>{escape(title)}: the number above each bar; no bar and no '
+            f"number where a month was not published; dashed lines where v4 was accepted and where it was "
+            f"required.</figcaption></figure>")
+
+
+def _version(code: str) -> str:
+    """The version in words, colour only as an aid; a blank said to a screen reader."""
+    if code not in (V3, V4):
+        return '<span class="none">&ndash;<span class="visually-hidden"> no version</span></span>'
+    return f'<span class="version-tag {code}">{code}</span>'
+
+
+def _version_grid(months: list[str], shown: pd.DataFrame, table: pd.DataFrame) -> str:
+    """Each trust of the month's table by month (as the timeliness grid): the version of its figures."""
+    versions = _trust_versions(shown).set_index(["org_code", "reporting_month"])["version"].to_dict()
+    return _trust_month_grid(months, table, versions, _version, "versions",
+                             "SACT version of the published figures by trust and reporting month (&ndash;: none)")
