@@ -351,19 +351,21 @@ def _generate_command(args: argparse.Namespace) -> int:
             return 2
         shape = england_shape(factor)
     try:
-        files = generate_submissions(landing, end_month=args.end_month, seed=args.seed, defects=defects, **shape)
+        files = generate_submissions(landing, end_month=args.end_month, seed=args.seed, defects=defects,
+                                     sact_version=args.sact_version, transition=settings.transition, **shape)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rows = sum(f.rows for f in files)
-    print(f"generated {len(files)} submission files ({rows} rows) in {landing}")
+    v4 = sum(f.sact_version == "v4" for f in files)
+    print(f"generated {len(files)} submission files ({rows} rows) in {landing}: {len(files) - v4} SACT v3, {v4} v4")
     return 0
 
 
 # One month of England: ~150 submitting trusts, ~450,000 drug administrations, sizes from a few hundred
-# rows to tens of thousands (log-normal spread 0.95); patients per trust calibrated on seed 2026.
+# rows to tens of thousands (log-normal spread 0.95); patients per trust calibrated on seed 2026 (448,806 rows).
 ENGLAND_TRUSTS = 150
-ENGLAND_PATIENTS = 1075
+ENGLAND_PATIENTS = 1095
 ENGLAND_SIZE_SPREAD = 0.95
 
 
@@ -423,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
                               help=f"share of rows with this defect (default {getattr(defaults, name)})")
     generate.add_argument("--defect-scale", type=float, default=1.0,
                           help="multiply every defect rate (0 for clean data)")
+    generate.add_argument("--sact-version", choices=("v3", "v4", "mixed"), default="mixed",
+                          help="SACT version of the files from SACT_V4_FIRST_MONTH on (earlier months are always v3); "
+                               "mixed (default): trusts switch to v4 between April and September 2026, a few stay "
+                               "on v3, some resend their last v3 month as v4")
     generate.add_argument("--if-empty", action="store_true", help="do nothing if the landing zone holds files")
     generate.set_defaults(handler=_generate_command)
 

@@ -1,10 +1,11 @@
-"""Deterministic synthetic SACT v3 monthly submission files, as trusts send them.
+"""Deterministic synthetic SACT monthly submission files (v3 and v4), as trusts send them.
 
 `generate_submissions` writes one CSV per trust and reporting month under ``landing_dir/<YYYYMM>/``
-named ``SACT_<ORG>_<YYYYMM>_<YYYYMMDDHHMMSS>.csv``: the 44 v3 headers of `spec.V3_ITEMS` in spec order,
-then one row per drug administration whose Administration_Date falls in the reporting month. Everything
-comes from one seeded ``numpy.random.Generator``: the same arguments give the same files, byte for byte
-(the only exception: timestamps that would lie in the future are clamped, see below, which can only
+named ``SACT_<ORG>_<YYYYMM>_<YYYYMMDDHHMMSS>.csv``: the header row of the file's SACT version (the headers
+of ``SACT.version("v3").items`` or ``SACT.version("v4").items``, in the data-set table's order: 44 or 60
+columns), then one row per drug administration whose administration date falls in the reporting month.
+Everything comes from seeded ``numpy.random.Generator``s: the same arguments give the same files, byte for
+byte (the only exception: timestamps that would lie in the future are clamped, see below, which can only
 happen when ``end_month`` is one of the last two months).
 
 The simulation is vectorised (numpy, pyarrow): courses of treatment start at a steady rate per trust and
@@ -16,10 +17,55 @@ go on to a second regimen (FOLFOX -> CAPECITABINE, FEC-T -> TRASTUZUMAB, ...). A
 ``patients_per_trust`` patients are active per trust-month, scaled by a skewed trust size (the largest
 trusts are 3-4 times the smallest).
 
+Oral drugs dispensed for several cycles: about 30% of the dispensings of the oral monotherapies
+(CAPECITABINE, ABIRATERONE) that have at least two cycles of the course left cover 2 or 3 cycles. The row
+keeps its own Cycle_Number and Start_Date_Of_Cycle (it is one drug administration and one cycle); the
+cycles it covers have no dispensing row. The regimen outcome items (v3) and End_Of_Regimen_Summary (v4)
+are on the rows of the dispensing (or cycle) that covers a course's last cycle.
+
+Records and versions
+--------------------
+The records (rows, patients, dates, values of the items both versions have, and the defects) do not depend
+on the version a file is written in: ``sact_version="v3"`` and ``"v4"`` with the same other arguments
+describe the same drug administrations in the same files (same names and submission times), written as v3
+or v4. Everything version-specific (the switch months of ``"mixed"``, the times of day of v4 timestamps,
+the values of the items only v4 has, v4 resubmissions) comes from separate generators seeded with
+``[seed, 4]`` (the version plan), ``[seed, 5]`` (v4-only values) and ``[seed, 6]`` (multi-cycle
+dispensings, which are records), so the main ``seed`` stream is the same in every mode.
+
+The version of each trust-month (`transition`, a `spec.Transition`): a month before ``transition.v4_from``
+is always v3 (a v4 file for it would be rejected). From ``v4_from`` on:
+
+- ``"v3"``: every file is v3; ``"v4"``: every file is v4.
+- ``"mixed"`` (default), a realistic transition: each trust (RQF too) gets a switch month, uniform over the
+  six months from ``v4_from`` (April to September 2026); about 1 in 8 trusts stay on v3 throughout (at
+  least one English trust when there are 8 or more, and at least one English trust switches when there
+  are 2 or more). A trust sends v4 from its switch month on. About a third of the switching trusts whose
+  month before the switch is in the window (and is ``v4_from`` or later) RESUBMIT that month in v4: the
+  same records as the v3 file, written as v4, 2-6 days after it (kind 'resubmission'). When none was
+  drawn, there are 4 or more English trusts and the window holds two consecutive months from ``v4_from``
+  whose second is a possible switch month, one English trust is made such a case (its switch month moved
+  into the window if need be).
+
+v4 rows: the items both versions have as in v3 (item 32 holds the same dose under its v4 header, ...);
+Administration_Timestamp_(Infusion) (80) ``{date}T{HH:MM}:00{offset}`` for infused or injected drugs
+(08:00-18:00 local time, minutes a multiple of 5, +01:00 during British Summer Time, else +00:00), or
+Administration_Date_(Oral_Drug_Dispensed) (81) for oral drugs (route 02, also with Cycle_Length_In_Days =
+the regimen's interval and Number_Of_Cycles_Administered_(On_A_Named_Day) = the cycles the dispensing
+covers); exactly one of the two. New items: issuer code 62 '01' and entry identifier 63 the consultant's GMC
+code; Treatment_Context from the adjunctive therapy (1 -> 01, 2 -> 02, 3 -> 03, 9 -> 99); a curative line
+of treatment (1, sometimes 2) when the intent is 01, else a non-curative line (1-3); Chemoradiation N
+(rarely Y, on a curative course); Regimen_Modification and Cycle_Modification N; Cycle_Delay Y on delayed
+cycles; Dose_Modification Y (reason 1, toxicity grade 2 or 3) on dose-reduced cycles, else N; the other
+reasons and grades empty; End_Of_Regimen_Summary on the rows covering a course's last cycle (1 completed
+as planned, 3 stopped for toxicity, 2 stopped otherwise). A patient's drugs of one day are timed 30
+minutes apart.
+
 Trusts: ``trusts`` open English trusts from the ODS register (open by the first reporting month), picked
 by the seed, with a 5-character trust (e.g. G6V2S) among them when ``trusts >= 6``, plus the Welsh trust
 RQF (Velindre), which submits like the others (processed, never published). In pick order, the English
-trusts play these roles (indices modulo the number of English trusts):
+trusts play these roles (indices modulo the number of English trusts), in every ``sact_version`` mode
+(each file in the version of its trust-month):
 
 - #0 writes UTF-8 with a BOM and CRLF line ends; #1 writes Windows-1252 (cp1252) with CRLF; #2 writes UTF-8
   with LF and stray spaces around ~25% of the values of some columns; everyone else (and RQF) writes UTF-8
@@ -28,7 +74,8 @@ trusts play these roles (indices modulo the number of English trusts):
   ``months == 1``): that file is submitted in the second month after its reporting month.
 - #4 RESUBMITS the first month: its first file (kind 'on_time') lacks every row of ~10% of its patients
   (at least one patient); a second, complete file (kind 'resubmission') follows 2-12 days later, in the
-  same or the next month.
+  same or the next month. Both are in the version of that trust-month; that trust-month is never also a v4
+  resubmission of ``"mixed"``.
 - #5 does NOT SUBMIT the last month (no file at all). Skipped when it would be the late or resubmitting
   trust (fewer than three English trusts).
 
@@ -39,25 +86,32 @@ no late file when ``months == 2``). A trust-month without administrations (only 
 ``patients_per_trust`` is below ~20) is still written, as a header-only nil return with ``rows == 0``.
 
 Defects (`DefectRates`, each a probability per data row; a row gets at most one kind of defect, drawn
-independently of everything else, so the four sets of rows are disjoint):
+independently of everything else, so the sets of rows are disjoint; all but the last are the same records
+in a v3 and a v4 write):
 
 - invalid_nhs_number: NHS_Number replaced by the patient's number with a wrong check digit (fails
   Modulus 11, never a repeated-digit number); Local_Patient_Identifier is still present.
 - missing_mandatory: exactly one of six kinds, equally likely (`MANDATORY_DEFECT_KINDS`): Regimen blank;
-  Drug_Name blank; Start_Date_Of_Cycle blank; Administration_Date = '2024-02-30'; Primary_Diagnosis AND
-  Morphology_ICD-O blank; NHS_Number AND Local_Patient_Identifier blank.
+  Drug_Name blank; Start_Date_Of_Cycle blank; an impossible administration date (v3 Administration_Date =
+  '2024-02-30'; v4 item 80 = '2024-02-30T10:00:00+00:00' on infused rows, item 81 = '2024-02-30' on oral
+  rows); Primary_Diagnosis AND Morphology_ICD-O blank; NHS_Number AND Local_Patient_Identifier blank.
 - duplicate_rows: the row is written twice, the copy right after it (an exact duplicate). Duplicated rows
   carry no other defect. Note that FOLFOX legitimately has two FLUOROURACIL administrations on day 1
   (bolus and infusion, different doses): not duplicates.
-- missing_required: one item of `spec.REQUIRED_COLUMNS`, picked uniformly, left blank, or - half the time
-  when the item has a code list - given an out-of-list code (`BAD_CODES`).
-- out_of_month (default 0): Administration_Date set to the last day of the month before the reporting month.
+- missing_required: one item of `REQUIRED_COLUMNS` (required in BOTH versions, so that a v3 and a v4 write
+  are equivalent: Cycle_Number, mandatory in v4, is not one), picked uniformly, left blank, or - half the
+  time when the item has an entry in `BAD_CODES` - given an out-of-list code.
+- out_of_month (default 0): the administration date (v3 Administration_Date, v4 the date of item 80 or
+  item 81) set to the last day of the month before the reporting month.
 - other_trust_provider (default 0): Organisation_Identifier_(Code_Of_Provider) set to the code of another
   trust of the run (the next one in its list).
+- missing_v4_item (default: the missing_required rate), v4 files only: one of the new required v4 items
+  (`NEW_V4_REQUIRED_COLUMNS`: 62, 63, 65, 24) left empty on a row without another defect - a data-quality
+  finding, never a rejection; the items both versions have are untouched.
 
 With ``DefectRates(0, 0, 0, 0)`` every row is valid: every mandatory and required item present and in its
 code list, valid NHS numbers, no duplicates (the stray spaces of trust #2 are not defects). Each
-`GeneratedFile` carries the exact counts of its rows in `FileDefects`.
+`GeneratedFile` carries the exact counts of its rows in `FileDefects`, and its ``sact_version``.
 """
 
 from __future__ import annotations
@@ -71,22 +125,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sact_pipeline.domain import spec
 from sact_pipeline.domain.nhs_number import generate_valid
 from sact_pipeline.domain.organisations import OrganisationRegister
+from sact_pipeline.domain.spec import REQUIRED, SACT, V3, V4, Transition
 
 WELSH_TRUST = "RQF"  # Velindre: submits like the English trusts, processed but never published
+SACT_VERSIONS: tuple[str, ...] = (V3, V4, "mixed")
 INVALID_DATE = "2024-02-30"
+INVALID_TIMESTAMP = f"{INVALID_DATE}T10:00:00+00:00"
 MANDATORY_DEFECT_KINDS: tuple[str, ...] = (
     "regimen", "drug_name", "start_date_of_cycle", "administration_date", "diagnosis", "patient_identifier",
 )
-# Out-of-list codes used for missing_required defects on coded items.
+# Items missing_required may pick: required in both versions (a v3 and a v4 write of a record are the same).
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(
+    i.name for i in SACT.items if i.obligation(V3) == REQUIRED and i.obligation(V4) == REQUIRED)
+# New required v4 items that missing_v4_item may leave empty (v4 files only).
+NEW_V4_REQUIRED_COLUMNS: tuple[str, ...] = (
+    "professional_registration_issuer_code", "professional_registration_entry_identifier", "treatment_context",
+    "chemoradiation",
+)
+# Out-of-list codes used for missing_required defects on coded items (items of REQUIRED_COLUMNS).
 BAD_CODES: dict[str, str] = {
     "person_stated_gender_code": "3",
-    "adjunctive_therapy": "4",
     "intent_of_treatment": "06",
     "performance_status_at_start_of_regimen": "5",
-    "comorbidity_adjustment": "U",
     "clinical_trial": "03",
     "performance_status_at_start_of_cycle": "7",
     "administration_measurement_per_actual_dose": "09",
@@ -94,6 +156,13 @@ BAD_CODES: dict[str, str] = {
 }
 MG_SNOMED = "258684004"  # milligram
 ROUTES: dict[str, str] = {"01": "47625008", "02": "26643006", "04": "78421000", "05": "34206005"}  # IV, oral, IM, SC
+ORAL_ROUTE = "02"
+# The transition of "mixed": trusts switch uniformly over the first SWITCH_MONTHS months of v4; some never
+# do; some switching trusts resend in v4 the last month they first sent in v3.
+SWITCH_MONTHS = 6
+STAY_ON_V3 = 1 / 8
+V4_RESUBMISSION_SHARE = 1 / 3
+MULTI_CYCLE_SHARE = 0.3  # oral dispensings (of courses with >= 2 cycles left) covering 2 or 3 cycles
 STRAY_SPACE_COLUMNS: tuple[str, ...] = (
     "nhs_number", "person_family_name", "person_given_name", "patient_postcode", "consultant_gmc_code",
     "primary_diagnosis", "intent_of_treatment", "regimen", "drug_name",
@@ -110,12 +179,21 @@ class DefectRates:
     missing_required: float = 0.03
     out_of_month: float = 0.0
     other_trust_provider: float = 0.0
+    # v4 files only, on rows without another defect: one of NEW_V4_REQUIRED_COLUMNS left empty (None: the
+    # missing_required rate, so DefectRates(0, 0, 0, 0) is clean in v4 too). Not part of the sum below.
+    missing_v4_item: float | None = None
 
     def __post_init__(self):
         rates = (self.invalid_nhs_number, self.missing_mandatory, self.duplicate_rows, self.missing_required,
                  self.out_of_month, self.other_trust_provider)
         if min(rates) < 0 or sum(rates) > 1:
             raise ValueError("defect rates must be >= 0 and add up to at most 1")
+        if self.missing_v4_item is not None and not 0 <= self.missing_v4_item <= 1:
+            raise ValueError("the missing_v4_item rate must be between 0 and 1")
+
+    @property
+    def v4_item_rate(self) -> float:
+        return self.missing_required if self.missing_v4_item is None else self.missing_v4_item
 
 
 @dataclass(frozen=True)
@@ -131,11 +209,13 @@ class FileDefects:
     missing_required_by_item: tuple[tuple[str, int, int], ...] = ()
     out_of_month: int = 0
     other_trust_provider: int = 0
+    missing_v4_item: int = 0  # v4 files only: rows with a new required v4 item left empty
+    missing_v4_item_by_item: tuple[tuple[str, int], ...] = ()  # (column, rows) per item with such rows
 
     @property
     def total(self) -> int:
         return (self.invalid_nhs_number + self.missing_mandatory + self.duplicate_rows + self.missing_required
-                + self.out_of_month + self.other_trust_provider)
+                + self.out_of_month + self.other_trust_provider + self.missing_v4_item)
 
 
 @dataclass(frozen=True)
@@ -150,6 +230,7 @@ class GeneratedFile:
     line_ending: str = "\n"
     patients: int = 0  # distinct patients with rows in the file
     defects: FileDefects = field(default_factory=FileDefects)
+    sact_version: str = V3  # 'v3' or 'v4': the header row and items the file is written in
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,6 +276,7 @@ class _Dose:
     last_cycle: int = 999
     step: float = 1.0  # dose rounding, mg
     cap: float = float("inf")
+    multi_cycle: bool = False  # an oral drug a dispensing of which may cover 2 or 3 cycles
 
 
 @dataclass(frozen=True)
@@ -229,7 +311,7 @@ REGIMENS: tuple[_Regimen, ...] = (
         _Dose("DOCETAXEL", 75, "m2"),
     )),
     _Regimen("CAPECITABINE", .06, 21, (4, 8), (("colorectal", .6), ("breast", .4)), .5, (
-        _Dose("CAPECITABINE", 1250, "m2", route="02", step=150),
+        _Dose("CAPECITABINE", 1250, "m2", route="02", step=150, multi_cycle=True),
     )),
     _Regimen("FOLFOX", .07, 14, (6, 12), (("colorectal", 1.0),), .6, (
         _Dose("OXALIPLATIN", 85, "m2"),
@@ -265,7 +347,7 @@ REGIMENS: tuple[_Regimen, ...] = (
         _Dose("GEMCITABINE", 1000, "m2", day=14, step=10),
     )),
     _Regimen("ABIRATERONE", .10, 28, (3, 26), (("prostate", 1.0),), .0, (
-        _Dose("ABIRATERONE", 1000, "flat", route="02"),
+        _Dose("ABIRATERONE", 1000, "flat", route="02", multi_cycle=True),
     ), ("DOCETAXEL", .15)),
     _Regimen("BORTEZOMIB", .05, 21, (4, 8), (("myeloma", 1.0),), .0, (
         _Dose("BORTEZOMIB", 1.3, "m2", route="05", day=0, step=0.1),
@@ -330,15 +412,20 @@ def generate_submissions(
     defects: DefectRates = DefectRates(),
     organisations: OrganisationRegister | None = None,
     size_spread: float = 0.48,
+    sact_version: str = "mixed",
+    transition: Transition = Transition(),
 ) -> list[GeneratedFile]:
-    """Write synthetic SACT v3 submission files under ``landing_dir``; see the module docstring.
+    """Write synthetic SACT submission files under ``landing_dir``; see the module docstring.
 
     ``end_month`` ('YYYY-MM', default: the month before the current one) is the last reporting month and
-    ``months`` the number of consecutive reporting months ending there. Returns the files written, sorted
-    by reporting month, organisation and submission time.
+    ``months`` the number of consecutive reporting months ending there. ``sact_version`` is 'v3', 'v4' or
+    'mixed' (the version of each trust-month from ``transition.v4_from`` on; earlier months are v3).
+    Returns the files written, sorted by reporting month, organisation and submission time.
     """
     if trusts < 1 or months < 1 or patients_per_trust < 1:
         raise ValueError("trusts, months and patients_per_trust must be at least 1")
+    if sact_version not in SACT_VERSIONS:
+        raise ValueError(f"sact_version must be one of {', '.join(SACT_VERSIONS)}, got {sact_version!r}")
     now = datetime.now().replace(microsecond=0)
     current = date(now.year, now.month, 1)
     last = _parse_month(end_month) if end_month else _add_months(current, -1)
@@ -352,9 +439,104 @@ def generate_submissions(
     if register.get(WELSH_TRUST) is None:
         raise ValueError(f"the organisation register has no {WELSH_TRUST} (Velindre)")
     codes = english + [WELSH_TRUST]
-    world = _simulate(rng, codes, register, month_starts, patients_per_trust, size_spread)
+    roles = _Roles.of(len(english), months)
+    plan = _version_plan(np.random.default_rng([seed, 4]), sact_version, transition, month_starts, len(english),
+                         len(codes), roles)
+    world = _simulate(rng, codes, register, month_starts, patients_per_trust, size_spread,
+                      oral_rng=np.random.default_rng([seed, 6]))
     table = _build_rows(rng, world, defects, stray_space_trust=2 % len(english))
-    return _write_files(rng, Path(landing_dir), world, table, english, month_starts, now)
+    _write_lines(np.random.default_rng([seed, 5]), world, table, defects, plan)
+    return _write_files(rng, Path(landing_dir), world, table, english, month_starts, now, roles, plan)
+
+
+# --------------------------------------------------------------------------------------------------
+# Roles and versions
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Roles:
+    """The trust-months of the special cases, as (English trust index, month index)."""
+
+    late: tuple[int, int] | None
+    resubmission: tuple[int, int]
+    missing: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, n_english: int, months: int) -> "_Roles":
+        late = (3 % n_english, months - 2 if months >= 3 else 1) if months >= 2 else None
+        resubmission = (4 % n_english, 0)
+        missing = (5 % n_english, months - 1)
+        if (late is not None and missing[0] == late[0]) or missing[0] == resubmission[0]:
+            missing = None
+        return cls(late, resubmission, missing)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The SACT version of every trust-month, and the v4 resubmissions of "mixed"."""
+
+    v4: np.ndarray  # (trusts, months) bool: the trust-month is written as v4
+    v4_resubmission: np.ndarray  # (trusts, months) bool: first sent as v3, then resent as v4
+    resubmission_delay: tuple[timedelta, ...]  # per trust: after the v3 file
+
+
+def _version_plan(rng, sact_version: str, transition: Transition, month_starts: list[date], n_english: int,
+                  n_trusts: int, roles: _Roles) -> _Plan:
+    months = len(month_starts)
+    accepted = np.array([f"{m:%Y-%m}" >= transition.v4_from for m in month_starts])
+    # Every draw is made in every mode, in this order (the plan depends on nothing else).
+    stays = rng.random(n_trusts) < STAY_ON_V3
+    offset = rng.integers(0, SWITCH_MONTHS, size=n_trusts)
+    resends = rng.random(n_trusts) < V4_RESUBMISSION_SHARE
+    order = rng.permutation(n_english)  # which English trust takes a case that must exist
+    fallback_month = float(rng.random())
+    delay = tuple(timedelta(days=int(d), seconds=int(s))
+                  for d, s in zip(rng.integers(2, 7, size=n_trusts), rng.integers(0, 86400, size=n_trusts)))
+    v4 = np.zeros((n_trusts, months), dtype=bool)
+    resubmission = np.zeros((n_trusts, months), dtype=bool)
+    if sact_version == V4:
+        v4[:, :] = accepted
+    if sact_version != "mixed":
+        return _Plan(v4, resubmission, delay)
+
+    if n_english >= 8 and not stays[:n_english].any():
+        stays[order[0]] = True
+    if n_english >= 2 and stays[:n_english].all():
+        stays[order[-1]] = False
+    first = _parse_month(transition.v4_from)
+    window_start = month_starts[0].year * 12 + month_starts[0].month - 1
+    first_switch = first.year * 12 + first.month - 1 - window_start  # month index of v4_from
+    never = months + SWITCH_MONTHS + 1
+    switch = np.where(stays, never, first_switch + offset)
+
+    def blocked(t: int, m: int) -> bool:
+        """A trust-month that cannot also be a v4 resubmission (it has a resubmission, or no file)."""
+        return (t, m) in ((roles.resubmission, roles.missing) if t < n_english else ())
+
+    def eligible(t: int) -> bool:
+        s = int(switch[t])
+        return 1 <= s < months and bool(accepted[s - 1]) and not blocked(t, s - 1)
+
+    chosen = [t for t in range(n_trusts) if resends[t] and eligible(t)]
+    if n_english >= 4 and not any(t < n_english for t in chosen):
+        candidates = [int(t) for t in order if eligible(int(t))]
+        if candidates:
+            chosen.append(candidates[0])
+        else:  # move a switching trust's switch into the window, where it allows one
+            months_ok = [s for s in range(1, months)
+                         if accepted[s - 1] and first_switch <= s < first_switch + SWITCH_MONTHS]
+            if months_ok:
+                s = months_ok[int(fallback_month * len(months_ok))]
+                for t in (int(t) for t in order):
+                    if not stays[t] and not blocked(t, s - 1):
+                        switch[t] = s
+                        chosen.append(t)
+                        break
+    for t in range(n_trusts):
+        v4[t] = accepted & (np.arange(months) >= switch[t])
+    for t in chosen:
+        resubmission[t, int(switch[t]) - 1] = True
+    return _Plan(v4, resubmission, delay)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,6 +617,8 @@ class _World:
     r_entry: np.ndarray = field(default=None)
     r_day: np.ndarray = field(default=None)
     r_dose10: np.ndarray = field(default=None)
+    r_delayed: np.ndarray = field(default=None)  # the row's cycle started late (a one- or two-week delay)
+    r_covers: np.ndarray = field(default=None)  # cycles its dispensing covers: 1 (2-3 multi-cycle), 0 covered
 
 
 _ENTRIES = [(ri, d) for ri, r in enumerate(REGIMENS) for d in r.doses]
@@ -450,7 +634,12 @@ DRUG_NAMES = sorted({d.drug for _, d in _ENTRIES})
 E_DRUG = np.array([DRUG_NAMES.index(d.drug) for _, d in _ENTRIES])
 ROUTE_CODES = sorted(ROUTES)
 E_ROUTE = np.array([ROUTE_CODES.index(d.route) for _, d in _ENTRIES])
+E_ORAL = np.array([d.route == ORAL_ROUTE for _, d in _ENTRIES])
+E_MULTI = np.array([d.multi_cycle for _, d in _ENTRIES])
 R_INTERVAL = np.array([r.interval for r in REGIMENS])
+R_MULTI = np.array([any(d.multi_cycle for d in r.doses) for r in REGIMENS])
+assert all(len(r.doses) == 1 for r in REGIMENS if any(d.multi_cycle for d in r.doses)), \
+    "multi-cycle dispensing is decided per cycle: only for an oral monotherapy"
 R_MAX_DAY = np.array([max(d.day for d in r.doses) for r in REGIMENS])
 
 
@@ -478,7 +667,7 @@ def _choice(rng, options: tuple[tuple[str, float], ...], size: int) -> np.ndarra
 
 
 def _simulate(rng, codes: list[str], register, month_starts: list[date], per_trust: int,
-              size_spread: float = 0.48) -> _World:
+              size_spread: float = 0.48, *, oral_rng) -> _World:
     n_trusts = len(codes)
     first_day = _day(month_starts[0])
     last_day = _day(_add_months(month_starts[-1], 1)) - 1
@@ -602,7 +791,7 @@ def _simulate(rng, codes: list[str], register, month_starts: list[date], per_tru
         consultant_specialty=consultant_specialty, trust_areas=trust_areas,
         trust_local_style=trust_local_style,
     )
-    _expand_administrations(rng, world, details, c_gfr)
+    _expand_administrations(rng, world, details, c_gfr, _dispensings(oral_rng, c_type, details["cycles"]))
     return world
 
 
@@ -630,11 +819,37 @@ def _course_details(rng, c_type: np.ndarray, c_start: np.ndarray) -> dict[str, n
     end = cycle_start[last_cycle] + R_MAX_DAY[c_type] if n else c_start
     return {
         "cycles": cycles, "stopped": stopped, "reduced_from": reduced_from, "end": end,
-        "cycle_course": course_of, "cycle_number": number, "cycle_start": cycle_start,
+        "cycle_course": course_of, "cycle_number": number, "cycle_start": cycle_start, "delayed": delay > 0,
     }
 
 
-def _expand_administrations(rng, world: _World, details: dict[str, np.ndarray], c_gfr: np.ndarray) -> None:
+def _dispensings(rng, c_type: np.ndarray, c_cycles: np.ndarray) -> np.ndarray:
+    """Per cycle (courses in order, then cycle numbers): how many cycles the oral dispensing of that cycle
+    covers - 1, or 2-3 for a multi-cycle dispensing - or 0 when an earlier dispensing covered the cycle.
+    Only courses of a regimen with a multi-cycle drug; 1 for every other cycle. Draws only from `rng`
+    (its own stream: the main one is untouched), a fixed number per course."""
+    covers = np.ones(int(c_cycles.sum()), dtype=np.int64)
+    courses = np.flatnonzero(R_MULTI[c_type])
+    if not len(courses):
+        return covers
+    cycles = c_cycles[courses]
+    width = int(cycles.max())
+    multi = rng.random((len(courses), width)) < MULTI_CYCLE_SHARE
+    span = rng.integers(2, 4, size=(len(courses), width))
+    first = (np.cumsum(c_cycles) - c_cycles)[courses]  # position of each course's cycle 1
+    covers[np.repeat(R_MULTI[c_type], c_cycles)] = 0  # until a dispensing below covers them
+    next_dispensing = np.ones(len(courses), dtype=np.int64)
+    for k in range(1, width + 1):  # cycle numbers (at most ~26 steps), every course at once
+        at = np.flatnonzero((next_dispensing == k) & (cycles >= k))
+        left = cycles[at] - k + 1
+        cover = np.where(multi[at, k - 1] & (left >= 2), np.minimum(span[at, k - 1], left), 1)
+        covers[first[at] + k - 1] = cover
+        next_dispensing[at] = k + cover
+    return covers
+
+
+def _expand_administrations(rng, world: _World, details: dict[str, np.ndarray], c_gfr: np.ndarray,
+                            covers: np.ndarray) -> None:
     """One row per administration: every drug entry of the regimen in every cycle it applies to."""
     # The cycle arrays of first and follow-on courses were built separately: index courses globally.
     cycle_course = np.repeat(np.arange(len(world.c_type)), world.c_cycles)
@@ -644,6 +859,8 @@ def _expand_administrations(rng, world: _World, details: dict[str, np.ndarray], 
     near = (cycle_start + R_MAX_DAY[cycle_type] >= world.first_day) & (cycle_start <= world.last_day)
     cycle_course, cycle_start, cycle_type = cycle_course[near], cycle_start[near], cycle_type[near]
     cycle_number = details["cycle_number"][near]
+    cycle_delayed = details["delayed"][near]
+    cycle_covers = covers[near]
 
     by_type = np.argsort(cycle_type, kind="stable")
     bounds = np.searchsorted(cycle_type[by_type], np.arange(len(REGIMENS) + 1))
@@ -702,6 +919,8 @@ def _expand_administrations(rng, world: _World, details: dict[str, np.ndarray], 
     world.r_entry = r_entry
     world.r_day = r_day
     world.r_dose10 = np.rint(dose * 10).astype(np.int64)
+    world.r_delayed = cycle_delayed[r_cycle]
+    world.r_covers = np.where(E_MULTI[r_entry], cycle_covers[r_cycle], 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -736,27 +955,35 @@ class _Column:
             [" " + v + "  " for v in self.values]
         self.codes[rows] += m * rng.integers(1, 4, size=len(rows))
 
-    def arrow(self) -> pa.Array:
-        """The column as CSV fields: values holding a comma, quote or line break quoted (quotes doubled)."""
+    def arrow(self, rows: np.ndarray | None = None) -> pa.Array:
+        """The column (or its `rows`) as CSV fields: values holding a comma, quote or line break quoted
+        (quotes doubled)."""
         values = pa.array(self.values, pa.string())
         needs_quotes = pc.match_substring_regex(values, '[,"\r\n]')
         if pc.any(needs_quotes).as_py():
             quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
             values = pc.if_else(needs_quotes, quoted, values)
-        return values.take(pa.array(self.codes))
+        return values.take(pa.array(self.codes if rows is None else self.codes[rows]))
 
 
 @dataclass
 class _Rows:
-    lines: pa.Array  # one CSV line per row (no line end), rows sorted by trust, month, date, patient
+    """Every simulated row (sorted by trust, month, date, patient), its values and defects, and its CSV lines."""
+
+    columns: dict[str, _Column] | None  # every item of both versions (dropped once the lines are built)
     trust: np.ndarray
     month: np.ndarray
     patient: np.ndarray
     category: np.ndarray  # 0 clean, 1 invalid NHS number, 2 missing mandatory, 3 duplicated, 4 missing required,
     #                       5 out of month, 6 other trust's provider code
     mandatory_kind: np.ndarray
-    required_item: np.ndarray  # index into spec.REQUIRED_COLUMNS of a missing_required row, else -1
+    required_item: np.ndarray  # index into REQUIRED_COLUMNS of a missing_required row, else -1
     required_bad_code: np.ndarray  # a missing_required row given an out-of-list code (not left blank)
+    keep: np.ndarray  # written: False for a cycle an earlier multi-cycle dispensing covered
+    facts: dict[str, np.ndarray]  # what the v4-only items are made from (row or course level)
+    v4_gap: np.ndarray | None = None  # index into NEW_V4_REQUIRED_COLUMNS of an item left empty in v4, else -1
+    lines: dict[str, pa.Array] = field(default_factory=dict)  # version -> one CSV line per row of `position`
+    position: dict[str, np.ndarray] = field(default_factory=dict)  # version -> row -> index in lines (-1: none)
 
 
 def _name_weights(names: tuple[str, ...]) -> np.ndarray:
@@ -864,7 +1091,9 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
     dose_unique, dose_codes = np.unique(w.r_dose10[order], return_inverse=True)
     dose_values = [str(t // 10) if t % 10 == 0 else f"{t / 10:.1f}" for t in dose_unique.tolist()]
 
-    last_cycle = cycle_number == w.c_cycles[course]
+    covers = w.r_covers[order]
+    last_cycle = cycle_number + covers - 1 >= w.c_cycles[course]  # the row (dispensing) covers the last cycle
+    last_cycle &= covers > 0
     curative_row = w.c_curative[course]
     completed = np.where(last_cycle & curative_row, np.where(w.c_stopped[course], 1, 0), 2)  # Y, N, ''
     reason = np.where(last_cycle & curative_row & w.c_stopped[course], 1 + c_reason[course], 0)
@@ -918,7 +1147,7 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
         "regimen_outcome_summary_non_curative": _Column([""], zeros),
         "regimen_outcome_summary_toxicity": _Column(["Y", "N", ""], toxicity),
     }
-    assert tuple(columns) == spec.ITEM_COLUMNS
+    assert set(columns) == set(SACT.version(V3).columns)
 
     # Defects: one uniform draw per row splits the rows into disjoint categories.
     u = rng.random(n)
@@ -927,7 +1156,7 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
     category = np.searchsorted(bounds, u, side="right") + 1
     category[category == len(bounds) + 1] = 0
     kind = rng.integers(0, len(MANDATORY_DEFECT_KINDS), size=n)
-    required_pick = rng.integers(0, len(spec.REQUIRED_COLUMNS), size=n)
+    required_pick = rng.integers(0, len(REQUIRED_COLUMNS), size=n)
     bad_code = rng.random(n) < 0.5
 
     rows = np.flatnonzero(category == 1)
@@ -945,14 +1174,14 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
         for column in blank.get(name, ()):
             columns[column].set(rows, "")
     required = category == 4
-    for k, column in enumerate(spec.REQUIRED_COLUMNS):
+    for k, column in enumerate(REQUIRED_COLUMNS):
         rows_k = required & (required_pick == k)
         if column in BAD_CODES:
             columns[column].set(np.flatnonzero(rows_k & bad_code), BAD_CODES[column])
             columns[column].set(np.flatnonzero(rows_k & ~bad_code), "")
         else:
             columns[column].set(np.flatnonzero(rows_k), "")
-    required_bad_code = required & bad_code & np.isin(required_pick, [k for k, c in enumerate(spec.REQUIRED_COLUMNS)
+    required_bad_code = required & bad_code & np.isin(required_pick, [k for k, c in enumerate(REQUIRED_COLUMNS)
                                                                       if c in BAD_CODES])
     # Activity dated in the month before the reporting month; a provider code of another trust of the run.
     previous_day = (month + w.first_month_index).astype("datetime64[M]").astype("datetime64[D]") - 1
@@ -967,11 +1196,136 @@ def _build_rows(rng, w: _World, defects: DefectRates, stray_space_trust: int) ->
     for column in STRAY_SPACE_COLUMNS:
         columns[column].pad(in_trust[rng.random(len(in_trust)) < 0.25], rng)
 
-    arrays = [columns[c].arrow() for c in spec.ITEM_COLUMNS]
-    lines = pc.binary_join_element_wise(*arrays, ",") if n else pa.array([], pa.string())
-    return _Rows(lines=lines, trust=trust, month=month, patient=patient, category=category,
+    administered = admin_day.copy()  # the administration date as written (out_of_month included)
+    administered[category == 5] = previous_day[category == 5].astype(np.int64)
+    facts = {
+        "course": course, "entry": entry, "administered": administered, "covers": covers, "last": last_cycle,
+        "reduced": reduced, "delayed": w.r_delayed[order],
+        "invalid_date": mandatory & (kind == MANDATORY_DEFECT_KINDS.index("administration_date")),
+        "c_adjunctive": c_adjunctive, "c_intent": c_intent, "c_toxicity": c_toxicity,
+    }
+    return _Rows(columns=columns, keep=covers > 0, facts=facts, trust=trust, month=month, patient=patient,
+                 category=category,
                  mandatory_kind=np.where(mandatory, kind, -1), required_item=np.where(required, required_pick, -1),
                  required_bad_code=required_bad_code)
+
+
+def _write_lines(rng, w: _World, rows: _Rows, defects: DefectRates, plan: _Plan) -> None:
+    """The CSV lines of the rows each version is written for (rows covered by a multi-cycle dispensing
+    are never written); the v4-only items are made (from `rng`, their own stream) only when a v4 file is."""
+    version_of = plan.v4[rows.trust, rows.month]
+    as_v4 = version_of | plan.v4_resubmission[rows.trust, rows.month]
+    wanted = {V3: rows.keep & ~version_of, V4: rows.keep & as_v4}
+    if (plan.v4 | plan.v4_resubmission).any():
+        rows.columns.update(_v4_columns(rng, w, rows, defects))
+    for version, mask in wanted.items():
+        if version == V4 and "administration_timestamp_infusion" not in rows.columns:
+            continue
+        subset = np.flatnonzero(mask)
+        if len(subset):
+            arrays = [rows.columns[c].arrow(subset) for c in SACT.version(version).columns]
+            rows.lines[version] = pc.binary_join_element_wise(*arrays, ",")
+        else:
+            rows.lines[version] = pa.array([], pa.string())
+        position = np.full(len(mask), -1, dtype=np.int64)
+        position[subset] = np.arange(len(subset))
+        rows.position[version] = position
+    rows.columns = None
+
+
+def _v4_columns(rng, w: _World, rows: _Rows, defects: DefectRates) -> dict[str, _Column]:
+    """The items only v4 has, for every row (same draws whichever rows are written as v4)."""
+    f = rows.facts
+    n, course = len(rows.trust), f["course"]
+    n_courses = len(w.c_type)
+    # Course level.
+    curative_line = np.where(rng.random(n_courses) < 0.15, 2, 1)
+    non_curative_line = rng.choice([1, 2, 3], size=n_courses, p=[.6, .3, .1])
+    chemoradiation = ((rng.random(n_courses) < 0.05) & w.c_curative).astype(int)  # with curative radiotherapy
+    dose_grade = rng.integers(0, 2, size=n_courses)  # '2', '3'
+    # Row level.
+    start_time = rng.integers(0, 97, size=n)  # 08:00 to 16:00, in 5 minutes
+    gap = (rng.random(n) < defects.v4_item_rate) & (rows.category == 0)
+    gap_pick = rng.integers(0, len(NEW_V4_REQUIRED_COLUMNS), size=n)
+
+    zeros = np.zeros(n, dtype=np.int64)
+    first_day = int(f["administered"].min()) if n else 0
+    # A patient's drugs of the day are given one after another (rows are sorted by day, patient, drug): the
+    # first at its start time, each next 30 minutes later, none after 18:00.
+    new_visit = np.ones(n, dtype=bool)
+    new_visit[1:] = (rows.patient[1:] != rows.patient[:-1]) | (f["administered"][1:] != f["administered"][:-1])
+    visit = np.maximum.accumulate(np.where(new_visit, np.arange(n), 0))
+    minute = np.minimum(8 * 60 + 5 * start_time[visit] + 30 * (np.arange(n) - visit), 18 * 60)
+    oral = E_ORAL[f["entry"]]
+    curative = f["c_intent"][course] == 0  # Intent_Of_Treatment '01'
+    reduced = f["reduced"]
+    stopped = w.c_stopped[course]
+    summary = np.where(f["last"], np.where(stopped, np.where(f["c_toxicity"][course], 3, 2), 1), 0)
+    intervals = sorted({r.interval for r in REGIMENS})
+    columns: dict[str, _Column] = {
+        "professional_registration_issuer_code": _Column(["01"], zeros),
+        "professional_registration_entry_identifier": _Column(rows.columns["consultant_gmc_code"].values,
+                                                              rows.columns["consultant_gmc_code"].codes),
+        "treatment_context": _Column(["01", "02", "03", "99"], f["c_adjunctive"][course]),
+        "curative_line_of_treatment": _Column(["", "1", "2"], np.where(curative, curative_line[course], 0)),
+        "non_curative_line_of_treatment": _Column(["", "1", "2", "3"],
+                                                  np.where(curative, 0, non_curative_line[course])),
+        "chemoradiation": _Column(["N", "Y"], chemoradiation[course]),
+        "regimen_modification": _Column(["N"], zeros),
+        "cycle_modification": _Column(["N"], zeros),
+        "cycle_delay": _Column(["N", "Y"], f["delayed"].astype(int)),
+        "administration_timestamp_infusion": _timestamps(f["administered"], minute, ~oral),
+        "administration_date_oral_drug_dispensed": _Column(
+            [""] + _date_strings(first_day, int(f["administered"].max(initial=first_day))),
+            np.where(oral, f["administered"] - first_day + 1, 0)),
+        "cycle_length_in_days": _Column([""] + [str(i) for i in intervals],
+                                        np.where(oral, np.searchsorted(intervals, R_INTERVAL[w.c_type[course]]) + 1,
+                                                 0)),
+        "number_of_cycles_dispensed": _Column(["", "1", "2", "3"], np.where(oral, f["covers"], 0)),
+        "dose_modification": _Column(["N", "Y"], reduced.astype(int)),
+        "reason_for_dose_modification": _Column(["", "1"], reduced.astype(int)),
+        "toxicity_grade_dose_modification": _Column(["", "2", "3"], np.where(reduced, 1 + dose_grade[course], 0)),
+        "end_of_regimen_summary": _Column(["", "1", "2", "3"], summary),
+    }
+    for name in SACT.version(V4).columns:
+        if name not in rows.columns and name not in columns:
+            columns[name] = _Column([""], zeros)  # reasons and grades of modifications that did not happen
+    invalid = f["invalid_date"]
+    columns["administration_timestamp_infusion"].set(np.flatnonzero(invalid & ~oral), INVALID_TIMESTAMP)
+    columns["administration_date_oral_drug_dispensed"].set(np.flatnonzero(invalid & oral), INVALID_DATE)
+    for k, name in enumerate(NEW_V4_REQUIRED_COLUMNS):
+        columns[name].set(np.flatnonzero(gap & (gap_pick == k)), "")
+    rows.v4_gap = np.where(gap, gap_pick, -1)
+    return columns
+
+
+def _timestamps(days: np.ndarray, minutes: np.ndarray, rows: np.ndarray) -> _Column:
+    """ISO 8601 local timestamps with their UK offset on `rows` (empty elsewhere): {date}T{HH:MM}:00+01:00 in
+    British Summer Time, else +00:00. Daytime only: BST from the last Sunday of March (it begins at 01:00
+    UTC) to the day before the last Sunday of October (it ends at 01:00 UTC)."""
+    key = days * 1440 + minutes  # minutes since 1970-01-01 (local time)
+    distinct, codes = np.unique(key[rows], return_inverse=True)
+    text = np.datetime_as_string(distinct.astype("datetime64[m]"), unit="m").tolist()
+    summer = _british_summer_time(distinct // 1440).tolist()
+    values = [""] + [f"{t}:00{'+01:00' if bst else '+00:00'}" for t, bst in zip(text, summer)]
+    all_codes = np.zeros(len(days), dtype=np.int64)
+    all_codes[rows] = codes.reshape(-1) + 1
+    return _Column(values, all_codes)
+
+
+def _british_summer_time(days: np.ndarray) -> np.ndarray:
+    """Whether each date (days since 1970-01-01) is in British Summer Time during the day."""
+    years, year_of = np.unique(days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970,
+                               return_inverse=True)
+
+    def last_sunday(year: int, month: int) -> int:
+        end = date(year, month, 31)
+        return _day(end - timedelta(days=(end.weekday() + 1) % 7))
+
+    start = np.array([last_sunday(y, 3) for y in years.tolist()], dtype=np.int64)
+    end = np.array([last_sunday(y, 10) for y in years.tolist()], dtype=np.int64)
+    year_of = year_of.reshape(-1)
+    return (days >= start[year_of]) & (days < end[year_of])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -988,15 +1342,11 @@ def _joined(lines: pa.Array, eol: str) -> bytes:
 
 
 def _write_files(rng, landing: Path, w: _World, rows: _Rows, english: list[str], month_starts: list[date],
-                 now: datetime) -> list[GeneratedFile]:
+                 now: datetime, roles: _Roles, plan: _Plan) -> list[GeneratedFile]:
     n_english = len(english)
     n_trusts = len(w.codes)
     months = len(month_starts)
-    late = (3 % n_english, months - 2 if months >= 3 else 1) if months >= 2 else None
-    resub = (4 % n_english, 0)
-    missing = (5 % n_english, months - 1)
-    if (late is not None and missing[0] == late[0]) or missing[0] == resub[0]:
-        missing = None
+    late, resub, missing = roles.late, roles.resubmission, roles.missing
     encodings = {0: ("utf-8-sig", "\r\n"), 1 % n_english: ("cp1252", "\r\n")} if n_english > 1 else \
         {0: ("utf-8-sig", "\r\n")}
 
@@ -1006,16 +1356,18 @@ def _write_files(rng, landing: Path, w: _World, rows: _Rows, english: list[str],
     resub_delay = timedelta(days=int(rng.integers(2, 13)), seconds=int(rng.integers(0, 86400)))
     latest = now - timedelta(hours=1)
 
-    # Duplicate rows: each duplicated row is followed by its copy.
-    final = np.sort(np.concatenate([np.arange(len(rows.trust)), np.flatnonzero(rows.category == 3)]), kind="stable")
+    # Rows written (not covered by an earlier multi-cycle dispensing); each duplicated row followed by its copy.
+    final = np.sort(np.concatenate([np.flatnonzero(rows.keep), np.flatnonzero(rows.keep & (rows.category == 3))]),
+                    kind="stable")
     key = rows.trust[final] * months + rows.month[final]
-    header = ",".join(item.header for item in spec.V3_ITEMS)
+    headers = {v: ",".join(item.header(v) for item in SACT.version(v).items) for v in (V3, V4)}
     written: list[GeneratedFile] = []
     for t, code in enumerate(w.codes):
         encoding, eol = encodings.get(t, ("utf-8", "\n")) if t < n_english else ("utf-8", "\n")
         for m, start in enumerate(month_starts):
             if missing is not None and (t, m) == missing:
                 continue
+            version = V4 if plan.v4[t, m] else V3
             lo, hi = np.searchsorted(key, [t * months + m, t * months + m + 1])
             indices = final[lo:hi]
             is_late = late is not None and (t, m) == late
@@ -1023,7 +1375,7 @@ def _write_files(rng, landing: Path, w: _World, rows: _Rows, english: list[str],
                 timedelta(days=int(days[t, m]), seconds=int(seconds[t, m]))
             submitted = min(submitted, latest)
             is_late = is_late and (submitted.year * 12 + submitted.month) - (start.year * 12 + start.month) >= 2
-            versions = [(indices, submitted, "late" if is_late else "on_time")]
+            versions = [(indices, submitted, "late" if is_late else "on_time", version)]
             if (t, m) == resub and t < n_english:
                 patients = np.unique(rows.patient[indices])
                 dropped = rng.choice(patients, size=max(1, round(0.1 * len(patients))), replace=False) \
@@ -1032,16 +1384,23 @@ def _write_files(rng, landing: Path, w: _World, rows: _Rows, english: list[str],
                 second_time = min(submitted + resub_delay, now - timedelta(minutes=30))
                 if second_time <= submitted:
                     second_time = submitted + timedelta(seconds=1)
-                versions = [(first, submitted, "on_time"), (indices, second_time, "resubmission")]
-            for selected, stamp, kind in versions:
-                written.append(_write_one(landing, code, start, stamp, kind, selected, rows, header, encoding, eol))
+                versions = [(first, submitted, "on_time", version), (indices, second_time, "resubmission", version)]
+            if plan.v4_resubmission[t, m]:  # the same records again, as v4, a few days later
+                again = min(submitted + plan.resubmission_delay[t], now - timedelta(minutes=30))
+                if again <= submitted:
+                    again = submitted + timedelta(seconds=1)
+                versions.append((indices, again, "resubmission", V4))
+            for selected, stamp, kind, as_version in versions:
+                written.append(_write_one(landing, code, start, stamp, kind, selected, rows, headers[as_version],
+                                          encoding, eol, as_version))
     written.sort(key=lambda f: (f.reporting_month, f.org_code, f.submitted_at))
     return written
 
 
 def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str, selected: np.ndarray,
-               rows: _Rows, header: str, encoding: str, eol: str) -> GeneratedFile:
-    text = (header + eol).encode("utf-8") + _joined(rows.lines.take(pa.array(selected)), eol)
+               rows: _Rows, header: str, encoding: str, eol: str, version: str) -> GeneratedFile:
+    lines = rows.lines[version].take(pa.array(rows.position[version][selected]))
+    text = (header + eol).encode("utf-8") + _joined(lines, eol)
     if encoding == "cp1252":
         data = text.decode("utf-8").encode("cp1252")
     elif encoding == "utf-8-sig":
@@ -1055,6 +1414,7 @@ def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str
     category = rows.category[selected]
     kinds = rows.mandatory_kind[selected]
     picked, bad = rows.required_item[selected], rows.required_bad_code[selected]
+    gaps = rows.v4_gap[selected] if version == V4 else np.full(len(selected), -1)
     distinct = len(np.unique(selected))
     defects = FileDefects(
         invalid_nhs_number=int((category == 1).sum()),
@@ -1065,12 +1425,15 @@ def _write_one(landing: Path, code: str, month: date, stamp: datetime, kind: str
             (name, int((kinds == k).sum())) for k, name in enumerate(MANDATORY_DEFECT_KINDS)),
         missing_required_by_item=tuple(
             (column, int(((picked == k) & ~bad).sum()), int(((picked == k) & bad).sum()))
-            for k, column in enumerate(spec.REQUIRED_COLUMNS) if (picked == k).any()),
+            for k, column in enumerate(REQUIRED_COLUMNS) if (picked == k).any()),
         out_of_month=int((category == 5).sum()),
         other_trust_provider=int((category == 6).sum()),
+        missing_v4_item=int((gaps >= 0).sum()),
+        missing_v4_item_by_item=tuple(
+            (column, int((gaps == k).sum())) for k, column in enumerate(NEW_V4_REQUIRED_COLUMNS) if (gaps == k).any()),
     )
     return GeneratedFile(
         path=path, org_code=code, reporting_month=f"{month:%Y-%m}", submitted_at=stamp, rows=len(selected),
         kind=kind, encoding=encoding, line_ending=eol, patients=len(np.unique(rows.patient[selected])),
-        defects=defects,
+        defects=defects, sact_version=version,
     )
