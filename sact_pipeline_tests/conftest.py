@@ -72,6 +72,24 @@ def warehouse_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+# The settings `sact-pipeline refresh` exports to the environment for Dagster (and the test's own).
+SETTING_VARIABLES = ("SACT_HOME", "SACT_LANDING_DIR", "SACT_OUTPUT_DIR", "SACT_WAREHOUSE_URL", "DAGSTER_HOME",
+                     "SACT_FIRST_MONTH", "SACT_DEADLINE_MONTHS", "SACT_MAX_QUARANTINE_SHARE", "SACT_ODS_FILE",
+                     "SACT_DATA_SET_FILE", "SACT_V4_FIRST_MONTH", "SACT_V4_ONLY_FROM")
+
+
+@pytest.fixture
+def isolated_environment(monkeypatch):
+    """A test that runs the CLI: none of these settings from outside, and whatever the CLI exported to the
+    environment undone after it."""
+    for name in SETTING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings on the embedded default (SQLite warehouse) under a temporary SACT_HOME."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -21,19 +20,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 MONTHS = ["2024-01", "2024-02", "2024-03"]
 GENERATE = ["generate", "--trusts", "6", "--months", "3", "--end-month", "2024-03", "--patients", "25",
             "--seed", "11"]
-SETTING_VARIABLES = ("SACT_HOME", "SACT_LANDING_DIR", "SACT_OUTPUT_DIR", "SACT_WAREHOUSE_URL", "DAGSTER_HOME",
-                     "SACT_FIRST_MONTH", "SACT_DEADLINE_MONTHS", "SACT_MAX_QUARANTINE_SHARE", "SACT_ODS_FILE")
-
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch):
-    """refresh exports its settings to the environment (for Dagster): undo that after each test."""
-    for name in SETTING_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports its settings
 
 
 def published(home: Path, month: str) -> pd.DataFrame:

@@ -33,7 +33,9 @@ from sact_pipeline.warehouse import (
     trust_month_summary,
 )
 from sact_pipeline_tests.conftest import TEST_KEY
-from sact_pipeline_tests.test_cli import isolated_environment, published_text, run  # noqa: F401 - a fixture
+from sact_pipeline_tests.test_cli import published_text, run
+
+pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports its settings
 
 MONTHS = ["2024-01", "2024-02", "2024-03"]
 GENERATE = ["generate", "--trusts", "3", "--months", "3", "--end-month", "2024-03", "--patients", "20",

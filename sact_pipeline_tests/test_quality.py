@@ -249,7 +249,8 @@ def published_frame() -> pd.DataFrame:
         ("ENGLAND", "20", "-20", "40", "-1010", "15", "*", "2010", "10"),
     ]
     columns = ["org_code", *(c for pair in zip(MEASURES, CHANGES) for c in pair)]
-    return pd.DataFrame(rows, columns=columns).astype("str")
+    frame = pd.DataFrame(rows, columns=columns).astype("str")
+    return frame.assign(sact_version=["v3", "v4", "", ""])  # none usable for RCC; none on ENGLAND
 
 
 def published_suite():
@@ -269,6 +270,15 @@ def test_published_count_cells_follow_rule_r(cell):
     assert_fails_with(outcome, "expect_column_values_to_match_regex(cycles)", 1, 4)
     assert len(outcome.failed) == 1
     assert_no_leak(outcome, FAKE_NHS)
+
+
+@pytest.mark.parametrize("version", ["v5", "V4", "4", " v3"])
+def test_published_sact_version_is_v3_v4_or_empty(version):
+    frame = published_frame()
+    frame.loc[1, "sact_version"] = version
+    outcome = q.validate_frame("published", published_suite(), frame)
+    assert_fails_with(outcome, "expect_column_values_to_be_in_set(sact_version)", 1, 4)
+    assert len(outcome.failed) == 1
 
 
 def test_published_fails_and_names_the_expectation():
