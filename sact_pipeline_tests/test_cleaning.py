@@ -7,7 +7,7 @@ import pytest
 
 from sact_pipeline.domain.cleaning import clean_submission
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError, Pseudonymiser
-from sact_pipeline.domain.spec import SACT
+from sact_pipeline.domain.spec import SACT, V4
 
 IDENTIFYING_COLUMNS = SACT.identifying_columns
 from sact_pipeline_tests.builders import VALID_ROW, raw_frame
@@ -134,3 +134,32 @@ def test_a_file_of_only_bad_rows_is_fully_accounted():
     result = clean(rows)
     assert (result.clean_rows, result.quarantined_rows, result.duplicate_rows) == (0, 2, 2)
     assert VALID_ROW["regimen"] == "FEC-T"  # the builder's rows are untouched
+
+
+# The v4 administration date: the calendar date of item 80 as written (never converted to UTC), strictly
+# ISO 8601 with an offset; item 81 only where item 80 is empty.
+@pytest.mark.parametrize("stamp, date", [
+    ("2024-01-08T10:15:00+00:00", "2024-01-08"),
+    ("2024-01-08T23:30:00-05:00", "2024-01-08"),  # 04:30 UTC the next day: the local date counts
+    ("2024-01-08T00:15:00+01:00", "2024-01-08"),  # 23:15 UTC the day before
+    ("2024-01-08T10:15Z", "2024-01-08"),
+    ("2024-01-08T10:15:00.250+00:00", "2024-01-08"),
+    ("2024-01-08T10:15:00", None),  # no offset
+    ("2024-01-08 10:15:00+00:00", None),  # a space, not T
+    ("2024-01-08T24:00:00+00:00", None),
+    ("2024-01-08T10:60:00+00:00", None),
+    ("2024-01-08T10:15:00+15:00", None),
+    ("2024-02-30T10:15:00+00:00", None),  # no such day
+    ("٢٠٢٤-01-08T10:15:00+00:00", None),  # digits that are not ASCII
+    ("2024-01-08T10:15:00+00:00 extra", None),
+])
+def test_the_v4_administration_date_is_the_local_date_of_item_80(stamp, date):
+    frame = raw_frame([{"administration_timestamp_infusion": stamp}], version=V4)
+    result = clean_submission(frame, trust_code="RR8", submitted_at=SUBMITTED, pseudonymiser=PSEUDONYMISER,
+                              sact_version=V4)
+    if date is None:
+        assert result.clean_rows == 0
+        assert result.quarantine["reasons"].iloc[0].startswith(
+            "Administration_Timestamp_(Infusion) is not an ISO 8601 timestamp with an offset")
+    else:
+        assert result.clean["administration_date"].tolist() == [pd.Timestamp(date)]

@@ -19,6 +19,8 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sact_pipeline.domain import data_quality as dq
 from sact_pipeline.domain import nhs_number
@@ -105,7 +107,9 @@ def clean_submission(
 
     for item in version.items:
         if item.two_digit_codes:  # '1' -> '01': Excel drops the leading zero of two-digit codes
-            items[item.name] = items[item.name].where(~items[item.name].str.fullmatch(r"\d"), "0" + items[item.name])
+            single = dq.per_distinct(items[item.name], lambda distinct: distinct.str.fullmatch(r"\d"))
+            if single.any():
+                items[item.name] = items[item.name].where(~single, "0" + items[item.name])
         elif item.letter_codes:
             items[item.name] = items[item.name].str.upper()
 
@@ -132,8 +136,10 @@ def clean_submission(
     checks = dq.check_items(items, version, dates=dates, nhs_valid=nhs_valid, provider_known=provider_known)
 
     reasons = _Reasons(items.index, row_number)
+    present = {h: checks.present[h].to_numpy() for h in checks.present.columns}
+    valid = {h: checks.valid[h].to_numpy() for h in checks.valid.columns}
     for rule in version.quarantine_rules:
-        _quarantine_rule(reasons, rule, version, checks)
+        _quarantine_rule(reasons, rule, version, present, valid)
     administration = version.label(ADMINISTRATION_DATE)
     born, started = version.header("date_of_birth"), version.header("start_date_of_regimen")
     administered = dates[ADMINISTRATION_DATE]
@@ -214,10 +220,10 @@ def _clean_values(item: Item, kept: pd.DataFrame, dates: dict[str, pd.Series], k
     return values.replace("", pd.NA)
 
 
-def _quarantine_rule(reasons: "_Reasons", rule: Item | Group, version: Version, checks: dq.ItemChecks) -> None:
-    """The quarantine reasons of one mandatory item, or of an either-or group, as the table enforces them."""
-    present = {h: checks.present[h].to_numpy() for h in checks.present.columns}
-    valid = {h: checks.valid[h].to_numpy() for h in checks.valid.columns}
+def _quarantine_rule(reasons: "_Reasons", rule: Item | Group, version: Version, present: dict[str, np.ndarray],
+                     valid: dict[str, np.ndarray]) -> None:
+    """The quarantine reasons of one mandatory item, or of an either-or group, as the table enforces them
+    (present/valid: per item header, from data_quality.check_items)."""
     if isinstance(rule, Item):
         header = rule.header(version.name)
         reasons.add(~present[header], f"{header} missing", header)
@@ -312,14 +318,19 @@ def _parse_dates(values: pd.Series) -> pd.Series:
 
 def _parse_timestamps(values: pd.Series) -> pd.Series:
     """The calendar date of ISO 8601 timestamps with an offset, as written (local time: not converted to
-    UTC); NaT for anything else, an impossible date or time included. Once per distinct value."""
+    UTC); NaT for anything else, an impossible date or time included. Once per distinct value, fields
+    taken by pyarrow's regex engine (infusion times are nearly all distinct: pandas' extract was slow)."""
     distinct = pd.Series(values.unique(), dtype="str")
-    parts = distinct.str.fullmatch(TIMESTAMP) & distinct.notna()
-    fields = distinct.str.extract(TIMESTAMP)
-    numbers = fields[["hour", "minute", "second", "offset_hour", "offset_minute"]].apply(pd.to_numeric)
-    possible = ((numbers["hour"] <= 23) & (numbers["minute"] <= 59) & (numbers["second"].fillna(0) <= 59)
-                & (numbers["offset_hour"].fillna(0) <= 14) & (numbers["offset_minute"].fillna(0) <= 59))
-    day = pd.to_datetime(fields["date"].where(parts & possible), format="%Y-%m-%d", errors="coerce")
+    matched = pc.extract_regex(pa.array(distinct.to_numpy(dtype=object), type=pa.string(), from_pandas=True),
+                               f"^(?:{TIMESTAMP})$")  # null where the whole value is not one
+    fields = {name: pd.Series(column.to_pandas(), dtype="str")
+              for name, column in zip((f.name for f in matched.type), matched.flatten())}
+    number = {name: pd.to_numeric(fields[name], errors="coerce").fillna(0)
+              for name in ("hour", "minute", "second", "offset_hour", "offset_minute")}
+    possible = ((number["hour"] <= 23) & (number["minute"] <= 59) & (number["second"] <= 59)
+                & (number["offset_hour"] <= 14) & (number["offset_minute"] <= 59))
+    day = pd.to_datetime(fields["date"].where(possible & fields["date"].notna()), format="%Y-%m-%d",
+                         errors="coerce")
     lookup = pd.Series(day.to_numpy(), index=distinct.to_numpy())
     return pd.Series(lookup.reindex(values.to_numpy()).to_numpy(), index=values.index).astype("datetime64[s]")
 
