@@ -59,11 +59,12 @@ def floor_files(settings, paths: list) -> int:
     for path in paths:
         try:
             submission, frame = read_submission(path, settings.landing_dir, pipeline.organisations,
-                                                first_month=settings.first_month, today=date.today())
+                                                first_month=settings.first_month, today=date.today(), transition=settings.transition)
         except SubmissionRejected:  # the pipeline rejects it at discovery: no work for either
             continue
         result = clean_submission(frame, trust_code=submission.trust_code, submitted_at=submission.submitted_at,
-                                  pseudonymiser=pipeline.pseudonymiser)
+                                  pseudonymiser=pipeline.pseudonymiser, sact_version=submission.header_version,
+                                  transition=settings.transition)
         rows += result.raw_rows
         cleaned.append(result.clean.assign(reporting_month=submission.reporting_month, trust=submission.trust_code))
     if cleaned:
@@ -106,7 +107,7 @@ def generate(args, landing_dir: Path) -> list:
 
     shape = england_shape(args.scale) if args.scale else {
         "trusts": args.trusts, "months": args.months, "patients_per_trust": args.patients}
-    return generate_submissions(landing_dir, end_month=args.end_month, **shape)
+    return generate_submissions(landing_dir, end_month=args.end_month, sact_version=args.sact_version, **shape)
 
 
 def floor_in_child(settings, processes: int = 1) -> tuple[float, int, float]:
@@ -319,6 +320,8 @@ def main() -> None:
                                                    "default: the pipeline's (up to 2 cores)")
     parser.add_argument("--optouts", type=int, default=100, help="patients in the timed opt-out file (one from "
                                                                  "each of that many trusts of the last month)")
+    parser.add_argument("--sact-version", choices=("v3", "v4", "mixed"), default="mixed",
+                        help="the files' SACT version (generate --sact-version; mixed is v3 before 2026-04)")
     parser.add_argument("--json", action="store_true", help="print one measurement as JSON (used by --series)")
     args = parser.parse_args()
     warehouse = "PostgreSQL" if args.warehouse_url else "SQLite"
@@ -339,7 +342,8 @@ def main() -> None:
     for scale in scales:
         results = []
         for _ in range(args.repeat):
-            command = [sys.executable, __file__, "--json", "--end-month", args.end_month]
+            command = [sys.executable, __file__, "--json", "--end-month", args.end_month,
+                       "--sact-version", args.sact_version]
             command += ["--scale", str(scale)] if scale else ["--trusts", str(args.trusts), "--months",
                                                               str(args.months), "--patients", str(args.patients)]
             command += ["--warehouse-url", args.warehouse_url] if args.warehouse_url else []
@@ -347,6 +351,7 @@ def main() -> None:
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(output.strip().splitlines()[-1]))
         label = f"England x {scale:g}, {warehouse}" if scale else f"{args.trusts} trusts x {args.months} months, {warehouse}"
+        label += f", SACT {args.sact_version}" if args.sact_version != "mixed" else ""
         label += f", {results[0]['workers']} worker{'s' * (results[0]['workers'] > 1)}"
         print_medians(label, results)
 
