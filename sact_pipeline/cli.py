@@ -214,15 +214,17 @@ def print_summary(settings: Settings, log=print) -> None:
         log("nothing published yet")
         return
     log("")
-    log(f"{'month':<8} {'trusts':>6} {'on_time':>7} {'late':>5} {'missing':>7} "
+    log(f"{'month':<8} {'trusts':>6} {'on_time':>7} {'late':>5} {'missing':>7} {'v3':>3} {'v4':>3} "
         f"{'patients':>9} {'regimens':>9} {'cycles':>9} {'drug_admins':>11}  published file")
     for month, table in published.groupby("reporting_month"):
         trusts = table.loc[table["org_code"] != "ENGLAND"]
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         status = trusts["submission_status"].value_counts()
+        # trusts whose figures come from a SACT v3 or v4 file
+        versions = trusts["sact_version"].value_counts()
         csv_path, _ = pipeline.output_paths(month)
         log(f"{month:<8} {len(trusts):>6} {status.get('on_time', 0):>7} {status.get('late', 0):>5} "
-            f"{status.get('missing', 0):>7} {england['patients']:>9} {england['regimens']:>9} "
+            f"{status.get('missing', 0):>7} {versions.get('v3', 0):>3} {versions.get('v4', 0):>3} {england['patients']:>9} {england['regimens']:>9} "
             f"{england['cycles']:>9} {england['drug_administrations']:>11}  {csv_path}")
     log("(England figures after disclosure control; notes files sit beside each table)")
     latest = str(published["reporting_month"].max())

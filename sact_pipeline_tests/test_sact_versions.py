@@ -61,7 +61,7 @@ def mixed_landing(tmp_path_factory):
     return landing, files
 
 
-def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mixed_landing, warehouse_url):
+def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mixed_landing, warehouse_url, capsys):
     landing, files = mixed_landing
     versions = {f.sact_version for f in files}
     late_v3 = [f for f in files if f.sact_version == V3 and f.reporting_month >= "2026-07"
@@ -74,6 +74,9 @@ def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mix
     shutil.copytree(landing, home / "landing")
 
     assert refresh(home, "--warehouse-url", warehouse_url) == 0
+    summary = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+               if line.startswith("2026-") or (line.startswith("month ") and "on_time" in line)}
+    assert summary["month"][5:7] == ["v3", "v4"]  # trusts of each version, per month, in the printed summary
 
     newest = {}
     for f in sorted(files, key=lambda f: f.submitted_at):
@@ -90,6 +93,8 @@ def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mix
             assert row["sact_version"] == f.sact_version, (month, trust)
         for trust in set(table.index) - set(sent) - {ENGLAND}:
             assert table.loc[trust, "sact_version"] == ""
+        used = pd.Series([f.sact_version for f in sent.values()])
+        assert summary[month][5:7] == [str((used == V3).sum()), str((used == V4).sum())]
         notes = (home / "published" / month / f"sact_submissions_{month}_notes.txt").read_text()
         assert "sact_version" in notes
 
