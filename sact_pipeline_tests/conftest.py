@@ -120,18 +120,4 @@ def pytest_collection_modifyitems(config, items):
     Server Error until each storage's pooled connection, dead with the old server, has failed once.)
     `make test` runs it in a pytest of its own, after the others (see the Makefile)."""
     restarting = {item.module for item in items if item.get_closest_marker("restarts_postgres")}
-    items.sort(key=lambda item: (item.module in restarting, item.get_closest_marker("restarts_postgres") is not None,
-                                 _slow_rank(item)))
-
-
-# The slowest test files, slowest first (seconds on the 2-core machine, 2026-12-03). `make test` hands whole
-# files to two workers in collection order: starting the longest first (not alphabetically) keeps one
-# worker from being left with a long file at the end while the other idles. (test_faults runs last in any
-# case: it holds the test that restarts PostgreSQL.)
-SLOWEST_FILES = ("test_deployment.py", "test_disclosure_attacker.py", "test_data_protection.py",
-                 "test_automation.py", "test_cli.py", "test_sact_versions.py", "test_scaling.py")
-
-
-def _slow_rank(item) -> int:
-    name = item.path.name
-    return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+    items.sort(key=lambda item: (item.module in restarting, item.get_closest_marker("restarts_postgres") is not None))
