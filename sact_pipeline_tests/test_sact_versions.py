@@ -48,7 +48,7 @@ def file_version(path: Path) -> str:
 
 # --- a mixed landing zone ------------------------------------------------------------------------------------
 
-MIXED_MONTHS = ["2026-05", "2026-06", "2026-07", "2026-08"]
+MIXED_MONTHS = ["2026-06", "2026-07", "2026-08"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def mixed_landing(tmp_path_factory):
     """The generator's default transition: trusts switching to v4 between April and September, some on v3
     after July, v4 resubmissions of months first sent in v3."""
     landing = tmp_path_factory.mktemp("mixed") / "landing"
-    files = generate_submissions(landing, trusts=7, months=len(MIXED_MONTHS), end_month=MIXED_MONTHS[-1],
+    files = generate_submissions(landing, trusts=6, months=len(MIXED_MONTHS), end_month=MIXED_MONTHS[-1],
                                  patients_per_trust=15, seed=23, organisations=REGISTER)
     return landing, files
 
