@@ -78,6 +78,7 @@ def test_the_site_lists_both_results_and_its_pages_open_offline(tmp_path):
         try:
             for scheme in ("light", "dark"):  # the dark scheme swaps the navbar logo for another image
                 context = browser.new_context(offline=True, color_scheme=scheme, viewport={"width": 1400, "height": 900})
+                context.set_default_timeout(120_000)  # generous: the machine may be busy with other tests
                 page = context.new_page()
                 page.on("request", lambda request: requests.append(request.url))
                 page.on("requestfailed", lambda request: failures.append(f"{request.url}: {request.failure}"))
