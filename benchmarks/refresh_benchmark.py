@@ -103,7 +103,7 @@ def _load_domain(settings) -> None:
 
 def generate(args, landing_dir: Path) -> list:
     from sact_pipeline.cli import england_shape
-    from sact_pipeline.domain.synthetic import generate_submissions
+    from sact_pipeline.synthetic import generate_submissions
 
     shape = england_shape(args.scale) if args.scale else {
         "trusts": args.trusts, "months": args.months, "patients_per_trust": args.patients}

@@ -328,7 +328,7 @@ def _purge_raw_command(args: argparse.Namespace) -> int:
 
 
 def _generate_command(args: argparse.Namespace) -> int:
-    from sact_pipeline.domain.synthetic import DefectRates, generate_submissions
+    from sact_pipeline.synthetic import DefectRates, generate_submissions
 
     settings = _settings(args)
     landing = settings.landing_dir
@@ -381,7 +381,7 @@ DEFECT_NAMES = ("invalid_nhs_number", "missing_mandatory", "duplicate_rows", "mi
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sact_pipeline.domain.synthetic import DefectRates
+    from sact_pipeline.synthetic import DefectRates
 
     parser = argparse.ArgumentParser(prog="sact-pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

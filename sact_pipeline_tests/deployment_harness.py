@@ -46,7 +46,7 @@ from sqlalchemy.engine import make_url
 
 from sact_pipeline.database import LOADER
 from sact_pipeline.deploy import Deployment, down, up
-from sact_pipeline.domain.synthetic import DefectRates, GeneratedFile, WELSH_TRUST, generate_submissions
+from sact_pipeline.synthetic import DefectRates, GeneratedFile, WELSH_TRUST, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline_tests.conftest import TEST_KEY, _admin_engine

@@ -26,7 +26,7 @@ from sact_pipeline.domain.landing import SubmissionFile, SubmissionRejected, rea
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
 from sact_pipeline.domain.spec import SACT, V3, V4, normalise_header
-from sact_pipeline.domain.synthetic import generate_submissions
+from sact_pipeline.synthetic import generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions, rejected_files, submission_files

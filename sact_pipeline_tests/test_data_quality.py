@@ -24,7 +24,7 @@ from sact_pipeline.cli import refresh
 from sact_pipeline.domain import data_quality as dq
 from sact_pipeline.domain import spec
 from sact_pipeline.domain.spec import SACT, V3
-from sact_pipeline.domain.synthetic import DefectRates, generate_submissions
+from sact_pipeline.synthetic import DefectRates, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import quality_findings, quality_items, quality_trust_months

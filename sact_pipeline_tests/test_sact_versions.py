@@ -20,7 +20,7 @@ from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.counting import MEASURES
 from sact_pipeline.domain.publication import ENGLAND
 from sact_pipeline.domain.spec import PACKAGED_TABLE, SACT, V3, V4, DataSetError, load_data_set, read_table
-from sact_pipeline.domain.synthetic import generate_submissions
+from sact_pipeline.synthetic import generate_submissions
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions
 from sact_pipeline_tests.conftest import SETTING_VARIABLES

@@ -24,7 +24,7 @@ from sact_pipeline.domain import nhs_number
 from sact_pipeline.domain.landing import read_submission
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.spec import MANDATORY, OUTCOME, REQUIRED, SACT, V3, V4, Transition
-from sact_pipeline.domain.synthetic import (
+from sact_pipeline.synthetic import (
     BAD_CODES,
     INVALID_DATE,
     MANDATORY_DEFECT_KINDS,
