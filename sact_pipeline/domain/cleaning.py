@@ -8,7 +8,8 @@ timestamp or number, not valid) quarantines the row; other items that are missin
 are data-quality findings counted per item. In v4 the administration date is the calendar date of the
 infusion timestamp (item 80) as written, else the oral dispensing date (item 81). Identifiers (NHS number, local id, names, postcode, date of
 birth) never leave this function: the clean layer holds a keyed pseudonym, age and postcode district.
-All checks are vectorised over the frame.
+All checks are vectorised over the frame. Every quarantine reason is one rule of
+`quarantine_rules_of` (the 'quarantine rules' section below), built from the data-set table and applied in order.
 """
 
 from __future__ import annotations
@@ -76,6 +77,108 @@ class CleanedSubmission:
         return int(self.data_quality[["missing", "invalid"]].to_numpy().sum())
 
 
+# --- quarantine rules ---------------------------------------------------------------------------------------
+# Every reason a row is quarantined is made by one of the rule kinds below (each says why it quarantines);
+# `quarantine_rules_of` lists them in the order a row's reasons are written. A row keeps every reason it
+# breaks, joined with '; ' in that order, each also a finding of its item.
+
+
+@dataclass(frozen=True)
+class AssessedRows:
+    """What quarantine rules test, for the rows assessed (neither opted out nor duplicate), in file order."""
+
+    present: pd.DataFrame  # per item header: a value is given (data_quality.check_items)
+    valid: pd.DataFrame  # per item header: the value given is valid (False where absent)
+    dates: dict[str, pd.Series]  # date and timestamp items parsed, and the administration date (NaT: not valid)
+    submitted_on: pd.Timestamp  # the calendar day the file was submitted
+
+
+@dataclass(frozen=True)
+class QuarantineRule:
+    """One quarantine reason: the rows it catches are quarantined with `reason`, a finding of `item`."""
+
+    item: str  # the header name (or 'A or B' label) of the SACT item the reason is about
+    reason: str  # the text written to the quarantine table and the findings
+    fails: Callable[[AssessedRows], pd.Series]  # vectorised: True for each row that breaks the rule
+
+
+def _missing(header: str) -> QuarantineRule:
+    """A mandatory item enforced by quarantine holds nothing: the row cannot be keyed, dated or counted."""
+    return QuarantineRule(header, f"{header} missing", lambda rows: ~rows.present[header])
+
+
+def _not_valid(header: str, rule: str, given_before: tuple[str, ...] = ()) -> QuarantineRule:
+    """A value that is only usable when valid (a date to count, an NHS number to key, a number) is not. In
+    a 'first' group only the member used (none of `given_before` given) is checked: no silent fall-back."""
+    return QuarantineRule(header, f"{header} is not {rule}", lambda rows: (
+        rows.present[header] & ~rows.valid[header] & ~rows.present[list(given_before)].any(axis=1)))
+
+
+def _no_usable(group: Group, headers: tuple[str, ...]) -> QuarantineRule:
+    """No member of an 'any' group is usable, where some count only when valid: a patient needs a valid
+    NHS number or a local identifier to be keyed at all."""
+    needs_valid = [m.needs_valid_value for m in group.members]
+    reason = f"no usable {group.name.replace('_', ' ')} (no " + " and no ".join(
+        ("valid " if valid else "") + h for valid, h in zip(needs_valid, headers)) + ")"
+    return QuarantineRule(headers[0], reason, lambda rows: ~pd.concat(
+        [(rows.valid if valid else rows.present)[h] for valid, h in zip(needs_valid, headers)], axis=1).any(axis=1))
+
+
+def _all_missing(headers: tuple[str, ...]) -> QuarantineRule:
+    """Every member of an either-or group is empty: one is enough (a diagnosis, an administration date),
+    none is not."""
+    reason = " and ".join(headers) + (" both missing" if len(headers) == 2 else " all missing")
+    return QuarantineRule(headers[0], reason, lambda rows: ~rows.present[list(headers)].any(axis=1))
+
+
+def _after_submission(administration: str) -> QuarantineRule:
+    """A drug cannot have been given after the file reporting it was submitted."""
+    return QuarantineRule(administration, f"{administration} after the submission date",
+                          lambda rows: rows.dates[ADMINISTRATION_DATE] > rows.submitted_on)
+
+
+def _before_birth(administration: str, born: str) -> QuarantineRule:
+    """A drug given before the patient was born: one of the two dates is wrong."""
+    return QuarantineRule(administration, f"{administration} before {born}",
+                          lambda rows: rows.dates[ADMINISTRATION_DATE] < rows.dates["date_of_birth"])
+
+
+def _age_outside(born: str, started: str) -> QuarantineRule:
+    """An implausible age at regimen start would otherwise fail the clean suite for the whole file."""
+    def fails(rows: AssessedRows) -> pd.Series:
+        age = _age_in_years(rows.dates["date_of_birth"], rows.dates["start_date_of_regimen"])
+        return ((age < 0) | (age > MAX_AGE)).fillna(False).astype(bool)
+    return QuarantineRule(born, f"{born} gives an age outside 0-{MAX_AGE} at {started}", fails)
+
+
+def _before_earliest(administration: str) -> QuarantineRule:
+    """Activity before the clean suite's lower bound would otherwise fail it for the whole file."""
+    return QuarantineRule(administration, f"{administration} before {EARLIEST_ADMINISTRATION:%Y-%m-%d}",
+                          lambda rows: rows.dates[ADMINISTRATION_DATE] < EARLIEST_ADMINISTRATION)
+
+
+def quarantine_rules_of(version: Version) -> tuple[QuarantineRule, ...]:
+    """Every quarantine rule of a file of this version, in the order a row's reasons are written: those the
+    data-set table enforces by quarantine (`Version.quarantine_rules`, in table order), then plausibility."""
+    rules: list[QuarantineRule] = []
+    for enforced in version.quarantine_rules:
+        if isinstance(enforced, Item):
+            header = enforced.header(version.name)
+            rules += [_missing(header)] + ([_not_valid(header, enforced.rule)] if enforced.needs_valid_value else [])
+            continue
+        headers = tuple(m.header(version.name) for m in enforced.members)
+        if enforced.rule == ANY:
+            needs_valid = any(m.needs_valid_value for m in enforced.members)
+            rules.append(_no_usable(enforced, headers) if needs_valid else _all_missing(headers))
+        else:  # FIRST: the first member given is the value used, and it must be valid
+            rules += [_not_valid(h, m.rule, headers[:n]) for n, (m, h) in enumerate(zip(enforced.members, headers))]
+            rules.append(_all_missing(headers))
+    administration = version.label(ADMINISTRATION_DATE)
+    born, started = version.header("date_of_birth"), version.header("start_date_of_regimen")
+    return (*rules, _after_submission(administration), _before_birth(administration, born),
+            _age_outside(born, started), _before_earliest(administration))
+
+
 def clean_submission(
     raw: pd.DataFrame, *, trust_code: str, submitted_at: datetime, pseudonymiser: Pseudonymiser,
     opted_out: frozenset[str] | set[str] = frozenset(), reporting_month: str | None = None,
@@ -104,66 +207,20 @@ def clean_submission(
     kept = ~opted & ~duplicated
     items, nhs, nhs_valid, nhs_key = items.loc[kept], nhs[kept], nhs_valid[kept], nhs_key[kept]
     row_number = raw["row_number"].loc[kept].astype("int64")
-
-    for item in version.items:
-        if item.two_digit_codes:  # '1' -> '01': Excel drops the leading zero of two-digit codes
-            single = dq.per_distinct(items[item.name], lambda distinct: distinct.str.fullmatch(r"\d"))
-            if single.any():
-                items[item.name] = items[item.name].where(~single, "0" + items[item.name])
-        elif item.letter_codes:
-            items[item.name] = items[item.name].str.upper()
-
-    local_id = items["local_patient_identifier"]
-    has_local = (local_id != "").to_numpy()
-    patient_key = nhs_key.copy()
-    by_local = ~nhs_valid & has_local
-    if by_local.any():
-        patient_key[by_local] = pseudonymiser.pseudonymise(trust_code + "\x1f" + local_id[by_local],
-                                                           "local_patient_identifier")
-    key_source = np.where(nhs_valid, "nhs_number", np.where(by_local, "local_patient_identifier", ""))
-
-    # Dates and timestamps parsed (NaT where not valid); a group that stands for an item the version lacks
-    # (v4's 80/81 for the administration date) gives the date of the member used.
-    dates = {i.name: (_parse_timestamps if i.type == "timestamp" else _parse_dates)(items[i.name])
-             for i in version.items if i.check in ("date", "timestamp")}
-    for group in version.groups.values():
-        if group.rule == FIRST and group.name not in version.by_name and group.name in SACT.by_name:
-            dates[group.name] = _first_given(items, dates, group.members)
+    items = _normalise_codes(items, version)
+    patient_key, key_source = _patient_keys(items["local_patient_identifier"], nhs_valid, nhs_key, trust_code,
+                                            pseudonymiser)
+    dates = _item_dates(items, version)
     provider, provider_known = None, None
     if trust_of is not None:
         provider, provider_known = dq.provider_findings(items["organisation_identifier_code_of_provider"].str.upper(),
                                                         row_number, trust_code, trust_of)
     checks = dq.check_items(items, version, dates=dates, nhs_valid=nhs_valid, provider_known=provider_known)
 
-    reasons = _Reasons(items.index, row_number)
-    present = {h: checks.present[h].to_numpy() for h in checks.present.columns}
-    valid = {h: checks.valid[h].to_numpy() for h in checks.valid.columns}
-    for rule in version.quarantine_rules:
-        _quarantine_rule(reasons, rule, version, present, valid)
-    administration = version.label(ADMINISTRATION_DATE)
-    born, started = version.header("date_of_birth"), version.header("start_date_of_regimen")
-    administered = dates[ADMINISTRATION_DATE]
-    reasons.add((administered > pd.Timestamp(submitted_at.date())).to_numpy(),
-                f"{administration} after the submission date", administration)
-    reasons.add((administered < dates["date_of_birth"]).to_numpy(), f"{administration} before {born}", administration)
-    # Implausible values that would otherwise fail the clean suite for the whole file: one row, one reason.
-    age = _age_in_years(dates["date_of_birth"], dates["start_date_of_regimen"])
-    reasons.add(((age < 0) | (age > MAX_AGE)).fillna(False).to_numpy(dtype=bool),
-                f"{born} gives an age outside 0-{MAX_AGE} at {started}", born)
-    reasons.add((administered < EARLIEST_ADMINISTRATION).to_numpy(),
-                f"{administration} before {EARLIEST_ADMINISTRATION:%Y-%m-%d}", administration)
-
+    rows = AssessedRows(checks.present, checks.valid, dates, pd.Timestamp(submitted_at.date()))
+    reasons = _Reasons(items.index, row_number, quarantine_rules_of(version), rows)
     # Data quality of every assessed row (clean or quarantined), before identifiers are dropped.
-    others = [dq.invalid_findings(checks, version, row_number)]
-    others += [dq.conflict_findings(items, dates, group, version, row_number) for group in version.groups.values()
-               if group.rule == FIRST]
-    if provider is not None:
-        others.append(provider)
-    if reporting_month is not None:
-        others.append(dq.activity_findings(administered, row_number, reporting_month, administration))
-        note = (transition or Transition()).finding(version.name, reporting_month)
-        if note is not None:  # about the whole file: its header row, row 0
-            others.append(dq.file_findings(note))
+    others = _other_findings(items, checks, dates, version, row_number, provider, reporting_month, transition)
     findings = dq.row_findings(reasons.findings(), others)
 
     quarantined = reasons.any()
@@ -172,8 +229,80 @@ def clean_submission(
                                "patient_key": patient_key[quarantined],
                                **{c: items.loc[quarantined, c] if c in version.by_name else None
                                   for c in QUARANTINE_ITEM_COLUMNS}})
-
     keep = ~quarantined
+    clean = _clean_frame(items, keep, row_number, patient_key, key_source, dates)
+    return CleanedSubmission(
+        clean=clean,
+        quarantine=quarantine.reset_index(drop=True),
+        data_quality=_data_quality(checks, version, keep),
+        raw_rows=len(raw),
+        duplicate_rows=int(duplicated.sum()),
+        opted_out_rows=int(opted.sum()),
+        item_quality=checks.item_quality(),
+        findings=findings,
+        sact_version=version.name,
+    )
+
+
+def _normalise_codes(items: pd.DataFrame, version: Version) -> pd.DataFrame:
+    """Coded items as their code lists write them: '1' -> '01' (Excel drops the leading zero of two-digit
+    codes), letter codes upper-cased."""
+    for item in version.items:
+        if item.two_digit_codes:
+            single = dq.per_distinct(items[item.name], lambda distinct: distinct.str.fullmatch(r"\d"))
+            if single.any():
+                items[item.name] = items[item.name].where(~single, "0" + items[item.name])
+        elif item.letter_codes:
+            items[item.name] = items[item.name].str.upper()
+    return items
+
+
+def _patient_keys(local_id: pd.Series, nhs_valid: np.ndarray, nhs_key: pd.Series, trust_code: str,
+                  pseudonymiser: Pseudonymiser) -> tuple[pd.Series, np.ndarray]:
+    """Each row's patient key and its source: the NHS number's pseudonym, else a pseudonym of the trust and
+    local identifier (a local identifier is unique only within its trust), else none."""
+    has_local = (local_id != "").to_numpy()
+    patient_key = nhs_key.copy()
+    by_local = ~nhs_valid & has_local
+    if by_local.any():
+        patient_key[by_local] = pseudonymiser.pseudonymise(trust_code + "\x1f" + local_id[by_local],
+                                                           "local_patient_identifier")
+    return patient_key, np.where(nhs_valid, "nhs_number", np.where(by_local, "local_patient_identifier", ""))
+
+
+def _item_dates(items: pd.DataFrame, version: Version) -> dict[str, pd.Series]:
+    """Dates and timestamps parsed (NaT where not valid); a group that stands for an item the version lacks
+    (v4's 80/81 for the administration date) gives the date of the member used."""
+    dates = {i.name: (_parse_timestamps if i.type == "timestamp" else _parse_dates)(items[i.name])
+             for i in version.items if i.check in ("date", "timestamp")}
+    for group in version.groups.values():
+        if group.rule == FIRST and group.name not in version.by_name and group.name in SACT.by_name:
+            dates[group.name] = _first_given(items, dates, group.members)
+    return dates
+
+
+def _other_findings(items: pd.DataFrame, checks: dq.ItemChecks, dates: dict[str, pd.Series], version: Version,
+                    row_number: pd.Series, provider: pd.DataFrame | None, reporting_month: str | None,
+                    transition: Transition | None) -> list[pd.DataFrame]:
+    """Findings that do not quarantine: invalid values, conflicting group members, another trust's or an
+    unknown provider, activity outside the reporting month, and the file's version itself."""
+    others = [dq.invalid_findings(checks, version, row_number)]
+    others += [dq.conflict_findings(items, dates, group, version, row_number) for group in version.groups.values()
+               if group.rule == FIRST]
+    if provider is not None:
+        others.append(provider)
+    if reporting_month is not None:
+        others.append(dq.activity_findings(dates[ADMINISTRATION_DATE], row_number, reporting_month,
+                                           version.label(ADMINISTRATION_DATE)))
+        note = (transition or Transition()).finding(version.name, reporting_month)
+        if note is not None:  # about the whole file: its header row, row 0
+            others.append(dq.file_findings(note))
+    return others
+
+
+def _clean_frame(items: pd.DataFrame, keep: np.ndarray, row_number: pd.Series, patient_key: pd.Series,
+                 key_source: np.ndarray, dates: dict[str, pd.Series]) -> pd.DataFrame:
+    """The clean rows with no identifier: a patient key, age and postcode district, then the typed items."""
     kept = items.loc[keep]
     age = _age_in_years(dates["date_of_birth"][keep], dates["start_date_of_regimen"][keep])
     columns = {
@@ -186,20 +315,7 @@ def clean_submission(
     }
     for column in QUARANTINE_ITEM_COLUMNS:
         columns[column] = _clean_values(SACT.by_name[column], kept, dates, keep)
-    clean = pd.DataFrame(columns, index=kept.index)[list(CLEAN_COLUMNS)].reset_index(drop=True)
-
-    data_quality = _data_quality(checks, version, keep)
-    return CleanedSubmission(
-        clean=clean,
-        quarantine=quarantine.reset_index(drop=True),
-        data_quality=data_quality,
-        raw_rows=len(raw),
-        duplicate_rows=int(duplicated.sum()),
-        opted_out_rows=int(opted.sum()),
-        item_quality=checks.item_quality(),
-        findings=findings,
-        sact_version=version.name,
-    )
+    return pd.DataFrame(columns, index=kept.index)[list(CLEAN_COLUMNS)].reset_index(drop=True)
 
 
 def _clean_values(item: Item, kept: pd.DataFrame, dates: dict[str, pd.Series], keep: np.ndarray) -> pd.Series:
@@ -218,38 +334,6 @@ def _clean_values(item: Item, kept: pd.DataFrame, dates: dict[str, pd.Series], k
     if item.codes is not None:  # off-list codes are findings (counted below), held as unknown
         return values.where(values.isin(item.codes), pd.NA)
     return values.replace("", pd.NA)
-
-
-def _quarantine_rule(reasons: "_Reasons", rule: Item | Group, version: Version, present: dict[str, np.ndarray],
-                     valid: dict[str, np.ndarray]) -> None:
-    """The quarantine reasons of one mandatory item, or of an either-or group, as the table enforces them
-    (present/valid: per item header, from data_quality.check_items)."""
-    if isinstance(rule, Item):
-        header = rule.header(version.name)
-        reasons.add(~present[header], f"{header} missing", header)
-        if rule.needs_valid_value:
-            reasons.add(present[header] & ~valid[header], f"{header} is not {rule.rule}", header)
-        return
-    headers = [m.header(version.name) for m in rule.members]
-    if rule.rule == ANY:  # one usable member is enough: 'no usable patient identifier (no valid NHS_Number ...)'
-        usable = np.zeros(len(reasons), dtype=bool)
-        for member, header in zip(rule.members, headers):
-            usable |= valid[header] if member.needs_valid_value else present[header]
-        if any(m.needs_valid_value for m in rule.members):
-            reason = f"no usable {rule.name.replace('_', ' ')} (no " + " and no ".join(
-                ("valid " if m.needs_valid_value else "") + h for m, h in zip(rule.members, headers)) + ")"
-        else:
-            reason = " and ".join(headers) + (" both missing" if len(headers) == 2 else " all missing")
-        reasons.add(~usable, reason, headers[0])
-        return
-    # FIRST: the first member given is the value used, and it must be valid (no silent fall-back to the next).
-    given_before = np.zeros(len(reasons), dtype=bool)
-    for member, header in zip(rule.members, headers):
-        used = present[header] & ~given_before
-        reasons.add(used & ~valid[header], f"{header} is not {member.rule}", header)
-        given_before |= present[header]
-    reasons.add(~given_before, " and ".join(headers) + (" both missing" if len(headers) == 2 else " all missing"),
-                headers[0])
 
 
 def _first_given(items: pd.DataFrame, dates: dict[str, pd.Series], members: tuple[Item, ...]) -> pd.Series:
@@ -274,36 +358,31 @@ def _opted_out_rows(nhs_key: pd.Series, nhs_valid: np.ndarray, local_id: pd.Seri
 
 
 class _Reasons:
-    """Accumulates every quarantine reason per row, with the item it is about, vectorised."""
+    """The rows each quarantine rule catches, in rule order; a row keeps every reason it breaks."""
 
-    def __init__(self, index: pd.Index, row_number: pd.Series):
+    def __init__(self, index: pd.Index, row_number: pd.Series, rules: tuple[QuarantineRule, ...],
+                 rows: AssessedRows):
         self._index = index
         self._row_number = row_number
-        self._rules: list[tuple[np.ndarray, str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def add(self, mask: np.ndarray, reason: str, item: str) -> None:
-        """Rows of `mask` are quarantined for `reason`, a finding of `item` (its header name)."""
-        self._rules.append((np.asarray(mask, dtype=bool), reason, item))
+        self._caught = [(np.asarray(rule.fails(rows), dtype=bool), rule) for rule in rules]
 
     def any(self) -> np.ndarray:
         result = np.zeros(len(self._index), dtype=bool)
-        for mask, _, _ in self._rules:
+        for mask, _ in self._caught:
             result |= mask
         return result
 
     def findings(self) -> pd.DataFrame:
         """One finding per rule a row broke: its row number, the item and the reason."""
-        return dq.concat_findings([dq.quarantine_findings(self._row_number, mask, item, reason)
-                                   for mask, reason, item in self._rules if mask.any()])
+        return dq.concat_findings([dq.quarantine_findings(self._row_number, mask, rule.item, rule.reason)
+                                   for mask, rule in self._caught if mask.any()])
 
     def text(self) -> pd.Series:
+        """Every reason of a row, joined with '; ' in rule order ('' for a row that broke none)."""
         text = np.full(len(self._index), "", dtype=object)
-        for mask, reason, _ in self._rules:
+        for mask, rule in self._caught:
             if mask.any():
-                text[mask] = np.where(text[mask] == "", reason, text[mask] + "; " + reason)
+                text[mask] = np.where(text[mask] == "", rule.reason, text[mask] + "; " + rule.reason)
         return pd.Series(text, index=self._index, dtype="str")
 
 
