@@ -27,7 +27,8 @@ from sact_pipeline.domain.data_quality import (
 from sact_pipeline.domain.quality_report import quality_report_html
 from sact_pipeline.domain.report import REPORT_MONTHS
 from sact_pipeline.domain.spec import SACT
-from sact_pipeline.gating import LayerHeld, LayerOutcome, _fingerprint, _Prepared, _raise_failure
+from sact_pipeline.partitions import layer_partition
+from sact_pipeline.gating import LayerHeld, LayerOutcome, PreparedWrite, raise_failure
 from sact_pipeline.warehouse import (
     LayerState,
     clean_file_versions,
@@ -57,25 +58,13 @@ class DataQualityLayer:
         return {"html": folder / f"data_quality_{month}.html", "table": folder / f"data_quality_{month}.csv",
                 "trend": folder / f"data_quality_trend_{month}.csv"}
 
-    def quality_behind(self, files: pd.DataFrame | None = None) -> set[tuple[str, str]]:
-        """Trust-months whose data quality was not assessed from their current clean rows (clean rebuilt
-        since, or built before data quality was measured), unless its assessment failed (its gate, or
-        nothing to measure) on its current files: like any gate failure, that waits for a new version."""
-        clean, assessed = self.warehouse.layer_states(CLEAN), self.warehouse.layer_states(QUALITY)
-        current = self.trust_month_fingerprints(files)
-        failures = self.warehouse.gate_failures()
-        failed = {(m, t) for m, t, layer, f in failures[["reporting_month", "trust_code", "layer",
-                                                         "inputs_fingerprint"]].itertuples(index=False)
-                  if layer == QUALITY and current.get((m, t)) == f}
-        return {key for key, state in clean.items() if assessed.get(key) != state and key not in failed}
-
     # --- per trust-month ----------------------------------------------------------------------------------
     def assess_quality(self, month: str, trust: str) -> LayerOutcome:
         """Assess one trust-month from its clean layer: items, score, findings by reason, feedback file."""
-        return _raise_failure(self._finish([self._prepare_quality(month, trust, self.accepted_files())])[0])
+        return raise_failure(self._finish([self._prepare_quality(month, trust, self.status.accepted_files())])[0])
 
     def _prepare_quality(self, month: str, trust: str, files: pd.DataFrame, clean_states: dict | None = None
-                         ) -> _Prepared:
+                         ) -> PreparedWrite:
         where = {"reporting_month": month, "trust_code": trust}
         clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
         state = clean_states.get((month, trust))
@@ -83,10 +72,10 @@ class DataQualityLayer:
             raise ValueError(f"the clean layer holds nothing for {trust} {month}: materialise clean_activity first")
         item_quality = self.warehouse.read(clean_item_quality, **where)
         this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
-        if item_quality.empty and (month, trust) in self.purged_trust_months():
+        if item_quality.empty and (month, trust) in self.warehouse.purged_trust_months():
             message = (f"{trust} {month}: its raw rows were purged before data quality was measured, so it "
                        "cannot be assessed (until a new file version arrives)")
-            self.warehouse.record_gate_failure(QUALITY, month, trust, self.trust_month_fingerprints(
+            self.warehouse.record_gate_failure(QUALITY, month, trust, self.status.trust_month_fingerprints(
                 this_partition).get((month, trust), ""), message)
             raise LayerHeld(message)
         if item_quality.empty:
@@ -100,7 +89,7 @@ class DataQualityLayer:
         record = {**where, **assessment.record, "feedback_file": str(path.relative_to(self.settings.output_dir)),
                   "assessed_at": datetime.now().replace(microsecond=0)}
         by_reason = assessment.by_reason.assign(**where)
-        outcome = LayerOutcome(QUALITY, f"{month}|{trust}", rows=len(items), metadata={
+        outcome = LayerOutcome(QUALITY, layer_partition(month, trust), rows=len(items), metadata={
             # Numbers (the score only where rows were assessed), so the Dagster UI plots them across partitions.
             **({"score": round(record["score"], 2)} if record["score"] is not None else {}),
             **({"core_score": round(record["core_score"], 2)} if record["core_score"] is not None else {}),
@@ -120,29 +109,21 @@ class DataQualityLayer:
                         quality_findings: by_reason},
                 LayerState(QUALITY, month, trust, state, len(items)), after=hook))
 
-        return _Prepared(outcome, month, trust, this_partition, checks=[
+        return PreparedWrite(outcome, month, trust, this_partition, checks=[
             ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
              items.assign(assessed_rows=items["sact_version"].map(assessed_rows(items)))),
         ], write=write)
 
     # --- per month ----------------------------------------------------------------------------------------
-    def quality_report_fingerprint(self, month: str) -> str:
-        """What the month's report is built from: its trust-months' assessments and the organisations'
-        names. The trend's earlier months are shown as they were when the report was built: a correction
-        to an earlier month does not re-run every later month (it shows in each later month's next report)."""
-        assessed = self.warehouse.layer_states(QUALITY)
-        return _fingerprint([f"organisations|{self.organisations_fingerprint}"]
-                            + [f"{m}|{t}|{f}" for (m, t), f in assessed.items() if m == month])
-
     def report_quality(self, month: str) -> LayerOutcome:
         """The month's data-quality table across organisations, its 13-month trend and the HTML report."""
         months = months_up_to(month, REPORT_MONTHS)
         assessed = self.warehouse.read_months(quality_trust_months, months)
         current = assessed.loc[assessed["reporting_month"] == month].sort_values("trust_code")
-        fingerprint = self.quality_report_fingerprint(month)
+        report_inputs = self.status.quality_report_fingerprint(month)
         if current.empty:  # nothing assessed (no file, or raw purged before data quality was measured)
             self.warehouse.replace_partition({"reporting_month": month, "trust_code": ""}, {},
-                                             LayerState(QUALITY_REPORT, month, "", fingerprint, 0))
+                                             LayerState(QUALITY_REPORT, month, "", report_inputs, 0))
             return LayerOutcome(QUALITY_REPORT, month, rows=0, skipped=True,
                                 metadata={"note": "no trust-month of the month has a data-quality assessment"})
         paths = self.quality_report_paths(month)
@@ -189,7 +170,7 @@ class DataQualityLayer:
         }
         self.swap_in(files, lambda hook: self.warehouse.replace_partition(
             {"reporting_month": month, "trust_code": ""}, {},
-            LayerState(QUALITY_REPORT, month, "", fingerprint, len(table)), after=hook))
+            LayerState(QUALITY_REPORT, month, "", report_inputs, len(table)), after=hook))
         scores = table["score"].dropna()
         outcome.metadata.update({
             "trusts": len(table), "report_path": str(paths["html"]), "table_path": str(paths["table"]),
@@ -199,6 +180,3 @@ class DataQualityLayer:
         })
         outcome.metadata["table"] = table[["org_code", "score", "assessed_rows", "quarantined_rows", "invalid_values"]]
         return outcome
-
-    def quality_report_is_affected(self, month: str) -> bool:
-        return self.warehouse.layer_states(QUALITY_REPORT).get((month, "")) != self.quality_report_fingerprint(month)

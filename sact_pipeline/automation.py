@@ -1,16 +1,12 @@
 """Automation: the landing-zone sensor that keeps every layer up to date, and the monthly schedule.
 
-The sensor reconciles what is in the landing zone with what the layers were built from, one step a tick:
-1. complete new or changed files (same size and time on two ticks; .part/.tmp never) whose content
-   (SHA-256) is new, in the landing zone or the opt-out folder -> a discovery run; the cursor keeps name,
-   size, time and hash of each file; (an opt-out marks the trust-months holding its patients, and step 2
-   re-derives them, then step 3 re-publishes their months);
-2. trust-months whose registered file versions differ from their clean partition -> runs for them,
-   grouped into one run per month (a partition range over the month's trusts);
-3. when no trust-month run is queued or running, the earliest month whose inputs changed -> its month run
-   (then, at the next tick, the month after it if the figures it reads changed).
-A trust-month whose current files failed a gate is held: not retried, and its month is not re-published
-(the previous publication stands) until a new version of the file arrives; the tick says which.
+Each tick the sensor:
+1. watches the landing zone and the opt-out folder: complete new or changed files (same size and time
+   on two ticks; .part/.tmp never) whose content (SHA-256) is new -> a discovery run; the cursor keeps
+   name, size, time and hash of each file;
+2. otherwise asks the planner (sact_pipeline.planning: the same order `sact-pipeline refresh` follows)
+   what runs next, given the runs in flight, and requests it: the trust-months behind their inputs (one
+   run per month), else the earliest month to publish, else the data-quality reports behind.
 Run keys carry the input fingerprints, so a request is made once per state: a run that failed on bad data
 is not retried until its inputs change, and a late file for any month, however old, works the same way.
 The schedule requests a discovery run each month, a safety net for files that arrived unnoticed.
@@ -41,9 +37,9 @@ from dagster import (
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
 from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
-from sact_pipeline.assessment import QUALITY, QUALITY_REPORT
+from sact_pipeline.planning import InFlight, Step, plan
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, trust_month_run_tags
+from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, step_run
 
 JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
 
@@ -91,57 +87,22 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         if _in_flight(instance, discovery_job):
             return SensorResult(skip_reason="waiting for the discovery run in progress", cursor=json.dumps(cursor))
 
-        files = pipeline.accepted_files()
-        fingerprints = pipeline.trust_month_fingerprints(files)
-        held = pipeline.held_trust_months(files)
-        by_month: dict[str, list[str]] = {}
-        for month, trust in pipeline.affected_trust_months():
-            if (month, trust) not in held:  # failed on these very files: retrying cannot help
-                by_month.setdefault(month, []).append(trust)
+        # What to run next is the planner's (sact_pipeline.planning), as for `sact-pipeline refresh`.
         busy = {run.tags.get(MONTH_TAG) for run in instance.get_runs(  # a run for the month is on its way:
             RunsFilter(job_name=trust_month_job, statuses=IN_FLIGHT))}  # what it leaves is asked for after
-        by_month = {month: trusts for month, trusts in by_month.items() if month not in busy}
-        # A run key names everything a trust-month is built from: its files, the key, the opt-outs still to
-        # apply to it (an opt-out re-derives a trust-month whose files are unchanged: a new request).
-        # And its data-quality state: a trust-month whose assessment alone is behind is a new request too.
-        pending = pipeline.optout_pending()
-        key_id = pipeline.pseudonymiser.key_id
-        assessed = pipeline.warehouse.layer_states(QUALITY)
-        requests = [  # one run per month builds all of its affected trust-months
-            RunRequest(run_key=f"trust-months-{month}|" + hashlib.sha256("".join(
-                           f"{t}{fingerprints[(month, t)]}{key_id}{sorted(pending.get((month, t), ()))}"
-                           f"{assessed.get((month, t), '')}"
-                           for t in sorted(trusts)).encode()).hexdigest()[:16],
-                       job_name=trust_month_job,
-                       tags={"sact/trigger": "landing-zone-sensor",
-                             **trust_month_run_tags(instance, month, trusts, affected_only=True)})
-            for month, trusts in sorted(by_month.items())
-        ]
-        if requests:
-            return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
-        if any(_in_flight(instance, job) for job in (trust_month_job, month_job, quality_report_job)):
-            return SensorResult(skip_reason="waiting for runs in progress", cursor=json.dumps(cursor))
-        held_months = {month for month, _ in held}
-        months = pipeline.months_with_data()
-        for month in months:  # earliest first: a month's changes read the month before
-            if month not in held_months and pipeline.month_is_affected(month):
-                return SensorResult(run_requests=[RunRequest(
-                    run_key=f"month-{month}|{pipeline.month_fingerprint(month)[:16]}", job_name=month_job,
-                    partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})],
-                    cursor=json.dumps(cursor))
-        # Internal data-quality reports behind their assessments (a held month's too), after every
-        # publication and all at once: one that fails (asked once per state: run keys) holds nothing back.
-        reported = pipeline.warehouse.layer_states(QUALITY_REPORT)
-        reports = [RunRequest(run_key=f"quality-report-{month}|{fingerprint[:16]}", job_name=quality_report_job,
-                              partition_key=f"{month}-01", tags={"sact/trigger": "landing-zone-sensor", MONTH_TAG: month})
-                   for month in months for fingerprint in [pipeline.quality_report_fingerprint(month)]
-                   if reported.get((month, "")) != fingerprint]
-        if reports:
-            return SensorResult(run_requests=reports, cursor=json.dumps(cursor))
-        if held:
+        in_flight = InFlight(frozenset(busy), any(_in_flight(instance, job)
+                                                  for job in (trust_month_job, month_job, quality_report_job)))
+        state = pipeline.status.read()
+        next_steps = plan(state, in_flight=in_flight)
+        if next_steps.steps:
+            return SensorResult(run_requests=[_run_request(instance, step) for step in next_steps.steps],
+                                cursor=json.dumps(cursor))
+        if next_steps.waiting:
+            return SensorResult(skip_reason=next_steps.waiting, cursor=json.dumps(cursor))
+        if state.held:
             return SensorResult(skip_reason="up to date, except trust-months that failed their gates (their "
                                             "months keep the previous publication until a corrected file "
-                                            "arrives): " + ", ".join(f"{m} {t}" for m, t in sorted(held)),
+                                            "arrives): " + ", ".join(f"{m} {t}" for m, t in sorted(state.held)),
                                 cursor=json.dumps(cursor))
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 
@@ -155,6 +116,13 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
                           tags={"sact/trigger": "monthly-schedule"})
 
     return landing_zone_sensor, monthly_refresh
+
+
+def _run_request(instance, step: Step) -> RunRequest:
+    """A planned step as a run request; its run key names its inputs, so it is requested once per state."""
+    job_name, partition_key, tags = step_run(instance, step)
+    return RunRequest(run_key=step.run_key, job_name=job_name, partition_key=partition_key,
+                      tags={"sact/trigger": "landing-zone-sensor", **tags})
 
 
 OPTOUT_PREFIX = "opt-out::"  # cursor keys of files in SACT_OPTOUT_DIR (landing-zone keys are relative paths)

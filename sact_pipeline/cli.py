@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sact_pipeline.planning import Backfill, Plan, Step, StepKind, plan
 from sact_pipeline.settings import Settings, SettingsError
 
 
@@ -69,19 +70,6 @@ def _run_failure(result) -> str:
     return "run failed"
 
 
-@dataclass(frozen=True)
-class Backfill:
-    """Re-run a range of months whatever the fingerprints say (something upstream was wrong)."""
-
-    first_month: str
-    last_month: str
-    trusts: tuple[str, ...] = ()
-
-    def covers(self, month: str, trust: str | None = None) -> bool:
-        return self.first_month <= month <= self.last_month and (trust is None or not self.trusts
-                                                                  or trust in self.trusts)
-
-
 def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, rekey: bool = False) -> RefreshReport:
     """Discover, then materialise every affected trust-month and month through Dagster.
 
@@ -108,13 +96,11 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
 def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, rekey: bool) -> RefreshReport:
     from dagster import DagsterInstance
 
-    from sact_pipeline.definitions import (DISCOVERY_JOB, MONTH_JOB, QUALITY_REPORT_JOB, TRUST_MONTH_JOB,
-                                           build_definitions)
-    from sact_pipeline.run_tags import (DATA_DOCS_TAG, MONTH_TAG, PROCESS_TAG, REKEY_TAG,
-                                        fail_runs_of_dead_processes, this_run_process, trust_month_run_tags)
+    from sact_pipeline.definitions import build_definitions
+    from sact_pipeline.run_tags import (DATA_DOCS_TAG, DISCOVERY_JOB, PROCESS_TAG, REKEY_TAG,
+                                        fail_runs_of_dead_processes, this_run_process)
 
     defs = build_definitions(settings)
-    failures: list[str] = []
     tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
     tags[DATA_DOCS_TAG] = "end-of-refresh"  # one Data Docs build for the whole refresh, not one per step
     tags[PROCESS_TAG] = this_run_process()
@@ -129,78 +115,93 @@ def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, re
         result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance, raise_on_error=False,
                                                                           tags=tags, run_config=quiet)
         if not result.success:
-            failures.append(f"discovery: {_run_failure(result)}")
-            return RefreshReport(failures, [], 0, [])
-        rejected = [(path, reason) for path, reason, _ in pipeline.rejected_in_landing_zone(seen_since=since)]
-        for path, reason in rejected:
-            log(f"REJECTED {path}: {reason}")
-        for name, reason in pipeline.rejected_optouts():
-            log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
-            failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
-        pending = pipeline.optout_pending()
-        if pending:
-            log(f"opt-outs: {len(pending)} trust-months hold patients who opted out; re-deriving them without")
-
-        if backfill is None:
-            trust_months = pipeline.affected_trust_months()
-        else:
-            registered = sorted(pipeline.trust_month_fingerprints())
-            trust_months = [(m, t) for m, t in registered if backfill.covers(m, t)]
-            unknown = set(backfill.trusts) - {t for _, t in registered}
-            if unknown:
-                failures.append(f"backfill: no accepted submission from {', '.join(sorted(unknown))}")
-        by_month: dict[str, list[str]] = {}
-        for month, trust in trust_months:
-            by_month.setdefault(month, []).append(trust)
-        job = defs.resolve_job_def(TRUST_MONTH_JOB)
-        for number, (month, trusts) in enumerate(by_month.items(), 1):  # one run per month, not per trust
-            step_started = time.monotonic()
-            run_tags = {**tags, **trust_month_run_tags(instance, month, trusts, affected_only=backfill is None)}
-            result = job.execute_in_process(instance=instance, raise_on_error=False, tags=run_tags,
-                                            run_config=quiet)
-            status = "ok" if result.success else "FAILED"
-            label = ", ".join(trusts) if len(trusts) <= 8 else f"{len(trusts)} trusts"
-            log(f"[{number}/{len(by_month)}] {month} {label}: {status} ({time.monotonic() - step_started:.1f}s)")
-            if not result.success:
-                failures.append(f"{month}: {_run_failure(result)}")
-
-        months = []
-        job = defs.resolve_job_def(MONTH_JOB)
-        all_months = pipeline.months_with_data()
-        held = pipeline.held_trust_months()
-        for number, month in enumerate(all_months):  # in order: a month's changes read the month before
-            forced = backfill is not None and (backfill.covers(month) or (
-                number > 0 and all_months[number - 1] == backfill.last_month))
-            if not forced and not pipeline.month_is_affected(month):
-                continue
-            held_here = pipeline.held_in_month(held, month)
-            if held_here:
-                log(f"month {month}: HELD BACK, previous publication stands: {'; '.join(held_here)}")
-                failures.append(f"{month}: not re-published while these fail their gates: {'; '.join(held_here)}")
-                continue
-            months.append(month)
-            result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet,
-                                            tags={**tags, MONTH_TAG: month}, partition_key=f"{month}-01")
-            log(f"month {month}: {'published' if result.success else 'FAILED'}")
-            if not result.success:
-                failures.append(f"{month}: {_run_failure(result)}")
-        # The internal data-quality report of any month whose publication did not run it (held, unchanged).
-        report_job = defs.resolve_job_def(QUALITY_REPORT_JOB)
-        for month in all_months:
-            if month in months or not pipeline.quality_report_is_affected(month):
-                continue
-            result = report_job.execute_in_process(instance=instance, raise_on_error=False, run_config=quiet,
-                                                   tags={**tags, MONTH_TAG: month}, partition_key=f"{month}-01")
-            log(f"month {month}: data-quality report {'built' if result.success else 'FAILED'}")
-            if not result.success:
-                failures.append(f"{month} data-quality report: {_run_failure(result)}")
+            return RefreshReport([f"discovery: {_run_failure(result)}"], [], 0, [])
+        rejected, failures = _report_discovery(settings, pipeline, since, log)
+        runner = _StepRunner(defs, instance, tags, quiet, log, failures)
+        runner.run_plan(pipeline, backfill)
         try:  # nothing new recorded: a few milliseconds
             pipeline.build_data_docs()
         except Exception as error:  # noqa: BLE001 - documentation only: the layers are done and gated
             log(f"GX Data Docs were not built: {type(error).__name__}: {error}")
-        log(f"refresh took {time.monotonic() - started:.1f}s: {len(trust_months)} trust-months, "
-            f"{len(months)} months re-published")
-    return RefreshReport(failures, rejected, len(trust_months), months)
+        log(f"refresh took {time.monotonic() - started:.1f}s: {runner.trust_months} trust-months, "
+            f"{len(runner.months)} months re-published")
+    return RefreshReport(failures, rejected, runner.trust_months, runner.months)
+
+
+def _report_discovery(settings: Settings, pipeline, since: datetime, log) -> tuple[list, list[str]]:
+    """Log what discovery rejected and the opt-outs it registered: (rejected files, failures)."""
+    failures = []
+    rejected = [(path, reason) for path, reason, _ in pipeline.rejected_in_landing_zone(seen_since=since)]
+    for path, reason in rejected:
+        log(f"REJECTED {path}: {reason}")
+    for name, reason in pipeline.rejected_optouts():
+        log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
+        failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
+    pending = pipeline.warehouse.pending_optouts()
+    if pending:
+        log(f"opt-outs: {len(pending)} trust-months hold patients who opted out; re-deriving them without")
+    return rejected, failures
+
+
+class _StepRunner:
+    """Carries out the planner's steps as in-process runs, asking the planner again after each batch,
+    until nothing is left to do (each kind of step runs at most once per month in a refresh)."""
+
+    def __init__(self, defs, instance, tags: dict, run_config: dict, log, failures: list[str]):
+        self.defs, self.instance, self.tags, self.run_config, self.log = defs, instance, tags, run_config, log
+        self.failures = failures
+        self.trust_months, self.months = 0, []
+        self.done: set[tuple[str, str]] = set()
+
+    def run_plan(self, pipeline, backfill: Backfill | None) -> None:
+        state = pipeline.status.read()
+        if backfill is not None and backfill.unknown_trusts(state.registered):
+            self.failures.append(f"backfill: no accepted submission from {', '.join(backfill.unknown_trusts(state.registered))}")
+        told: set[str] = set()
+        while True:
+            # The command line builds held trust-months again: a person asked, and is told again.
+            steps = plan(state, backfill=backfill, done=frozenset(self.done), retry_held=True)
+            if not steps.steps or steps.steps[0].kind is not StepKind.TRUST_MONTHS:
+                told |= self._tell_held_back(steps, told)
+            if not steps.steps:
+                return
+            for number, step in enumerate(steps.steps, 1):
+                self.done.add(step.done_key)
+                self._run(step, number, len(steps.steps))
+            state = pipeline.status.read()
+
+    def _tell_held_back(self, steps: Plan, told: set[str]) -> set[str]:
+        """Months before the next to publish that keep their previous publication, once each."""
+        upto = steps.steps[0].month if steps.steps and steps.steps[0].kind is StepKind.MONTH else "9999-99"
+        held = {month: reasons for month, reasons in steps.held_back.items() if month not in told and month < upto}
+        for month, reasons in sorted(held.items()):
+            self.log(f"month {month}: HELD BACK, previous publication stands: {'; '.join(reasons)}")
+            self.failures.append(f"{month}: not re-published while these fail their gates: {'; '.join(reasons)}")
+        return set(held)
+
+    def _run(self, step: Step, number: int, of: int) -> None:
+        from sact_pipeline.run_tags import step_run
+
+        job_name, partition_key, tags = step_run(self.instance, step)
+        started = time.monotonic()
+        result = self.defs.resolve_job_def(job_name).execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config=self.run_config,
+            tags={**self.tags, **tags}, partition_key=partition_key)
+        if step.kind is StepKind.TRUST_MONTHS:
+            self.trust_months += len(step.trusts)
+            label = ", ".join(step.trusts) if len(step.trusts) <= 8 else f"{len(step.trusts)} trusts"
+            self.log(f"[{number}/{of}] {step.month} {label}: {'ok' if result.success else 'FAILED'} "
+                     f"({time.monotonic() - started:.1f}s)")
+            what = step.month
+        elif step.kind is StepKind.MONTH:
+            self.months.append(step.month)
+            self.log(f"month {step.month}: {'published' if result.success else 'FAILED'}")
+            what = step.month
+        else:
+            self.log(f"month {step.month}: data-quality report {'built' if result.success else 'FAILED'}")
+            what = f"{step.month} data-quality report"
+        if not result.success:
+            self.failures.append(f"{what}: {_run_failure(result)}")
 
 
 def print_summary(settings: Settings, log=print) -> None:
@@ -285,7 +286,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
     pipeline = Pipeline.for_settings(settings)
     try:
         key_id = pipeline.pseudonymiser.key_id
-        others = {k for k in pipeline.clean_key_ids().values() if k != key_id}
+        others = {k for k in pipeline.warehouse.clean_key_ids().values() if k != key_id}
         files = pipeline.rekey_optouts()
     except PseudonymisationKeyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -295,7 +296,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
     code = _run_and_report(settings, rekey=True)
     if code == 0:
         pipeline.forget_unused_optout_keys()  # earlier keys' opt-out pseudonyms, once nothing is built with them
-    kept = sorted(f"{m} {t}" for (m, t), k in pipeline.clean_key_ids().items() if k != key_id)
+    kept = sorted(f"{m} {t}" for (m, t), k in pipeline.warehouse.clean_key_ids().items() if k != key_id)
     if kept:
         print(f"{len(kept)} trust-months keep the key they were built with: their raw rows were purged (no "
               f"identifiers are held to re-derive them) or their files fail a gate (re-derived under the new key "

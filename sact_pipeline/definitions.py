@@ -50,7 +50,19 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_tags import DATA_DOCS_TAG, ONLY_TRUSTS_TAG, REKEY_TAG, SCOPE_TAG, TRUSTS, claim_run
+from sact_pipeline.partitions import by_month, month_of, trust_month_partition, trust_months_of
+from sact_pipeline.run_tags import (  # noqa: F401 - the job names: for readers of the definitions
+    DATA_DOCS_TAG,
+    DISCOVERY_JOB,
+    MONTH_JOB,
+    ONLY_TRUSTS_TAG,
+    QUALITY_REPORT_JOB,
+    REKEY_TAG,
+    SCOPE_TAG,
+    TRUST_MONTH_JOB,
+    TRUSTS,
+    claim_run,
+)
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
 
@@ -64,14 +76,6 @@ SUITES = {
 }
 # Built by one step, in this order.
 TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity", QUALITY: "trust_month_data_quality"}
-TRUST_MONTH_JOB = "trust_month_refresh"
-MONTH_JOB = "month_publication"
-QUALITY_REPORT_JOB = "month_data_quality"  # the month's data-quality report alone (its publication unchanged)
-DISCOVERY_JOB = "discover_submissions"
-
-
-def month_of(partition_key: str) -> str:
-    return partition_key[:7]
 
 
 TRANSIENT_RETRIES = 3  # a step that lost its database connection is retried after 5, 10, then 20 seconds
@@ -125,11 +129,6 @@ def _outcome_metadata(outcome: LayerOutcome) -> dict:
     return {"rows": outcome.rows, "skipped": outcome.skipped, **metadata}
 
 
-def trust_months_of(partition_keys) -> list[tuple[str, str]]:
-    """(YYYY-MM, trust) for multi-partition keys "YYYY-MM-01|TRUST" (dimensions sort month, trust)."""
-    return [(month_of(key.split("|")[0]), key.split("|")[1]) for key in partition_keys]
-
-
 def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource) -> None:
     """Build raw then clean (whichever are selected) for every trust-month of the run's partitions that has
     a submission; with sact/scope=affected only those not yet built from their current files. A month's
@@ -138,25 +137,22 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
     pipeline = sact.pipeline()
     if context.run.tags.get(REKEY_TAG) != "1":
         pipeline.check_key()  # never mix pseudonyms of two keys: a key change needs `sact-pipeline rekey`
-    files = pipeline.accepted_files()
-    submitted = set(pipeline.trust_month_fingerprints(files))
+    files = pipeline.status.accepted_files()
+    submitted = set(pipeline.status.trust_month_fingerprints(files))
     wanted = [tm for tm in trust_months_of(context.partition_keys) if tm in submitted]
     if context.run.tags.get(ONLY_TRUSTS_TAG):
         only = set(context.run.tags[ONLY_TRUSTS_TAG].split(","))
         wanted = [tm for tm in wanted if tm[1] in only]
     if context.run.tags.get(SCOPE_TAG) == "affected":
-        affected = set(pipeline.affected_trust_months(files))
+        affected = set(pipeline.status.affected_trust_months(files))
         wanted = [tm for tm in wanted if tm in affected]
     layers = [layer for layer, name in TRUST_MONTH_ASSETS.items() if AssetKey(name) in context.selected_asset_keys]
-    by_month: dict[str, list[str]] = {}
-    for month, trust in wanted:
-        by_month.setdefault(month, []).append(trust)
     failures = []
-    for month, trusts in by_month.items():
+    for month, trusts in by_month(wanted).items():
         # GX once per suite for a batch; each trust-month is reported as soon as it is written.
         for layer, trust, result in pipeline.iter_trust_months(month, trusts, layers, files):
             asset_name = TRUST_MONTH_ASSETS[layer]
-            partition = f"{month}-01|{trust}"
+            partition = trust_month_partition(month, trust)
             if isinstance(result, (LayerGateFailed, LayerHeld)):
                 if isinstance(result, LayerGateFailed):
                     for check in _check_results(asset_name, result.outcome):

@@ -62,7 +62,7 @@ class LayerOutcome:
 
 
 @dataclass
-class _Prepared:
+class PreparedWrite:
     """A trust-month's rows for one layer: built, not yet validated (checks) nor written (write)."""
 
     outcome: LayerOutcome
@@ -77,7 +77,7 @@ class _Prepared:
     loaded_versions: frozenset = frozenset()
 
 
-def _raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
+def raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
     if isinstance(result, LayerGateFailed):
         raise result
     return result
@@ -96,7 +96,7 @@ def stage(name: str):
         STAGE_SECONDS[name] += time.perf_counter() - started
 
 
-def _fingerprint(parts) -> str:
+def fingerprint(parts) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, parts))).encode("utf-8")).hexdigest()
 
 

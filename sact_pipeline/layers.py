@@ -44,14 +44,15 @@ from sact_pipeline.domain.publication import (
 )
 from sact_pipeline.domain.spec import SACT, VERSIONS
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
+from sact_pipeline.partitions import layer_partition, month_partition, split_layer_partition
 from sact_pipeline.gating import (  # noqa: F401 - LayerOutcome and friends are used from here too
     STAGE_SECONDS,
     LayerGateFailed,
     LayerHeld,
     LayerOutcome,
-    _fingerprint,
-    _Prepared,
-    _raise_failure,
+    fingerprint,
+    PreparedWrite,
+    raise_failure,
     recover_swaps,
     stage,
     swap_in,
@@ -59,6 +60,7 @@ from sact_pipeline.gating import (  # noqa: F401 - LayerOutcome and friends are 
 from sact_pipeline.keys import load_pseudonymiser
 from sact_pipeline.protection import NO_OPTOUTS, DataProtection, OptOuts
 from sact_pipeline.settings import Settings
+from sact_pipeline.state import PipelineStatus
 from sact_pipeline.warehouse import (
     LayerState,
     Warehouse,
@@ -110,6 +112,11 @@ class Pipeline(DataProtection, DataQualityLayer):
     @cached_property
     def warehouse(self) -> Warehouse:
         return Warehouse(self.settings.warehouse_url)
+
+    @cached_property
+    def status(self) -> PipelineStatus:
+        """What each layer was built from, what is behind and what is held (sact_pipeline.state)."""
+        return PipelineStatus(self.settings, self.warehouse, self.organisations, lambda: self.pseudonymiser.key_id)
 
     @cached_property
     def data_docs(self) -> DataDocs:
@@ -217,7 +224,7 @@ class Pipeline(DataProtection, DataQualityLayer):
                           if (r["relative_path"], r["sha256"]) not in known_rejected],
             rejected_known=[(r["relative_path"], r["reason"]) for r in rejected
                             if (r["relative_path"], r["sha256"]) in known_rejected],
-            trusts=sorted(set(self.accepted_files()["trust_code"])),
+            trusts=sorted(set(self.status.accepted_files()["trust_code"])),
         )
 
     def rejected_in_landing_zone(self, seen_since: datetime) -> list[tuple[str, str, datetime]]:
@@ -226,123 +233,21 @@ class Pipeline(DataProtection, DataQualityLayer):
         return [(r.relative_path, r.reason, r.rejected_at.to_pydatetime()) for r in rejected.itertuples()
                 if r.last_seen_at >= pd.Timestamp(seen_since)]
 
-    def accepted_files(self) -> pd.DataFrame:
-        """Accepted file versions (file name + SHA-256), oldest first; the last of a trust-month is in use.
-
-        Copies of one file in two folders count once. The same content sent again under a later
-        timestamp is a new version (a trust re-sending an earlier file makes it current again).
-        """
-        files = self.warehouse.read(submission_files)
-        files = files.sort_values(["submitted_at", "registered_at", "relative_path"])
-        return files.drop_duplicates(["trust_code", "reporting_month", "file_name", "sha256"],
-                                     keep="first").reset_index(drop=True)
-
-    # --- what needs doing ---------------------------------------------------------------------------------
-    def trust_month_fingerprints(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
-        """The registered file versions of each trust-month, as one hash (pass `files` if already read)."""
-        files = self.accepted_files() if files is None else files
-        return {
-            (month, trust): _fingerprint(f"{name}|{sha}|{at}" for name, sha, at in
-                                         zip(group["file_name"], group["sha256"], group["submitted_at"]))
-            for (month, trust), group in files.groupby(["reporting_month", "trust_code"])
-        }
-
-    def affected_trust_months(self, files: pd.DataFrame | None = None) -> list[tuple[str, str]]:
-        """Trust-months whose clean layer is not what their accepted file versions, the current key and the
-        registered opt-outs make: a new version, a rekey, or a patient who opted out since it was built.
-
-        A trust-month whose raw rows were purged cannot be re-derived with another key: it keeps the key
-        it was built with (recorded with it) and counts as current under that key."""
-        current = self.trust_month_fingerprints(files)
-        done = self.warehouse.layer_states(CLEAN)
-        pending = self.optout_pending()
-        keys = self.clean_key_ids()
-        purged = self.purged_trust_months()
-        key_id = self.pseudonymiser.key_id
-        behind = self.quality_behind(files)  # clean current, its data quality not: the run re-derives both
-        return sorted(k for k, f in current.items() if k in pending or k in behind or done.get(k) != self.clean_fingerprint(
-            f, keys.get(k, key_id) if k in purged else key_id))
-
-    def clean_fingerprint(self, files_fingerprint: str, key_id: str) -> str:
-        """What a clean trust-month is made from: its file versions, the pseudonymisation key, and the rules
-        it was cleaned by (the data-set table and the v4 transition months): a change to any re-derives it."""
-        transition = self.settings.transition
-        return _fingerprint([files_fingerprint, key_id,
-                             f"data set|{SACT.digest}|{transition.v4_from}|{transition.v4_only_from}"])
-
-    def held_trust_months(self, files: pd.DataFrame | None = None) -> dict[tuple[str, str], str]:
-        """Trust-months whose current file versions failed a gate, with the failure: retrying them cannot
-        help, so the sensor leaves them (and their month's publication) alone until a new version arrives.
-        A failed data-quality assessment holds nothing back: the layer is internal, not upstream of the
-        publication (its check fails, and the last good assessment stands)."""
-        current = self.trust_month_fingerprints(files)
-        failures = self.warehouse.gate_failures()
-        return {(m, t): f"{layer} layer: {message}" for m, t, layer, fingerprint, message in
-                failures[["reporting_month", "trust_code", "layer", "inputs_fingerprint", "message"]]
-                .itertuples(index=False) if current.get((m, t)) == fingerprint and layer != QUALITY}
-
-    @staticmethod
-    def held_in_month(held: dict[tuple[str, str], str], month: str) -> list[str]:
-        """'TRUST: reason' for the held trust-months of a month (held_trust_months), sorted."""
-        return sorted(f"{trust}: {reason}" for (m, trust), reason in held.items() if m == month)
-
     def _gate(self, outcome: LayerOutcome, month: str, trust: str, files: pd.DataFrame) -> None:
         """outcome.gate(), recording a failure against the trust-month's current file versions."""
         if outcome.success:
             return
-        inputs = self.trust_month_fingerprints(files).get((month, trust), "")
+        inputs = self.status.trust_month_fingerprints(files).get((month, trust), "")
         self.warehouse.record_gate_failure(outcome.layer, month, trust, inputs, outcome.failures())
         outcome.gate()
-
-    def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None) -> str:
-        """What a month's summary and publication depend on: the clean partitions of it and the month
-        before, the trusts listed (anything submitted up to the month) and the timeliness setting."""
-        clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
-        files = self.accepted_files() if files is None else files
-        before = previous_month(month)
-        parts = [f"{m}|{t}|{f}" for (m, t), f in clean_states.items() if m in (month, before)]
-        parts += [f"trust|{t}" for t in files.loc[files["reporting_month"] <= month, "trust_code"].unique()]
-        parts += [f"versions|{m}|{t}|{s}|{a}" for m, t, s, a in
-                  files.loc[files["reporting_month"] == month, ["reporting_month", "trust_code", "sha256",
-                                                               "submitted_at"]].itertuples(index=False)]
-        # Opt-outs applied change the counts without changing the files or the key: re-publish then too.
-        opted = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
-                          clean_file_versions.c.opted_out_rows).where(
-            clean_file_versions.c.in_use, clean_file_versions.c.reporting_month.in_([month, before]),
-            clean_file_versions.c.opted_out_rows > 0)
-        with self.warehouse.engine.connect() as connection:
-            parts += [f"opted-out|{m}|{t}|{n}" for m, t, n in connection.execute(opted)]
-        parts.append(f"deadline|{self.settings.deadline_months}")
-        parts.append(f"organisations|{self.organisations_fingerprint}")
-        # The published changes read the stored summary of the month before: when it is rebuilt, re-publish.
-        parts.append(f"previous-summary|{self.warehouse.layer_states(SUMMARY).get((before, ''), '')}")
-        return _fingerprint(parts)
-
-    @cached_property
-    def organisations_fingerprint(self) -> str:
-        """Names and countries shown or used for publication: a new ODS extract re-publishes."""
-        return _fingerprint(f"{o.code}|{o.name}|{o.country}" for o in self.organisations)
-
-    def months_with_data(self) -> list[str]:
-        files = self.accepted_files()
-        if files.empty:
-            return []
-        first, last = files["reporting_month"].min(), files["reporting_month"].max()
-        span = (int(last[:4]) - int(first[:4])) * 12 + int(last[5:]) - int(first[5:]) + 1
-        return months_up_to(last, span)
-
-    def month_is_affected(self, month: str) -> bool:
-        """Ask again after publishing the month before: its new summary can affect this month. (The
-        month's data-quality report has its own: quality_report_is_affected.)"""
-        return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
 
     # --- raw ----------------------------------------------------------------------------------------------
     def load_raw(self, month: str, trust: str) -> LayerOutcome:
         """Load every accepted version of a trust-month not yet in the raw layer, as text, with its hash."""
-        return _raise_failure(self._finish([self._prepare_raw(month, trust, self.accepted_files())])[0])
+        return raise_failure(self._finish([self._prepare_raw(month, trust, self.status.accepted_files())])[0])
 
-    def _prepare_raw(self, month: str, trust: str, files: pd.DataFrame) -> _Prepared:
-        partition = f"{month}|{trust}"
+    def _prepare_raw(self, month: str, trust: str, files: pd.DataFrame) -> PreparedWrite:
+        partition = layer_partition(month, trust)
         versions = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
         if versions.empty:
             raise ValueError(f"no accepted submission file for {trust} {month} in the landing zone register")
@@ -376,7 +281,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             "file_versions": len(versions), "new_file_versions": len(frames), "new_rows": len(new_rows),
             "unavailable_file_versions": len(unavailable),
         })
-        prepared = _Prepared(outcome, month, trust, versions, loaded=new_rows,
+        prepared = PreparedWrite(outcome, month, trust, versions, loaded=new_rows,
                              loaded_versions=frozenset(just_loaded))
         if new_rows.empty:
             outcome.skipped = True
@@ -390,7 +295,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             [(raw_submissions, {"reporting_month": month, "trust_code": trust, "file_name": name,
                                 "file_sha256": sha}, rows)
              for (name, sha), rows in new_rows.groupby(["file_name", "file_sha256"], sort=False)],
-            LayerState(RAW, month, trust, _fingerprint(set(versions["sha256"])), len(new_rows)),
+            LayerState(RAW, month, trust, fingerprint(set(versions["sha256"])), len(new_rows)),
         )
         return prepared
 
@@ -404,16 +309,16 @@ class Pipeline(DataProtection, DataQualityLayer):
     def clean(self, month: str, trust: str) -> LayerOutcome:
         """Clean every raw version of a trust-month; the latest version from each submitting organisation
         (the trust, or each of its sites) becomes the trust's clean data."""
-        return _raise_failure(self._finish([self._prepare_clean(month, trust, self.accepted_files(),
+        return raise_failure(self._finish([self._prepare_clean(month, trust, self.status.accepted_files(),
                                                                 optouts=self.opted_out())])[0])
 
     def _prepare_clean(self, month: str, trust: str, files: pd.DataFrame,
-                       held: dict[tuple[str, str], str] | None = None, loaded: _Prepared | None = None,
-                       optouts: OptOuts = NO_OPTOUTS) -> _Prepared:
+                       held: dict[tuple[str, str], str] | None = None, loaded: PreparedWrite | None = None,
+                       optouts: OptOuts = NO_OPTOUTS) -> PreparedWrite:
         """`loaded`: the raw step of this trust-month in the same run; when it loaded every registered
         version, its rows are used as they are instead of reading them back from the warehouse.
         `optouts`: opted-out patient keys and their files (Pipeline.opted_out), removed before cleaning."""
-        partition = f"{month}|{trust}"
+        partition = layer_partition(month, trust)
         # Version order comes from the register (timestamp, then registration), so that the file in use is
         # the latest submitted, whatever order the raw rows were loaded in.
         this_partition = files.loc[(files["reporting_month"] == month) & (files["trust_code"] == trust)]
@@ -423,11 +328,11 @@ class Pipeline(DataProtection, DataQualityLayer):
         else:
             with stage("read raw back"):
                 raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
-        if raw.empty and (month, trust) in self.purged_trust_months():
+        if raw.empty and (month, trust) in self.warehouse.purged_trust_months():
             return self._prepare_purged_clean(month, trust, this_partition, optouts)
         if raw.empty:
             raise ValueError(f"the raw layer holds no rows for {trust} {month}: materialise raw_submissions first")
-        held = (self.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
+        held = (self.status.held_trust_months(this_partition) if held is None else held).get((month, trust), "")
         if held.startswith(RAW):
             raise LayerHeld(f"{trust} {month}: not cleaned, because its {held}")
         versions = this_partition[["org_code", "file_name", "sha256", "submitted_at", "header_version"]]
@@ -435,7 +340,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         in_raw = set(zip(raw["file_name"], raw["file_sha256"]))
         newest = versions.groupby("org_code").tail(1)  # files from one organisation are resubmissions
         purged = [name for name, sha in zip(newest["file_name"], newest["file_sha256"]) if (name, sha) not in in_raw]
-        if purged and (month, trust) in self.purged_trust_months():  # a site's file in use can't be re-read
+        if purged and (month, trust) in self.warehouse.purged_trust_months():  # a site's file in use can't be re-read
             raise LayerHeld(f"{trust} {month}: not re-derived, because the raw rows of {', '.join(purged)} (in "
                             "use) were purged; its clean rows stand")
         versions = versions.loc[[key in in_raw for key in zip(versions["file_name"], versions["file_sha256"])]]
@@ -503,7 +408,7 @@ class Pipeline(DataProtection, DataQualityLayer):
                                     item_quality, findings)
 
     def _prepare_purged_clean(self, month: str, trust: str, files: pd.DataFrame,
-                              optouts: OptOuts) -> _Prepared:
+                              optouts: OptOuts) -> PreparedWrite:
         """A trust-month whose raw rows were purged can only lose rows: opt-outs registered since it was
         built are applied to its clean and quarantined rows as they stand, and its counts are taken again."""
         where = {"reporting_month": month, "trust_code": trust}
@@ -539,7 +444,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             "int64").assign(accounted_rows=lambda f: f[["clean_rows", "quarantined_rows", "duplicate_rows",
                                                         "opted_out_rows"]].sum(axis=1),
                             quarantine_share=lambda f: f["quarantined_rows"] / f["raw_rows"].clip(lower=1))
-        outcome = LayerOutcome(CLEAN, f"{month}|{trust}", rows=len(clean), metadata={
+        outcome = LayerOutcome(CLEAN, layer_partition(month, trust), rows=len(clean), metadata={
             "raw_rows_purged": True, "opted_out_rows_removed_now": sum(removed.values()),
             **{m: int(used[m].sum()) for m in MEASURES}})
         return self._prepared_clean(outcome, files, clean, quarantine, data_quality, versions, reconciliation, optouts,
@@ -548,12 +453,12 @@ class Pipeline(DataProtection, DataQualityLayer):
     def _prepared_clean(self, outcome: LayerOutcome, files: pd.DataFrame, clean: pd.DataFrame,
                         quarantine: pd.DataFrame, data_quality: pd.DataFrame, versions: pd.DataFrame,
                         reconciliation: pd.DataFrame, optouts: OptOuts, item_quality: pd.DataFrame,
-                        findings: pd.DataFrame) -> _Prepared:
+                        findings: pd.DataFrame) -> PreparedWrite:
         """A clean trust-month ready for its gate (the clean and reconciliation suites) and its write: the
         clean tables and the layer state in one transaction, with the opt-out bookkeeping."""
-        month, trust = outcome.partition.split("|")
-        month_start = pd.Timestamp(f"{month}-01")
-        fingerprint = self.trust_month_fingerprints(files).get((month, trust), "")
+        month, trust = split_layer_partition(outcome.partition)
+        month_start = pd.Timestamp(month_partition(month))
+        files_fingerprint = self.status.trust_month_fingerprints(files).get((month, trust), "")
         key_id = self.pseudonymiser.key_id
 
         def write() -> None:
@@ -561,10 +466,10 @@ class Pipeline(DataProtection, DataQualityLayer):
                 {"reporting_month": month, "trust_code": trust},
                 {clean_activity: clean, clean_quarantine: quarantine, clean_data_quality: data_quality,
                  clean_file_versions: versions, clean_item_quality: item_quality, clean_findings: findings},
-                LayerState(CLEAN, month, trust, self.clean_fingerprint(fingerprint, key_id), len(clean)),
+                LayerState(CLEAN, month, trust, self.status.clean_fingerprint(files_fingerprint, key_id), len(clean)),
                 **self.clean_write_hooks(month, trust, optouts.files))
 
-        return _Prepared(outcome, month, trust, files, checks=[
+        return PreparedWrite(outcome, month, trust, files, checks=[
             ("clean_activity", quality.clean_expectations(CODED_COLUMNS, month_start,
                                                           month_start + pd.offsets.MonthEnd(0)), clean),
             ("clean_reconciliation", quality.reconciliation_expectations(self.settings.max_quarantine_share),
@@ -596,7 +501,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         A month of more than PARALLEL_MIN_ROWS rows is built by `settings.workers` processes, a batch
         each (so both cores work, and this process reports events meanwhile); see _build_in_workers.
         """
-        files = self.accepted_files() if files is None else files
+        files = self.status.accepted_files() if files is None else files
         sizes = files.loc[files["reporting_month"] == month].groupby("trust_code")["data_rows"].sum()
         total = int(sizes.reindex(trusts).fillna(0).sum())
         workers = self.settings.workers if total > self.PARALLEL_MIN_ROWS else 1
@@ -620,7 +525,7 @@ class Pipeline(DataProtection, DataQualityLayer):
     def _build_batch(self, month: str, batch: list[str], layers, files: pd.DataFrame
                      ) -> Iterator[tuple[str, str, object]]:
         """Raw, clean and data quality for one batch of a month's trusts, in this process."""
-        loaded: dict[str, _Prepared] = {}
+        loaded: dict[str, PreparedWrite] = {}
         if RAW in layers:
             prepared = [self._prepare_raw(month, trust, files) for trust in batch]
             for item, result in zip(prepared, self._finish(prepared)):
@@ -630,7 +535,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             batch = [t for t in batch if t in loaded]
             del prepared
         if CLEAN in layers:
-            prepared, held = [], self.held_trust_months(files)  # once a batch, after its raw gates
+            prepared, held = [], self.status.held_trust_months(files)  # once a batch, after its raw gates
             optouts = self.opted_out()
             for trust in batch:
                 try:
@@ -688,12 +593,12 @@ class Pipeline(DataProtection, DataQualityLayer):
         finally:
             wait(running)  # abandoned by the caller: let the batches being built finish their transactions
 
-    def _finish(self, prepared: list[_Prepared]) -> list[LayerOutcome | LayerGateFailed]:
+    def _finish(self, prepared: list[PreparedWrite]) -> list[LayerOutcome | LayerGateFailed]:
         """Validate prepared trust-months of one layer and month together, then write each that passed."""
         todo = [item for item in prepared if item.write is not None]
         for number, (suite, _, _) in enumerate(todo[0].checks if todo else []):
             # Trust-months whose suites are alike validate together (a raw suite differs by SACT version).
-            alike: dict[tuple, list[_Prepared]] = {}
+            alike: dict[tuple, list[PreparedWrite]] = {}
             for item in todo:
                 alike.setdefault(quality.suite_key(item.checks[number][1]), []).append(item)
             documented = []
@@ -725,8 +630,8 @@ class Pipeline(DataProtection, DataQualityLayer):
             return self._summarise(month)
 
     def _summarise(self, month: str) -> LayerOutcome:
-        files = self.accepted_files()
-        held = self.held_in_month(self.held_trust_months(files), month)
+        files = self.status.accepted_files()
+        held = self.status.held_in_month(month, files)
         if held:
             raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
                             f"previous publication stands; a corrected file releases it): " + "; ".join(held))
@@ -751,7 +656,7 @@ class Pipeline(DataProtection, DataQualityLayer):
         self.warehouse.replace_partition(
             {"reporting_month": month}, {trust_month_summary: summary},
             # The content, not the inputs: the next month re-publishes only when these figures change.
-            LayerState(SUMMARY, month, "", _fingerprint([summary.to_csv(index=False)]), len(summary)),
+            LayerState(SUMMARY, month, "", fingerprint([summary.to_csv(index=False)]), len(summary)),
         )
         return outcome
 
@@ -803,7 +708,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             self.document(suite.suite, [(outcome, "", suite)])
         outcome.gate()
 
-        files = self.accepted_files()
+        files = self.status.accepted_files()
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
         used = versions.loc[versions["in_use"] & versions["trust_code"].isin(english)].sort_values("file_name")
         paths = self.pack_paths(month)
@@ -820,7 +725,7 @@ class Pipeline(DataProtection, DataQualityLayer):
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
         self.swap_in(pack, lambda hook: self.warehouse.replace_partition(
             {"reporting_month": month}, {published_submissions: table},
-            LayerState(PUBLISHED, month, "", self.month_fingerprint(month, files=files), len(table)), after=hook,
+            LayerState(PUBLISHED, month, "", self.status.month_fingerprint(month, files=files), len(table)), after=hook,
         ))
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
         outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),

@@ -25,7 +25,6 @@ from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.settings import SettingsError
 from sact_pipeline.warehouse import (
     clean_activity,
-    clean_file_versions,
     clean_quarantine,
     optout_files,
     optout_patients,
@@ -148,7 +147,7 @@ class DataProtection:
 
     def forget_unused_optout_keys(self) -> int:
         """Drop opt-out keys made with a key no clean trust-month is built with any more (after a rekey)."""
-        in_use = set(self.clean_key_ids().values()) | {self.pseudonymiser.key_id}
+        in_use = set(self.warehouse.clean_key_ids().values()) | {self.pseudonymiser.key_id}
         with self.warehouse.engine.begin() as connection:
             return connection.execute(sa.delete(optout_patients).where(
                 optout_patients.c.pseudonymisation_key_id.not_in(sorted(in_use)))).rowcount
@@ -218,14 +217,6 @@ class DataProtection:
             self._mark_pending(connection, matches)
         return sorted(set(matches["trust_code"]))
 
-    def optout_pending(self) -> dict[tuple[str, str], frozenset[str]]:
-        """Trust-months to re-derive because of opt-outs, with the opt-out files (SHA-256) not yet applied."""
-        pending: dict[tuple[str, str], set[str]] = {}
-        with self.warehouse.engine.connect() as connection:
-            for month, trust, sha in connection.execute(sa.select(optout_pending)):
-                pending.setdefault((month, trust), set()).add(sha)
-        return {key: frozenset(files) for key, files in pending.items()}
-
     def clean_write_hooks(self, month: str, trust: str, applied: frozenset[str]) -> dict:
         """`before`/`after` for the transaction that writes a clean trust-month: the opt-outs it applied are
         done for it; one registered while it was being built (not applied) is marked pending if the rows
@@ -240,26 +231,14 @@ class DataProtection:
 
         return {"before": lambda connection: _optout_lock(connection, exclusive=False), "after": after}
 
-    def clean_key_ids(self) -> dict[tuple[str, str], str]:
-        """The pseudonymisation key id each clean trust-month was built with."""
-        query = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
-                          clean_file_versions.c.pseudonymisation_key_id).distinct().where(clean_file_versions.c.in_use)
-        with self.warehouse.engine.connect() as connection:
-            return {(m, t): k for m, t, k in connection.execute(query)}
-
-    def purged_trust_months(self) -> set[tuple[str, str]]:
-        with self.warehouse.engine.connect() as connection:
-            query = sa.select(raw_purges.c.reporting_month, raw_purges.c.trust_code)
-            return {(month, trust) for month, trust in connection.execute(query)}
-
     def check_key(self) -> None:
         """Refuse (PseudonymisationKeyChanged) when the configured key is not the one the clean layer and the
         opt-out list were made with: a changed key is either a mistake (restore it) or a rekey (run `rekey`).
 
         Trust-months that cannot be re-derived now do not count: purged ones (no raw rows) and held ones
         (their current files fail a gate; rebuilt under the current key when a corrected file arrives)."""
-        frozen = self.purged_trust_months() | set(self.held_trust_months())
-        others = Counter(k for tm, k in self.clean_key_ids().items()
+        frozen = self.warehouse.purged_trust_months() | set(self.status.held_trust_months())
+        others = Counter(k for tm, k in self.warehouse.clean_key_ids().items()
                          if k != self.pseudonymiser.key_id and tm not in frozen)
         problems = [f"{count} clean trust-months were built with key id {key}" for key, count in sorted(others.items())]
         with self.warehouse.engine.connect() as connection:
@@ -303,9 +282,9 @@ class DataProtection:
         with self.warehouse.engine.connect() as connection:
             old = sorted((m, t, n) for m, t, n in connection.execute(query))
         registered = self.warehouse.read(submission_files)
-        built_with = self.clean_key_ids()
-        files = self.accepted_files()  # (registered lists every copy: all of them are deleted below)
-        not_current = set(self.affected_trust_months(files)) | set(self.held_trust_months(files)) | {
+        built_with = self.warehouse.clean_key_ids()
+        files = self.status.accepted_files()  # (registered lists every copy: all of them are deleted below)
+        not_current = set(self.status.affected_trust_months(files)) | set(self.status.held_trust_months(files)) | {
             (m, t) for m, t, _ in old if built_with.get((m, t)) != self.pseudonymiser.key_id}
         to_purge = [(m, t, n) for m, t, n in old if (m, t) not in not_current]
         skipped = sorted(f"{m} {t}" for m, t, _ in old if (m, t) in not_current)

@@ -1,4 +1,4 @@
-"""Tags on the runs the pipeline requests (sensor, CLI): which trust-months a run builds, and its month.
+"""The runs the pipeline requests (sensor, CLI): the job, partition and tags of each planned step.
 
 A trust-month run covers a partition range (Dagster's range tags) over one month's trusts; the scope
 tags narrow it to the trust-months that need building, so one run per month does the work of many.
@@ -7,6 +7,7 @@ tags narrow it to the trust-months that need building, so one run per month does
 import multiprocessing
 import os
 import socket
+from typing import NamedTuple
 
 from dagster import DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import (  # noqa: F401 - PARTITION_TAG: for readers of run tags
@@ -14,6 +15,14 @@ from dagster._core.storage.tags import (  # noqa: F401 - PARTITION_TAG: for read
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG as PARTITION_TAG,
 )
+
+from sact_pipeline.partitions import month_partition, trust_month_partition
+from sact_pipeline.planning import Step, StepKind
+
+DISCOVERY_JOB = "discover_submissions"
+JOB_OF_STEP = {StepKind.TRUST_MONTHS: "trust_month_refresh", StepKind.MONTH: "month_publication",
+               StepKind.QUALITY_REPORT: "month_data_quality"}  # the last: the month's data-quality report alone
+TRUST_MONTH_JOB, MONTH_JOB, QUALITY_REPORT_JOB = JOB_OF_STEP.values()
 
 TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already built from their current files
@@ -32,12 +41,26 @@ def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -
     the registered order (others in between are skipped: scope or the trust list says which to build)."""
     position = {trust: number for number, trust in enumerate(instance.get_dynamic_partitions(TRUSTS))}
     chosen = sorted(set(trusts), key=lambda trust: position[trust])
-    tags = {ASSET_PARTITION_RANGE_START_TAG: f"{month}-01|{chosen[0]}",
-            ASSET_PARTITION_RANGE_END_TAG: f"{month}-01|{chosen[-1]}", MONTH_TAG: month,
+    tags = {ASSET_PARTITION_RANGE_START_TAG: trust_month_partition(month, chosen[0]),
+            ASSET_PARTITION_RANGE_END_TAG: trust_month_partition(month, chosen[-1]), MONTH_TAG: month,
             ONLY_TRUSTS_TAG: ",".join(chosen)}
     if affected_only:
         tags[SCOPE_TAG] = "affected"
     return tags
+
+
+class StepRun(NamedTuple):
+    job_name: str
+    partition_key: str | None  # a month step's partition (a trust-month step's range is in its tags)
+    tags: dict[str, str]
+
+
+def step_run(instance, step: Step) -> StepRun:
+    """The run that carries out a planned step."""
+    if step.kind is StepKind.TRUST_MONTHS:
+        return StepRun(JOB_OF_STEP[step.kind], None,
+                       trust_month_run_tags(instance, step.month, step.trusts, affected_only=step.affected_only))
+    return StepRun(JOB_OF_STEP[step.kind], month_partition(step.month), {MONTH_TAG: step.month})
 
 
 def this_run_process() -> str:

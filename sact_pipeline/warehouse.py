@@ -517,6 +517,37 @@ class Warehouse:
                 reporting_month=month, trust_code=trust, layer=layer, inputs_fingerprint=inputs_fingerprint,
                 message=message, failed_at=datetime.now()))
 
+    # --- what the layers were built from (sact_pipeline.state asks) ----------------------------------------
+    def pending_optouts(self) -> dict[tuple[str, str], frozenset[str]]:
+        """Trust-months to re-derive because of opt-outs, with the opt-out files (SHA-256) not yet applied."""
+        pending: dict[tuple[str, str], set[str]] = {}
+        with self.engine.connect() as connection:
+            for month, trust, sha in connection.execute(sa.select(optout_pending)):
+                pending.setdefault((month, trust), set()).add(sha)
+        return {key: frozenset(files) for key, files in pending.items()}
+
+    def clean_key_ids(self) -> dict[tuple[str, str], str]:
+        """The pseudonymisation key id each clean trust-month was built with."""
+        query = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
+                          clean_file_versions.c.pseudonymisation_key_id).distinct().where(clean_file_versions.c.in_use)
+        with self.engine.connect() as connection:
+            return {(m, t): k for m, t, k in connection.execute(query)}
+
+    def purged_trust_months(self) -> set[tuple[str, str]]:
+        """Trust-months whose identifiable raw rows were purged (retention): they cannot be re-derived."""
+        with self.engine.connect() as connection:
+            query = sa.select(raw_purges.c.reporting_month, raw_purges.c.trust_code)
+            return {(month, trust) for month, trust in connection.execute(query)}
+
+    def opted_out_rows(self, months: list[str]) -> dict[tuple[str, str], int]:
+        """Rows removed for opt-outs from the clean trust-months of these months (those with any)."""
+        query = sa.select(clean_file_versions.c.reporting_month, clean_file_versions.c.trust_code,
+                          clean_file_versions.c.opted_out_rows).where(
+            clean_file_versions.c.in_use, clean_file_versions.c.reporting_month.in_(months),
+            clean_file_versions.c.opted_out_rows > 0)
+        with self.engine.connect() as connection:
+            return {(m, t): n for m, t, n in connection.execute(query)}
+
     # --- the file register --------------------------------------------------------------------------------
     def register_files(self, files: pd.DataFrame, rejections: pd.DataFrame,
                        accepted_again: list[tuple[str, str]] = ()) -> None:

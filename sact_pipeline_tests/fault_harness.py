@@ -358,7 +358,7 @@ def consistency_problems(warehouse_url: str) -> list[str]:
 
     import sqlalchemy as sa
 
-    from sact_pipeline.gating import _fingerprint
+    from sact_pipeline.gating import fingerprint as versions_fingerprint
     from sact_pipeline.warehouse import engine_for, metadata
 
     tables = {t.name: t for t in metadata.sorted_tables}
@@ -404,7 +404,7 @@ def consistency_problems(warehouse_url: str) -> list[str]:
                     problems.append(f"raw_submissions {month} {trust}: rows without a raw layer state")
                     continue
                 fingerprint, count = state
-                if fingerprint != _fingerprint(set(held)):
+                if fingerprint != versions_fingerprint(set(held)):
                     problems.append(f"raw {month} {trust}: layer state fingerprint does not name the versions held")
                 sums = {sum(c) for r in range(1, len(held) + 1) for c in itertools.combinations(held.values(), r)}
                 if count not in sums:

@@ -406,7 +406,7 @@ def test_the_same_file_dropped_twice_under_two_names_is_two_versions_and_the_lat
     again.parent.mkdir()
     again.write_bytes(first.read_bytes())
     assert pipeline.discover().accepted_new == ["resent/" + again.name]
-    versions = pipeline.accepted_files()
+    versions = pipeline.status.accepted_files()
     assert versions["sha256"].nunique() == 1 and len(versions) == 2  # one content, two versions
     assert versions["file_name"].iloc[-1] == again.name  # the latest timestamp is the version in use
     pipeline.load_raw("2024-01", "RR8")
@@ -452,7 +452,7 @@ def test_a_file_still_being_written_is_ignored_then_rejected_when_cut_then_accep
     path.write_bytes(complete)  # the copy finishes: new content, a new SHA-256
     discovery = pipeline.discover()
     assert discovery.accepted_new == [name] and discovery.rejected_known == []
-    assert pipeline.accepted_files()["sha256"].tolist() == [sha256_of(complete)]
+    assert pipeline.status.accepted_files()["sha256"].tolist() == [sha256_of(complete)]
 
 
 def _other_trust(trust: str) -> list[dict]:

@@ -290,7 +290,7 @@ def test_a_failed_assessment_holds_nothing_back_and_is_not_retried(settings, mon
     assert pipeline.output_paths("2024-01")[0].exists()
     assessed = pipeline.warehouse.read(quality_trust_months)
     assert assessed["trust_code"].tolist() == ["RR8"] and not pipeline.feedback_path("2024-01", "RBV").exists()
-    assert pipeline.affected_trust_months() == [] and pipeline.held_trust_months() == {}
+    assert pipeline.status.affected_trust_months() == [] and pipeline.status.held_trust_months() == {}
     again = refresh(settings, log=lambda line: None)
     assert (again.trust_months, again.months, again.failures) == (0, [], [])
     table = pd.read_csv(pipeline.quality_report_paths("2024-01")["table"], dtype=str)

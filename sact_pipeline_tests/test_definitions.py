@@ -191,14 +191,14 @@ def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(setti
     held = next(e for e in results[JANUARY].all_events if e.is_step_failure).step_failure_data.error.message
     assert "not re-published" in held and "RR8" in held and "clean_reconciliation" in held
     assert csv_path.read_bytes() == published_before
-    assert pipeline.affected_trust_months() == [(JANUARY, "RR8")]
-    assert list(pipeline.held_trust_months()) == [(JANUARY, "RR8")]  # the sensor does not retry it
+    assert pipeline.status.affected_trust_months() == [(JANUARY, "RR8")]
+    assert list(pipeline.status.held_trust_months()) == [(JANUARY, "RR8")]  # the sensor does not retry it
 
     # A corrected file releases the trust-month and the month.
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240220093000.csv", patients("A", 19))
     results = run_all(defs, instance, trusts=("RR8",))
     assert results["RR8"].success and results[JANUARY].success
-    assert pipeline.held_trust_months() == {} and pipeline.affected_trust_months() == []
+    assert pipeline.status.held_trust_months() == {} and pipeline.status.affected_trust_months() == []
     assert csv_path.read_bytes() != published_before
 
 
@@ -245,7 +245,7 @@ def test_the_latest_version_is_used_even_when_it_repeats_an_earlier_file(setting
 
     resent = settings.landing_dir / "SACT_RR8_202401_20240212093000.csv"
     resent.write_bytes(first.read_bytes())  # the trust sends its first file again, as the correction
-    assert pipeline.affected_trust_months() == []  # nothing changes until discovery registers the file
+    assert pipeline.status.affected_trust_months() == []  # nothing changes until discovery registers the file
     results = run_all(defs, instance, trusts=("RR8",))
     assert all(r.success for r in results.values())
     table = pipeline.warehouse.read(published_submissions, reporting_month=JANUARY).set_index("org_code")
@@ -293,7 +293,7 @@ def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(s
     assert all(not isinstance(r, Exception) for r in built[RAW].values())
     assert isinstance(built[CLEAN]["RAJ"], LayerGateFailed) and "clean_reconciliation" in str(built[CLEAN]["RAJ"])
     assert [built[CLEAN][t].rows for t in ("RR8", "RBV")] == [20, 20]
-    assert pipeline.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written
+    assert pipeline.status.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written
     assert {s.rows for s in built[CLEAN]["RR8"].suites} == {20, 1}  # each sees its own rows, not the batch
 
 
@@ -309,7 +309,7 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
     before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
     assert quality.RUNS["count"] - before == 3 * 5  # raw 2, clean 2, data quality 1
-    assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.affected_trust_months() == []
+    assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.status.affected_trust_months() == []
 
 
 def test_a_large_month_built_by_worker_processes_equals_one_process_build(warehouse_url, tmp_path, instance,
@@ -344,7 +344,7 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         runs_before = quality.RUNS["count"]
         built[workers] = pipeline.build_trust_months(JANUARY, list(trusts))
         assert quality.RUNS["count"] > runs_before and STAGE_SECONDS["clean and pseudonymise"] > 0
-        assert pipeline.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
+        assert pipeline.status.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
         stored[workers] = {t.name: pipeline.warehouse.read(t, reporting_month=JANUARY) for t in tables}
         if workers == 2:
             assert layers._POOLS[2]._processes, "the month was not built in worker processes"

@@ -28,7 +28,7 @@ def test_every_file_is_registered_or_rejected_and_one_bad_file_stops_nothing(set
     reasons = dict(discovery.rejected_new)
     assert reasons["notes.txt"].startswith("file name does not follow")
     assert "SACT_RBV_202401_20240210093000.csv" in reasons
-    assert len(pipeline.accepted_files()) == 1  # two copies of one file are one version
+    assert len(pipeline.status.accepted_files()) == 1  # two copies of one file are one version
     again = pipeline.discover()
     assert again.accepted_new == [] and again.rejected_new == []
     assert sorted(p for p, _ in again.rejected_known) == sorted(reasons)
