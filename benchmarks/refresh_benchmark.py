@@ -135,7 +135,7 @@ def measure(args) -> dict:
 
     from sact_pipeline import quality
     from sact_pipeline.cli import refresh
-    from sact_pipeline.layers import STAGE_SECONDS, WORKER_PEAK_MB
+    from sact_pipeline.trust_months import STAGE_SECONDS, WORKER_PEAK_MB
     from sact_pipeline.settings import Settings
 
     result: dict = {"reference_loop_s": machine_reference()}

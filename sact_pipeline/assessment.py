@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sact_pipeline import quality
+from sact_pipeline import quality, suites
 from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.data_quality import (
     assess_trust_month,
@@ -28,9 +28,11 @@ from sact_pipeline.domain.quality_report import quality_report_html
 from sact_pipeline.domain.report import REPORT_MONTHS
 from sact_pipeline.domain.spec import SACT
 from sact_pipeline.partitions import layer_partition
+from sact_pipeline.context import UsesContext
 from sact_pipeline.gating import LayerHeld, LayerOutcome, PreparedWrite, raise_failure
-from sact_pipeline.warehouse import (
-    LayerState,
+from sact_pipeline.state import CLEAN, QUALITY, QUALITY_REPORT  # noqa: F401 - QUALITY: for readers
+from sact_pipeline.warehouse import LayerState
+from sact_pipeline.tables import (
     clean_file_versions,
     clean_findings,
     clean_item_quality,
@@ -39,15 +41,13 @@ from sact_pipeline.warehouse import (
     quality_trust_months,
 )
 
-CLEAN = "clean"  # layers.CLEAN (layers imports this module)
-QUALITY, QUALITY_REPORT = "quality", "quality_report"
 # What a trust-month's item measures may be named: every item of every version, and the groups scored as one.
 ITEM_HEADERS = tuple(sorted({i.header(v.name) for v in SACT.versions.values() for i in v.items}
                             | {m.label for v in SACT.versions.values() for m in v.group_measures}))
 
 
-class DataQualityLayer:
-    """Mixin of Pipeline (sact_pipeline.layers): the data-quality layer per trust-month and per month."""
+class DataQualityLayer(UsesContext):
+    """The data-quality layer per trust-month and per month."""
 
     def feedback_path(self, month: str, trust: str) -> Path:
         return self.settings.output_dir / month / "feedback" / f"{trust}_{month}.csv"
@@ -61,9 +61,9 @@ class DataQualityLayer:
     # --- per trust-month ----------------------------------------------------------------------------------
     def assess_quality(self, month: str, trust: str) -> LayerOutcome:
         """Assess one trust-month from its clean layer: items, score, findings by reason, feedback file."""
-        return raise_failure(self._finish([self._prepare_quality(month, trust, self.status.accepted_files())])[0])
+        return raise_failure(self.context.audit_and_write([self.prepare(month, trust, self.status.accepted_files())])[0])
 
-    def _prepare_quality(self, month: str, trust: str, files: pd.DataFrame, clean_states: dict | None = None
+    def prepare(self, month: str, trust: str, files: pd.DataFrame, clean_states: dict | None = None
                          ) -> PreparedWrite:
         where = {"reporting_month": month, "trust_code": trust}
         clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
@@ -104,13 +104,13 @@ class DataQualityLayer:
         feedback = feedback_rows(findings).to_csv(index=False, lineterminator="\n").encode("utf-8")
 
         def write() -> None:
-            self.swap_in({path: feedback}, lambda hook: self.warehouse.replace_partition(
+            self.context.swap_in({path: feedback}, lambda hook: self.warehouse.replace_partition(
                 where, {quality_items: items, quality_trust_months: pd.DataFrame([record]),
                         quality_findings: by_reason},
                 LayerState(QUALITY, month, trust, state, len(items)), after=hook))
 
         return PreparedWrite(outcome, month, trust, this_partition, checks=[
-            ("trust_month_data_quality", quality.data_quality_expectations(ITEM_HEADERS),
+            (suites.TRUST_MONTH_DATA_QUALITY.name, suites.data_quality_expectations(ITEM_HEADERS),
              items.assign(assessed_rows=items["sact_version"].map(assessed_rows(items)))),
         ], write=write)
 
@@ -144,9 +144,9 @@ class DataQualityLayer:
         })
         outcome = LayerOutcome(QUALITY_REPORT, month, rows=len(table))
         outcome.suites.append(quality.validate_frame(
-            "data_quality_month", quality.data_quality_month_expectations(),
+            suites.DATA_QUALITY_MONTH.name, suites.data_quality_month_expectations(),
             table.assign(accounted_rows=table["clean_rows"] + table["quarantined_rows"])))
-        self.document("data_quality_month", [(outcome, "", outcome.suites[-1])])
+        self.context.document(suites.DATA_QUALITY_MONTH.name, [(outcome, "", outcome.suites[-1])])
         outcome.gate()
 
         trend = assessed.rename(columns={"trust_code": "org_code"})[
@@ -168,7 +168,7 @@ class DataQualityLayer:
                                  .to_csv(index=False, lineterminator="\n").encode("utf-8"),
             paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),
         }
-        self.swap_in(files, lambda hook: self.warehouse.replace_partition(
+        self.context.swap_in(files, lambda hook: self.warehouse.replace_partition(
             {"reporting_month": month, "trust_code": ""}, {},
             LayerState(QUALITY_REPORT, month, "", report_inputs, len(table)), after=hook))
         scores = table["score"].dropna()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Any
 
 from dagster import (
@@ -39,6 +38,7 @@ from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.planning import InFlight, Step, plan
 from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.settings import AutomationSettings
 from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, step_run
 
 JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
@@ -52,8 +52,9 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
     """The sensor and schedule for the jobs of build_definitions (the daemon needs them as targets)."""
     discovery_job, trust_month_job, month_job = discovery.name, trust_month.name, month.name
     quality_report_job = quality_report.name
+    automation = AutomationSettings.from_env()
 
-    @sensor(name="landing_zone_sensor", minimum_interval_seconds=int(os.environ.get("SACT_SENSOR_INTERVAL", 30)),
+    @sensor(name="landing_zone_sensor", minimum_interval_seconds=automation.sensor_interval,
             default_status=DefaultSensorStatus.RUNNING, jobs=[discovery, trust_month, month, quality_report],
             description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
     def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
@@ -107,8 +108,7 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 
     @schedule(name="monthly_refresh", job=discovery,
-              cron_schedule=os.environ.get("SACT_SCHEDULE_CRON", "0 6 1 * *"),
-              execution_timezone=os.environ.get("SACT_SCHEDULE_TIMEZONE", "Europe/London"),
+              cron_schedule=automation.schedule_cron, execution_timezone=automation.schedule_timezone,
               default_status=DefaultScheduleStatus.RUNNING,
               description="Monthly: register the landing zone; the landing-zone sensor refreshes what changed.")
     def monthly_refresh(context: ScheduleEvaluationContext):
@@ -155,6 +155,6 @@ def build_run_failure_alerts():
         )
         alert = RunFailureAlert(run.run_id, run.job_name, run_scope(run.tags), failures)
         context.log.error(alert.text())
-        raise_alert(alert, os.environ.get(WEBHOOK_VARIABLE))
+        raise_alert(alert, AutomationSettings.from_env().alert_webhook_url)
 
     return run_failure_alerts

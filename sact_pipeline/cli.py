@@ -131,10 +131,10 @@ def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, re
 def _report_discovery(settings: Settings, pipeline, since: datetime, log) -> tuple[list, list[str]]:
     """Log what discovery rejected and the opt-outs it registered: (rejected files, failures)."""
     failures = []
-    rejected = [(path, reason) for path, reason, _ in pipeline.rejected_in_landing_zone(seen_since=since)]
+    rejected = [(path, reason) for path, reason, _ in pipeline.landing.rejected_in_landing_zone(seen_since=since)]
     for path, reason in rejected:
         log(f"REJECTED {path}: {reason}")
-    for name, reason in pipeline.rejected_optouts():
+    for name, reason in pipeline.protection.rejected_optouts():
         log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
         failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
     pending = pipeline.warehouse.pending_optouts()
@@ -207,7 +207,7 @@ class _StepRunner:
 def print_summary(settings: Settings, log=print) -> None:
     """Per-month picture from the published tables (published values only) and the file paths."""
     from sact_pipeline.layers import Pipeline
-    from sact_pipeline.warehouse import published_submissions
+    from sact_pipeline.tables import published_submissions
 
     pipeline = Pipeline.for_settings(settings)
     published = pipeline.warehouse.read(published_submissions)
@@ -287,7 +287,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
     try:
         key_id = pipeline.pseudonymiser.key_id
         others = {k for k in pipeline.warehouse.clean_key_ids().values() if k != key_id}
-        files = pipeline.rekey_optouts()
+        files = pipeline.protection.rekey_optouts()
     except PseudonymisationKeyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -295,7 +295,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
           f"{', '.join(sorted(others)) or 'no other key'} are re-derived from raw")
     code = _run_and_report(settings, rekey=True)
     if code == 0:
-        pipeline.forget_unused_optout_keys()  # earlier keys' opt-out pseudonyms, once nothing is built with them
+        pipeline.protection.forget_unused_optout_keys()  # earlier keys' opt-out pseudonyms, once nothing is built with them
     kept = sorted(f"{m} {t}" for (m, t), k in pipeline.warehouse.clean_key_ids().items() if k != key_id)
     if kept:
         print(f"{len(kept)} trust-months keep the key they were built with: their raw rows were purged (no "
@@ -317,7 +317,7 @@ def _purge_raw_command(args: argparse.Namespace) -> int:
     pipeline = Pipeline.for_settings(settings)
     with pipeline.warehouse.refresh_lock(waiting=lambda: print("a refresh is running on this warehouse: waiting "
                                                                "for it to finish before purging")):
-        purge = pipeline.purge_raw(keep, dry_run=args.dry_run, log=print)
+        purge = pipeline.protection.purge_raw(keep, dry_run=args.dry_run, log=print)
     if purge.skipped:
         print(f"not purged, their clean layer is not current (pending files, opt-outs, a gate failure or another "
               f"key; a later purge takes them): {', '.join(purge.skipped)}")

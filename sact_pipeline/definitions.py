@@ -64,16 +64,9 @@ from sact_pipeline.run_tags import (  # noqa: F401 - the job names: for readers 
     claim_run,
 )
 from sact_pipeline.settings import Settings
+from sact_pipeline.suites import SUITES  # asset name -> its suites, main suite first
 from sact_pipeline.warehouse import is_transient_database_error
 
-SUITES = {
-    "raw_submissions": ("raw_submissions", "raw_reconciliation"),
-    "clean_activity": ("clean_activity", "clean_reconciliation"),
-    "trust_month_summary": ("trust_month_summary",),
-    "published_submissions": ("published_submissions", "published_disclosure"),
-    "trust_month_data_quality": ("trust_month_data_quality",),
-    "data_quality_report": ("data_quality_month",),
-}
 # Built by one step, in this order.
 TRUST_MONTH_ASSETS = {RAW: "raw_submissions", CLEAN: "clean_activity", QUALITY: "trust_month_data_quality"}
 
@@ -210,6 +203,33 @@ def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, asset
     yield MaterializeResult(metadata=_outcome_metadata(outcome), check_results=_check_results(asset_name, outcome))
 
 
+def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
+    """Discovery, its new trusts registered as partitions, and what it rejected or registered, logged."""
+    claim_run(context)
+    discovery = retry_transient(context, lambda: sact.pipeline().discover(
+        check_key=context.run.tags.get(REKEY_TAG) != "1"))
+    new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
+    if new_trusts:
+        context.instance.add_dynamic_partitions(TRUSTS, new_trusts)
+    for path, reason in discovery.rejected_new:
+        context.log.error(f"rejected {path}: {reason}")
+    for path, reason in discovery.rejected_known:
+        context.log.warning(f"still rejected, left in the landing zone: {path}: {reason}")
+    for name, note, trust_months in discovery.optouts_new:
+        if note.startswith("rejected"):
+            context.log.error(f"opt-out file {name} {note}: applied to nothing until a readable copy arrives")
+        else:
+            context.log.info(f"opt-out file {name} registered: {trust_months} trust-months hold its patients "
+                             f"and are re-derived without them{'; ' + note if note else ''}")
+    return MaterializeResult(metadata={
+        "new_optout_files": len(discovery.optouts_new),
+        "optout_trust_months_to_rederive": sum(count for _, _, count in discovery.optouts_new),
+        "new_file_versions": len(discovery.accepted_new), "new_rejected_files": len(discovery.rejected_new),
+        "rejected_files_in_landing_zone": len(discovery.rejected_new) + len(discovery.rejected_known),
+        "trusts": len(discovery.trusts), "new_trusts": MetadataValue.text(", ".join(new_trusts) or "none"),
+    })
+
+
 def build_definitions(settings: Settings | None = None, executor=None) -> Definitions:
     """Everything Dagster loads. `executor` defaults to Dagster's (multiprocess, or in-process for
     execute_in_process); a Kubernetes code location passes dagster_k8s.k8s_job_executor (README)."""
@@ -221,29 +241,7 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
     def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
-        claim_run(context)
-        discovery = retry_transient(context, lambda: sact.pipeline().discover(
-            check_key=context.run.tags.get(REKEY_TAG) != "1"))
-        new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
-        if new_trusts:
-            context.instance.add_dynamic_partitions(TRUSTS, new_trusts)
-        for path, reason in discovery.rejected_new:
-            context.log.error(f"rejected {path}: {reason}")
-        for path, reason in discovery.rejected_known:
-            context.log.warning(f"still rejected, left in the landing zone: {path}: {reason}")
-        for name, note, trust_months in discovery.optouts_new:
-            if note.startswith("rejected"):
-                context.log.error(f"opt-out file {name} {note}: applied to nothing until a readable copy arrives")
-            else:
-                context.log.info(f"opt-out file {name} registered: {trust_months} trust-months hold its patients "
-                                 f"and are re-derived without them{'; ' + note if note else ''}")
-        return MaterializeResult(metadata={
-            "new_optout_files": len(discovery.optouts_new),
-            "optout_trust_months_to_rederive": sum(count for _, _, count in discovery.optouts_new),
-            "new_file_versions": len(discovery.accepted_new), "new_rejected_files": len(discovery.rejected_new),
-            "rejected_files_in_landing_zone": len(discovery.rejected_new) + len(discovery.rejected_known),
-            "trusts": len(discovery.trusts), "new_trusts": MetadataValue.text(", ".join(new_trusts) or "none"),
-        })
+        return _discover_submissions(context, sact)
 
     # One step builds raw then clean per trust-month: a multi_asset with can_subset, so that the outputs and
     # check results are optional and reported per trust-month of a range run (and not at all for a trust
@@ -304,11 +302,10 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
     quality_report_job = define_asset_job(QUALITY_REPORT_JOB, selection=[data_quality_report])
     landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job,
                                                             quality_report_job)
-    run_failure_alerts = build_run_failure_alerts()
     return Definitions(
         assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions, data_quality_report],
         jobs=[discovery_job, trust_month_job, month_job, quality_report_job],
-        sensors=[run_failure_alerts, landing_zone_sensor],
+        sensors=[build_run_failure_alerts(), landing_zone_sensor],
         schedules=[monthly_refresh],
         resources={"sact": SactPipelineResource.from_settings(settings)},
         executor=executor,

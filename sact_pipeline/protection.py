@@ -1,7 +1,6 @@
 """Data protection state of the pipeline: registration opt-outs, the pseudonymisation key, raw retention.
 
-A mixin of layers.Pipeline (which gives it `settings`, `warehouse` and `pseudonymiser`), kept apart so the
-layers read as layers: what opt-outs are registered and which trust-months still hold an opted-out patient,
+Kept apart so the layers read as layers: what opt-outs are registered and which trust-months still hold an opted-out patient,
 which key each clean trust-month was built with (and refusing to mix two), and purging identifiable raw
 rows past their retention. The reading and pseudonymising itself is in the domain core (domain.optouts,
 domain.cleaning); this module keeps its state in the warehouse.
@@ -18,12 +17,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sact_pipeline.context import UsesContext
 from sact_pipeline.domain.counting import months_up_to, previous_month
 from sact_pipeline.domain.landing import find_candidate_files, sha256_of, sha256_of_file
 from sact_pipeline.domain.optouts import OptOutFileRejected, read_optout_file
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.settings import SettingsError
-from sact_pipeline.warehouse import (
+from sact_pipeline.tables import (
     clean_activity,
     clean_quarantine,
     optout_files,
@@ -75,8 +75,8 @@ class RawPurge:
     skipped: list[str]  # 'YYYY-MM TRUST' of older trust-months not purged: their clean layer is not current
 
 
-class DataProtection:
-    """Opt-outs, key checks and raw retention for layers.Pipeline (see the module docstring)."""
+class DataProtection(UsesContext):
+    """Opt-outs, key checks and raw retention (see the module docstring)."""
 
     # --- registration opt-outs ------------------------------------------------------------------------------
     # A new opt-out and a clean write of a trust-month holding its patient may run at once. Each checks the

@@ -116,3 +116,27 @@ class Settings:
         if settings.workers < 1:
             raise SettingsError(f"SACT_WORKERS must be 1 or more, got {settings.workers}")
         return settings
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """When the landing-zone sensor ticks and the monthly schedule fires (read where the definitions
+    load), and where failed-run alerts go (read when an alert is raised: a webhook URL is a secret, kept
+    out of every config)."""
+
+    sensor_interval: int = 30  # SACT_SENSOR_INTERVAL, seconds
+    schedule_cron: str = "0 6 1 * *"  # SACT_SCHEDULE_CRON
+    schedule_timezone: str = "Europe/London"  # SACT_SCHEDULE_TIMEZONE
+    alert_webhook_url: str | None = None  # SACT_ALERT_WEBHOOK_URL
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "AutomationSettings":
+        env = os.environ if env is None else env
+        try:
+            return cls(sensor_interval=int(env.get("SACT_SENSOR_INTERVAL") or cls.sensor_interval),
+                       schedule_cron=env.get("SACT_SCHEDULE_CRON") or cls.schedule_cron,
+                       schedule_timezone=env.get("SACT_SCHEDULE_TIMEZONE") or cls.schedule_timezone,
+                       alert_webhook_url=env.get("SACT_ALERT_WEBHOOK_URL") or None)
+        except ValueError as error:
+            raise SettingsError(f"SACT_SENSOR_INTERVAL must be a whole number of seconds: {error}") from error
+

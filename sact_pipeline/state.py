@@ -17,7 +17,8 @@ from sact_pipeline.domain.spec import SACT
 from sact_pipeline.gating import fingerprint
 from sact_pipeline.planning import PipelineState
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, submission_files
+from sact_pipeline.warehouse import Warehouse
+from sact_pipeline.tables import submission_files
 
 RAW, CLEAN, QUALITY, SUMMARY, PUBLISHED, QUALITY_REPORT = (
     "raw", "clean", "quality", "summary", "published", "quality_report")
