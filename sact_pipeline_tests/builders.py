@@ -1,4 +1,6 @@
-"""Small, readable SACT rows and files for tests."""
+"""Small, readable SACT rows, files and frames for tests.
+
+A helper module, not a test module: import from here, never from a test module."""
 
 from __future__ import annotations
 
@@ -51,6 +53,26 @@ VALID_V4_ROW = {
 assert set(VALID_V4_ROW) == set(SACT.version(V4).columns)
 V4_HEADERS = [item.header(V4) for item in SACT.version(V4).items]
 
+# Values for frames a layer's suite validates (sact_pipeline.quality).
+FAKE_NHS = "9434765919"  # a well-formed test NHS number placed in failing columns; must never leak
+KEY_1 = "1f" * 32  # patient keys (64 hex characters)
+KEY_2 = "2e" * 32
+CODE_LISTS = {"intent_of_treatment": ("01", "02", "98"), "person_stated_gender_code": ("1", "2", "9", "X")}
+
+
+def patients(prefix: str, count: int, **overrides) -> list[dict]:
+    """Rows for `count` distinct patients (local identifiers prefix0000, prefix0001, ..., no NHS number, so
+    any count is valid), each with `overrides`."""
+    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}", **overrides} for i in range(count)]
+
+
+def dated_patients(prefix: str, count: int, day: str, version: str = V3) -> list[dict]:
+    """`patients(prefix, count)` with every date `day` (v4: in the infusion timestamp, item 80)."""
+    dates = {key: day for key in ("date_decision_to_treat", "start_date_of_regimen", "start_date_of_cycle")}
+    dates |= {"administration_timestamp_infusion": f"{day}T10:15:00+01:00"} if version == V4 else {
+        "administration_date": day}
+    return patients(prefix, count, **dates)
+
 
 def raw_frame(rows: list[dict], version: str = V3) -> pd.DataFrame:
     """A raw frame as the landing reader returns it: row_number plus every item of the version as text."""
@@ -58,6 +80,34 @@ def raw_frame(rows: list[dict], version: str = V3) -> pd.DataFrame:
     frame = pd.DataFrame([{**valid, **row} for row in rows], columns=list(columns)).astype("str")
     frame.insert(0, "row_number", range(1, len(frame) + 1))
     return frame
+
+
+def clean_frame() -> pd.DataFrame:
+    """The clean layer's frame as its suite sees it: three rows of January 2025 that pass it (CODE_LISTS)."""
+    dates = pd.to_datetime(["2025-01-06", "2025-01-13", "2025-01-20"]).astype("datetime64[s]")
+    return pd.DataFrame({
+        "row_number": [1, 2, 3],
+        "patient_key": pd.Series([KEY_1, KEY_1, KEY_2], dtype="str"),
+        "age_at_regimen_start": pd.array([54, 54, 7], dtype="Int64"),
+        "intent_of_treatment": pd.Series(["01", pd.NA, "98"], dtype="str"),
+        "person_stated_gender_code": pd.Series(["1", "2", pd.NA], dtype="str"),
+        "administration_date": dates,
+        "start_date_of_cycle": dates,
+        "start_date_of_regimen": pd.to_datetime(["2024-12-02"] * 3).astype("datetime64[s]"),
+        "drug_name": ["EPIRUBICIN", "EPIRUBICIN", "VINCRISTINE"],
+        "regimen": ["FEC", "FEC", "VCR"],
+    })
+
+
+def decode_generated(data: bytes) -> tuple[str, str]:
+    """A generated (or trust's) file's bytes as text, and the encoding they were in: UTF-8 with or without
+    a byte-order mark, else Windows-1252."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("cp1252"), "cp1252"
 
 
 def write_submission(path: Path, rows: list[dict], *, encoding: str = "utf-8", newline: str = "\n",

@@ -6,22 +6,30 @@ PostgreSQL is required: if it cannot be reached the tests that need it FAIL with
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from sact_pipeline.settings import Settings
+# The helper modules' plain asserts report like a test's: registered before anything imports them (a test
+# module importing a harness is collected before the module that loads it as a plugin).
+pytest.register_assert_rewrite("sact_pipeline_tests.builders", "sact_pipeline_tests.browser",
+                               "sact_pipeline_tests.support", "sact_pipeline_tests.deployment_harness",
+                               "sact_pipeline_tests.fault_harness")
 
-TEST_KEY = "test-pseudonymisation-key-0123456789abcdef-not-for-real-data"
+from sact_pipeline.domain.spec import V4  # noqa: E402
+from sact_pipeline.settings import Settings  # noqa: E402
+from sact_pipeline_tests.builders import dated_patients, write_submission  # noqa: E402
+from sact_pipeline_tests.support import (  # noqa: E402
+    SETTING_VARIABLES,
+    TEST_KEY,
+    admin_engine,
+    create_database,
+    drop_database,
+)
+
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _admin_engine(url: str) -> sa.Engine:
-    parsed = make_url(url).set(drivername="postgresql+psycopg2")
-    return sa.create_engine(parsed, isolation_level="AUTOCOMMIT")
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +45,7 @@ def pseudonymisation_key(monkeypatch):
 def postgres_server_url() -> str:
     url = os.environ.get("SACT_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
     try:
-        with _admin_engine(url).connect() as connection:
+        with admin_engine(url).connect() as connection:
             connection.execute(sa.text("select 1"))
     except Exception as error:  # the message must say what to do, not just the driver error
         pytest.fail(
@@ -53,15 +61,9 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_server_url) -> str:
     """A fresh, empty database for one test, dropped afterwards."""
-    name = f"sact_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(postgres_server_url)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    name = create_database(postgres_server_url)
+    yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    drop_database(postgres_server_url, name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,12 +72,6 @@ def warehouse_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'warehouse.db'}"
     return request.getfixturevalue("postgres_url")
-
-
-# The settings `sact-pipeline refresh` exports to the environment for Dagster (and the test's own).
-SETTING_VARIABLES = ("SACT_HOME", "SACT_LANDING_DIR", "SACT_OUTPUT_DIR", "SACT_WAREHOUSE_URL", "DAGSTER_HOME",
-                     "SACT_FIRST_MONTH", "SACT_DEADLINE_MONTHS", "SACT_MAX_QUARANTINE_SHARE", "SACT_ODS_FILE",
-                     "SACT_DATA_SET_FILE", "SACT_V4_FIRST_MONTH", "SACT_V4_ONLY_FROM")
 
 
 @pytest.fixture
@@ -94,6 +90,39 @@ def isolated_environment(monkeypatch):
 def settings(tmp_path: Path) -> Settings:
     """Settings on the embedded default (SQLite warehouse) under a temporary SACT_HOME."""
     return Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01")
+
+
+@pytest.fixture
+def warehouse(warehouse_url):
+    """A Warehouse on each warehouse_url (SQLite, then PostgreSQL), disposed afterwards."""
+    from sact_pipeline.warehouse import Warehouse
+
+    warehouse = Warehouse(warehouse_url)
+    yield warehouse
+    warehouse.dispose()
+
+
+@pytest.fixture
+def switched(tmp_path):
+    """Published from May 2026 (no month before: a gap in the charts) to July 2026, through the whole
+    pipeline: RR8 sends v3 in May and v4 in July, RBV v3 both months (in July: after full v4 conformance),
+    RAJ starts in July on v4; June has no file at all (published: every trust missing, no version). For the
+    month's report and its quality report (test_report_browser.py, test_quality_report.py): the Pipeline."""
+    from sact_pipeline.cli import refresh
+    from sact_pipeline.layers import Pipeline
+
+    settings = Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2026-05")
+    landing = settings.landing_dir
+    write_submission(landing / "SACT_RR8_202605_20260610093000.csv", dated_patients("A", 40, "2026-05-08"))
+    write_submission(landing / "SACT_RBV_202605_20260610093000.csv", dated_patients("B", 30, "2026-05-09"))
+    write_submission(landing / "SACT_RR8_202607_20260810093000.csv", dated_patients("A", 45, "2026-07-08", V4),
+                     version=V4)
+    write_submission(landing / "SACT_RBV_202607_20260810093000.csv", dated_patients("B", 33, "2026-07-09"))
+    write_submission(landing / "SACT_RAJ_202607_20260810093000.csv", dated_patients("C", 22, "2026-07-12", V4),
+                     version=V4)
+    report = refresh(settings, log=lambda line: None)
+    assert report.ok, report
+    return Pipeline(settings)
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,6 @@ from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sact_pipeline.database import LOADER
@@ -49,9 +48,9 @@ from sact_pipeline.deploy import Deployment, down, up
 from sact_pipeline.synthetic import DefectRates, GeneratedFile, WELSH_TRUST, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline_tests.conftest import TEST_KEY, _admin_engine
+from sact_pipeline_tests.builders import decode_generated
+from sact_pipeline_tests.support import REPOSITORY, TEST_KEY, drop_database
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 MONTHS = ("2024-01", "2024-02", "2024-03")  # the generated reporting months
 FIRST_MONTH = "2024-01"  # SACT_FIRST_MONTH: the monthly partitions start here
 SENSOR = "landing_zone_sensor"
@@ -515,13 +514,7 @@ def live_deployment(tmp_path_factory, postgres_server_url, alert_webhook):
         try:
             down(deployment, log=messages.append)
         finally:
-            admin = _admin_engine(postgres_server_url)
-            try:
-                with admin.connect() as connection:
-                    for name in databases:
-                        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            finally:
-                admin.dispose()
+            drop_database(postgres_server_url, *databases)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,11 +523,7 @@ def live_deployment(tmp_path_factory, postgres_server_url, alert_webhook):
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     """A generated file's header and rows, whatever its encoding (UTF-8, BOM or Windows-1252)."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252")
+    text, _ = decode_generated(path.read_bytes())
     rows = list(csv.reader(io.StringIO(text, newline="")))
     return rows[0], rows[1:]
 

@@ -37,9 +37,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from sact_pipeline_tests.conftest import TEST_KEY
+from sact_pipeline_tests.support import REPOSITORY, TEST_KEY
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 MARKER = "FAULT HARNESS:"  # the runner's lines on stderr start with this
 
 # Columns that record when the pipeline ran (wall clock): left out of snapshots. Times of the files
@@ -255,7 +254,8 @@ def warehouse_tables(warehouse_url: str) -> dict[str, list[tuple]]:
     """Every warehouse table as sorted rows, without the wall-clock columns."""
     import sqlalchemy as sa
 
-    from sact_pipeline.warehouse import engine_for, metadata
+    from sact_pipeline.warehouse import engine_for
+    from sact_pipeline.tables import metadata
 
     tables = {}
     engine = engine_for(warehouse_url)
@@ -359,7 +359,8 @@ def consistency_problems(warehouse_url: str) -> list[str]:
     import sqlalchemy as sa
 
     from sact_pipeline.gating import fingerprint as versions_fingerprint
-    from sact_pipeline.warehouse import engine_for, metadata
+    from sact_pipeline.warehouse import engine_for
+    from sact_pipeline.tables import metadata
 
     tables = {t.name: t for t in metadata.sorted_tables}
     problems: list[str] = []

@@ -19,12 +19,8 @@ from dagster import (
 from sact_pipeline.definitions import SactPipelineResource, build_definitions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.run_tags import ASSET_PARTITION_RANGE_START_TAG, ONLY_TRUSTS_TAG
-from sact_pipeline.warehouse import trust_month_summary
-from sact_pipeline_tests.builders import write_submission
-
-
-def patients(prefix: str, count: int) -> list[dict]:
-    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}"} for i in range(count)]
+from sact_pipeline.tables import trust_month_summary
+from sact_pipeline_tests.builders import patients, write_submission
 
 
 class Daemon:

@@ -29,7 +29,8 @@ from sact_pipeline.domain.spec import SACT, V3, V4, normalise_header
 from sact_pipeline.synthetic import generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions, rejected_files, submission_files
+from sact_pipeline.warehouse import Warehouse
+from sact_pipeline.tables import clean_activity, clean_file_versions, rejected_files, submission_files
 from sact_pipeline_tests.builders import HEADERS, V4_HEADERS, VALID_ROW, VALID_V4_ROW, write_submission
 
 TODAY = date(2024, 6, 15)

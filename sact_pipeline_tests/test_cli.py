@@ -11,53 +11,34 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 
-from sact_pipeline.cli import main
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, rejected_files
+from sact_pipeline.warehouse import Warehouse
+from sact_pipeline.tables import rejected_files
+from sact_pipeline_tests.support import (
+    REPOSITORY,
+    dagster_postgres_variables,
+    generated_landing,
+    published,
+    run,
+)
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 MONTHS = ["2024-01", "2024-02", "2024-03"]
 GENERATE = ["generate", "--trusts", "6", "--months", "3", "--end-month", "2024-03", "--patients", "25",
             "--seed", "11"]
 pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports its settings
 
 
-def published(home: Path, month: str) -> pd.DataFrame:
-    path = home / "published" / month / f"sact_submissions_{month}.csv"
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
     """One generated landing zone, copied into each test's SACT_HOME."""
-    home = tmp_path_factory.mktemp("generated")
-    assert main([*GENERATE, "--home", str(home)]) == 0
-    return home / "landing"
+    return generated_landing(tmp_path_factory.mktemp("generated"), GENERATE)
 
 
 def home_with_landing(tmp_path: Path, generated: Path) -> Path:
     home = tmp_path / "sact"
     shutil.copytree(generated, home / "landing")
     return home
-
-
-def published_text(path) -> str:
-    """A published file as text to search: a workbook's every cell (the .xlsx itself is a zip); the Data
-    Docs' fonts and images as bytes read as text."""
-    if path.suffix != ".xlsx":
-        return path.read_bytes().decode("utf-8", "replace")
-    import openpyxl
-
-    book = openpyxl.load_workbook(path)
-    return "\n".join(str(value) for sheet in book for row in sheet.iter_rows(values_only=True)
-                     for value in row if value is not None)
 
 
 def test_refresh_publishes_every_month_and_a_second_refresh_changes_nothing(tmp_path, generated, capsys):
@@ -186,10 +167,7 @@ def test_postgresql_warehouse_and_dagster_instance_give_the_same_publication(tmp
     dagster_home = tmp_path / "dagster-pg"
     dagster_home.mkdir()
     shutil.copy(REPOSITORY / "dagster.yaml", dagster_home / "dagster.yaml")
-    url = sa.engine.make_url(postgres_url)
-    for name, value in {"DAGSTER_PG_USERNAME": url.username, "DAGSTER_PG_PASSWORD": url.password or "",
-                        "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port or 5432),
-                        "DAGSTER_PG_DB": url.database}.items():
+    for name, value in dagster_postgres_variables(postgres_url).items():
         monkeypatch.setenv(name, value)
     code, out, err = run(capsys, "refresh", "--home", str(pg_home), "--first-month", "2023-06",
                          "--warehouse-url", postgres_url, "--dagster-home", str(dagster_home))

@@ -16,17 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from playwright.sync_api import sync_playwright
 
 from sact_pipeline import quality as q
+from sact_pipeline import suites
 from sact_pipeline.data_docs import VENDOR_DIR, DataDocs
+from sact_pipeline_tests.browser import chromium
+from sact_pipeline_tests.builders import CODE_LISTS, FAKE_NHS, KEY_2, clean_frame
 from sact_pipeline_tests.deployment_harness import artefacts_dir
-from sact_pipeline_tests.test_quality import KEY_2, clean_frame  # the clean layer's frame, as its suite sees it
-from sact_pipeline_tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
 
-FAKE_NHS = "9434765919"  # a well-formed test NHS number
 PSEUDONYM = "5f0c" * 16  # a 64-hex patient key
-CODE_LISTS = {"intent_of_treatment": ("01", "02", "98"), "person_stated_gender_code": ("1", "2", "9", "X")}
 MONTH = (dt.date(2025, 1, 1), dt.date(2025, 1, 31))
 
 
@@ -40,12 +38,12 @@ def failing_clean_frame() -> pd.DataFrame:
 
 
 def validate_clean(frame: pd.DataFrame) -> q.SuiteOutcome:
-    return q.validate_frame("clean_activity", q.clean_expectations(CODE_LISTS, *MONTH), frame)
+    return q.validate_frame("clean_activity", suites.clean_expectations(CODE_LISTS, *MONTH), frame)
 
 
 def reconciliation(accounted: int = 10) -> q.SuiteOutcome:
     frame = pd.DataFrame({"raw_rows": [10], "accounted_rows": [accounted], "quarantine_share": [0.0]})
-    return q.validate_frame("clean_reconciliation", q.reconciliation_expectations(0.1), frame)
+    return q.validate_frame("clean_reconciliation", suites.reconciliation_expectations(0.1), frame)
 
 
 def results(store: Path, suite: str) -> list[Path]:
@@ -73,56 +71,52 @@ def test_the_site_lists_both_results_and_its_pages_open_offline(tmp_path):
     requests: list[str] = []
     failures: list[str] = []
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for scheme in ("light", "dark"):  # the dark scheme swaps the navbar logo for another image
-                context = browser.new_context(offline=True, color_scheme=scheme, viewport={"width": 1400, "height": 900})
-                context.set_default_timeout(120_000)  # generous: the machine may be busy with other tests
-                page = context.new_page()
-                page.on("request", lambda request: requests.append(request.url))
-                page.on("requestfailed", lambda request: failures.append(f"{request.url}: {request.failure}"))
-                page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-                page.on("pageerror", lambda error: errors.append(str(error)))
+    with chromium() as browser:
+        for scheme in ("light", "dark"):  # the dark scheme swaps the navbar logo for another image
+            context = browser.new_context(offline=True, color_scheme=scheme, viewport={"width": 1400, "height": 900})
+            context.set_default_timeout(120_000)  # generous: the machine may be busy with other tests
+            page = context.new_page()
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("requestfailed", lambda request: failures.append(f"{request.url}: {request.failure}"))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(index.as_uri(), wait_until="load")
+
+            # bootstrap-table (vendored) fills the table: nothing would be listed without it.
+            rows = page.locator("#Validation-Results table tbody tr")
+            assert rows.count() == 3
+            assert page.locator("#Expectation-Suites table tbody tr").count() == 2
+            rr8 = rows.filter(has_text="clean_activity 2025-01 RR8")
+            rbv = rows.filter(has_text="clean_activity 2025-01 RBV")
+            assert rr8.locator(".ge-success-icon").count() == 1 and rr8.locator(".ge-failed-icon").count() == 0
+            assert rbv.locator(".ge-failed-icon").count() == 1 and rbv.locator(".ge-success-icon").count() == 0
+            assert rows.filter(has_text="clean_reconciliation 2025-01 RR8").locator(".ge-success-icon").count() == 1
+            # The font-awesome icons are drawn with the vendored webfont.
+            assert page.evaluate("document.fonts.check('900 16px \"Font Awesome 6 Free\"')")
+            if scheme == "light":
+                shot = artefacts_dir() / "data-docs-index.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000
+
+                # Follow the failed result: the failing expectations with their unexpected counts.
+                rbv.first.click()
+                page.wait_for_url("**/validations/clean_activity/**")
+                assert Path(page.url.removeprefix("file://").replace("%20", " ")) == failed_page
+                body = page.locator("body").inner_text()
+                assert "clean_activity 2025-01 RBV" in body and "Failed" in body
+                assert "2 unexpected values found" in body and "1 unexpected values found" in body
+                assert "patient_key" in body and "intent_of_treatment" in body
+
+                # The suite page, from the index's Expectation Suites tab. (Clicking a suite link in a
+                # result's row would also fire the row's own link, and one navigation aborts the other.)
                 page.goto(index.as_uri(), wait_until="load")
-
-                # bootstrap-table (vendored) fills the table: nothing would be listed without it.
-                rows = page.locator("#Validation-Results table tbody tr")
-                assert rows.count() == 3
-                assert page.locator("#Expectation-Suites table tbody tr").count() == 2
-                rr8 = rows.filter(has_text="clean_activity 2025-01 RR8")
-                rbv = rows.filter(has_text="clean_activity 2025-01 RBV")
-                assert rr8.locator(".ge-success-icon").count() == 1 and rr8.locator(".ge-failed-icon").count() == 0
-                assert rbv.locator(".ge-failed-icon").count() == 1 and rbv.locator(".ge-success-icon").count() == 0
-                assert rows.filter(has_text="clean_reconciliation 2025-01 RR8").locator(".ge-success-icon").count() == 1
-                # The font-awesome icons are drawn with the vendored webfont.
-                assert page.evaluate("document.fonts.check('900 16px \"Font Awesome 6 Free\"')")
-                if scheme == "light":
-                    shot = artefacts_dir() / "data-docs-index.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    assert shot.stat().st_size > 10_000
-
-                    # Follow the failed result: the failing expectations with their unexpected counts.
-                    rbv.first.click()
-                    page.wait_for_url("**/validations/clean_activity/**")
-                    assert Path(page.url.removeprefix("file://").replace("%20", " ")) == failed_page
-                    body = page.locator("body").inner_text()
-                    assert "clean_activity 2025-01 RBV" in body and "Failed" in body
-                    assert "2 unexpected values found" in body and "1 unexpected values found" in body
-                    assert "patient_key" in body and "intent_of_treatment" in body
-
-                    # The suite page, from the index's Expectation Suites tab. (Clicking a suite link in a
-                    # result's row would also fire the row's own link, and one navigation aborts the other.)
-                    page.goto(index.as_uri(), wait_until="load")
-                    page.locator("#Expectation-Suites-tab").click()
-                    page.locator("#Expectation-Suites table tbody tr", has_text="clean_activity").click()
-                    page.wait_for_url("**/expectations/clean_activity.html")
-                    suite = page.locator("body").inner_text()
-                    assert "clean_activity" in suite and "patient_key" in suite
-                    assert "^[0-9a-f]{64}$" in suite
-                context.close()
-        finally:
-            browser.close()
+                page.locator("#Expectation-Suites-tab").click()
+                page.locator("#Expectation-Suites table tbody tr", has_text="clean_activity").click()
+                page.wait_for_url("**/expectations/clean_activity.html")
+                suite = page.locator("body").inner_text()
+                assert "clean_activity" in suite and "patient_key" in suite
+                assert "^[0-9a-f]{64}$" in suite
+            context.close()
     assert failures == [] and errors == []
     assert requests and all(url.startswith("file://") for url in requests)
     assert any("/static/vendor/bootstrap-table@1.19.1/" in url for url in requests)
@@ -140,10 +134,10 @@ def test_no_row_value_reaches_a_file(tmp_path):
         "file_name": "f.csv", "file_sha256": [FAKE_NHS, FAKE_NHS], "submitted_at": pd.Timestamp("2025-02-10"),
         "row_number": [1, 1], "header_version": [PSEUDONYM, "v3"],
     })
-    raw = q.validate_frame("raw_submissions", q.raw_expectations(["nhs_number"]), raw_frame)
+    raw = q.validate_frame("raw_submissions", suites.raw_expectations(["nhs_number"]), raw_frame)
     assert not raw.success and len(raw.failed) == 3
     # A suite that errors on a missing column (GX's error messages may quote values; they are not kept).
-    errored = q.validate_frame("clean_reconciliation", q.reconciliation_expectations(0.1),
+    errored = q.validate_frame("clean_reconciliation", suites.reconciliation_expectations(0.1),
                                pd.DataFrame({"raw_rows": [FAKE_NHS], "quarantine_share": [PSEUDONYM]}))
     assert not errored.success
     for outcome in (failed, raw, errored):
@@ -189,7 +183,7 @@ def test_each_suite_keeps_only_its_newest_results(tmp_path):
 
 def test_a_batch_result_shared_by_several_trust_months_is_stored_once(tmp_path):
     frames = [clean_frame(), clean_frame().iloc[:2]]
-    shared = q.validate_parts("clean_activity", q.clean_expectations(CODE_LISTS, *MONTH), frames)
+    shared = q.validate_parts("clean_activity", suites.clean_expectations(CODE_LISTS, *MONTH), frames)
     assert [o.rows for o in shared] == [3, 2] and shared[0].validation is shared[1].validation is not None
     assert pickle.loads(pickle.dumps(shared[0])) == shared[0]  # outcomes cross worker processes
     assert pickle.loads(pickle.dumps(shared[0])).validation == shared[0].validation
@@ -212,15 +206,15 @@ def test_every_pipeline_suite_renders_without_charts(tmp_path, caplog):
                               "sact_version": ["v4", "v9"]})
     disclosure = pd.DataFrame({"lowest": [1, 3], "highest": [3, 3]})
     recon = pd.DataFrame({"registered_rows": [3, 4], "loaded_rows": [3, 5]})
-    no_rows = pd.DataFrame({c: pd.Series([], dtype="str") for c in (*q.RAW_METADATA_COLUMNS, "nhs_number")})
+    no_rows = pd.DataFrame({c: pd.Series([], dtype="str") for c in (*suites.RAW_METADATA_COLUMNS, "nhs_number")})
     outcomes = [
-        q.validate_frame("raw_submissions", q.raw_expectations(["nhs_number"]), no_rows),
+        q.validate_frame("raw_submissions", suites.raw_expectations(["nhs_number"]), no_rows),
         validate_clean(clean_frame()), validate_clean(failing_clean_frame()), reconciliation(), reconciliation(9),
-        q.validate_frame("raw_reconciliation", q.raw_reconciliation_expectations(), recon),
-        q.validate_frame("trust_month_summary", q.summary_expectations(q.NESTED_MEASURES), summary),
-        q.validate_frame("published_submissions", q.published_expectations(["patients"], ["patients_change"], ["RAA"]),
+        q.validate_frame("raw_reconciliation", suites.raw_reconciliation_expectations(), recon),
+        q.validate_frame("trust_month_summary", suites.summary_expectations(suites.NESTED_MEASURES), summary),
+        q.validate_frame("published_submissions", suites.published_expectations(["patients"], ["patients_change"], ["RAA"]),
                          published),
-        q.validate_frame("published_disclosure", q.disclosure_expectations(), disclosure),
+        q.validate_frame("published_disclosure", suites.disclosure_expectations(), disclosure),
     ]
     docs = DataDocs(tmp_path / "site", tmp_path / "store")
     caplog.set_level(logging.WARNING)

@@ -13,14 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sact_pipeline.cli import main
 from sact_pipeline.domain import nhs_number
 from sact_pipeline.domain.counting import MEASURES, count_activity
 from sact_pipeline.domain.pseudonymise import Pseudonymiser
 from sact_pipeline import layers
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import (
+from sact_pipeline.tables import (
     clean_activity,
     clean_file_versions,
     clean_quarantine,
@@ -32,8 +31,8 @@ from sact_pipeline.warehouse import (
     submission_files,
     trust_month_summary,
 )
-from sact_pipeline_tests.conftest import TEST_KEY
-from sact_pipeline_tests.test_cli import published_text, run
+from sact_pipeline_tests.builders import decode_generated
+from sact_pipeline_tests.support import TEST_KEY, generated_landing, published_text, run
 
 pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports its settings
 
@@ -46,20 +45,14 @@ FILE_NAME = re.compile(r"SACT_(\w+?)_(\d{4})(\d{2})_\d{14}")
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("generated")
-    assert main([*GENERATE, "--home", str(home)]) == 0
-    return home / "landing"
+    return generated_landing(tmp_path_factory.mktemp("generated"), GENERATE)
 
 
 def landing_rows(landing: Path) -> pd.DataFrame:
     """Every row of every landing file as text, with its file, organisation and month."""
     frames = []
     for path in sorted(landing.rglob("*.csv")):
-        data = path.read_bytes()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252")
+        text, _ = decode_generated(path.read_bytes())
         frame = pd.read_csv(pd.io.common.StringIO(text), dtype=str, keep_default_na=False)
         frame.columns = [c.strip().lower() for c in frame.columns]
         org, year, month = FILE_NAME.search(path.name).groups()

@@ -27,7 +27,9 @@ from sact_pipeline.domain.spec import SACT, V3
 from sact_pipeline.synthetic import DefectRates, generate_submissions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import quality_findings, quality_items, quality_trust_months
+from sact_pipeline.tables import quality_findings, quality_items, quality_trust_months
+from sact_pipeline_tests.builders import patients, write_submission
+from sact_pipeline_tests.support import TEST_KEY
 
 V3_ITEMS = SACT.version(V3).items
 HEADER = {item.name: item.header(V3) for item in V3_ITEMS}
@@ -55,7 +57,7 @@ def assessed(tmp_path_factory):
     files = generate_submissions(settings.landing_dir, trusts=3, months=2, end_month="2025-06",
                                  patients_per_trust=150, defects=RATES, seed=11)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SACT_PSEUDONYMISATION_KEY", "test-pseudonymisation-key-0123456789abcdef-not-for-real-data")
+        patch.setenv("SACT_PSEUDONYMISATION_KEY", TEST_KEY)
         report = refresh(settings, log=lambda line: None)
     assert report.ok, report
     # The version in use per trust-month is the latest one submitted.
@@ -269,20 +271,17 @@ def test_a_failed_assessment_holds_nothing_back_and_is_not_retried(settings, mon
     """A trust-month whose data-quality suite fails keeps its last good assessment (none here), fails its
     check, and waits for a new file version: the month is still published and the next refresh, like the
     sensor, has nothing to do."""
-    from sact_pipeline import quality
-    from sact_pipeline_tests.builders import write_submission
+    from sact_pipeline import quality, suites
 
-    rows = lambda prefix, count: [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}"}  # noqa: E731
-                                  for i in range(count)]
-    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", rows("A", 10))
-    write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", rows("B", 20))
-    suite = quality.data_quality_expectations
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 10))
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", patients("B", 20))
+    suite = suites.data_quality_expectations
 
     def stricter(items):  # a real GX expectation that RBV's 20 assessed rows break
         ge = quality.import_gx().expectations
         return [*suite(items), ge.ExpectColumnValuesToBeBetween(column="assessed_rows", max_value=15)]
 
-    monkeypatch.setattr(quality, "data_quality_expectations", stricter)
+    monkeypatch.setattr(suites, "data_quality_expectations", stricter)
     report = refresh(settings, log=lambda line: None)
     assert [f for f in report.failures if "trust_month_data_quality 2024-01 RBV" in f], report.failures
     assert report.months == ["2024-01"]  # published all the same

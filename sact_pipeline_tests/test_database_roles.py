@@ -17,20 +17,9 @@ from sqlalchemy.engine import make_url
 
 from sact_pipeline.cli import main
 from sact_pipeline.database import ANALYST, LOADER, READER, DatabaseInitError, add_db_parser, init_database
-from sact_pipeline.warehouse import (
-    SCHEMAS,
-    Warehouse,
-    WarehouseLayoutOutdated,
-    WarehouseSchemaMissing,
-    engine_for,
-    layer_state,
-    metadata,
-    published_submissions,
-)
-from sact_pipeline_tests.conftest import TEST_KEY, _admin_engine
-
-SETTING_VARIABLES = ("SACT_HOME", "SACT_LANDING_DIR", "SACT_OUTPUT_DIR", "SACT_WAREHOUSE_URL", "DAGSTER_HOME",
-                     "SACT_FIRST_MONTH", "SACT_DEADLINE_MONTHS", "SACT_MAX_QUARANTINE_SHARE", "SACT_ODS_FILE")
+from sact_pipeline.warehouse import Warehouse, WarehouseLayoutOutdated, WarehouseSchemaMissing, engine_for
+from sact_pipeline.tables import SCHEMAS, layer_state, metadata, published_submissions
+from sact_pipeline_tests.support import SETTING_VARIABLES, TEST_KEY, drop_database
 
 TABLES = len(metadata.tables)  # every table of the warehouse layout
 
@@ -150,10 +139,7 @@ def refreshed(postgres_server_url, tmp_path_factory) -> Refreshed:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        admin = _admin_engine(postgres_server_url)
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(postgres_server_url, make_url(url).database)
 
 
 def test_the_loader_runs_the_whole_refresh(refreshed):

@@ -13,21 +13,17 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
 from sact_pipeline.layers import Pipeline
-from sact_pipeline.warehouse import (
+from sact_pipeline.trust_months import TrustMonthBuilder
+from sact_pipeline.tables import (
     clean_activity,
     clean_file_versions,
     published_submissions,
     raw_submissions,
     trust_month_summary,
 )
-from sact_pipeline_tests.builders import write_submission
+from sact_pipeline_tests.builders import patients, write_submission
 
 JANUARY = "2024-01"
-
-
-def patients(prefix: str, count: int, **overrides) -> list[dict]:
-    """Rows for `count` distinct patients (local identifiers, so any count is valid)."""
-    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}", **overrides} for i in range(count)]
 
 
 @pytest.fixture
@@ -305,7 +301,7 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
         write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 10))
     assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
     pipeline = Pipeline(settings)
-    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 15)  # one trust per batch: memory bounded by the largest trust
+    monkeypatch.setattr(TrustMonthBuilder, "BATCH_ROWS", 15)  # one trust per batch: memory bounded by the largest trust
     before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
     assert quality.RUNS["count"] - before == 3 * 5  # raw 2, clean 2, data quality 1
@@ -317,15 +313,21 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     """A month above PARALLEL_MIN_ROWS is built batch by batch in worker processes that write their own
     trust-months: the warehouse must hold exactly what one process builds, a gate failure must come back
     whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
-    from sact_pipeline import layers, quality
+    from sact_pipeline import quality, trust_months
     from sact_pipeline.domain.pseudonymise import Pseudonymiser
     from sact_pipeline.layers import CLEAN, QUALITY, RAW, STAGE_SECONDS, LayerGateFailed
     from sact_pipeline.settings import Settings
-    from sact_pipeline.warehouse import (clean_data_quality, clean_findings, clean_item_quality, clean_quarantine,
-                                         quality_findings, quality_items)
+    from sact_pipeline.tables import (
+        clean_data_quality,
+        clean_findings,
+        clean_item_quality,
+        clean_quarantine,
+        quality_findings,
+        quality_items,
+    )
 
-    monkeypatch.setattr(Pipeline, "PARALLEL_MIN_ROWS", 0)  # these few rows count as a large month
-    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 60)  # two workers: batches of at most 30 rows, 3 batches
+    monkeypatch.setattr(TrustMonthBuilder, "PARALLEL_MIN_ROWS", 0)  # these few rows count as a large month
+    monkeypatch.setattr(TrustMonthBuilder, "BATCH_ROWS", 60)  # two workers: batches of at most 30 rows, 3 batches
     trusts = {"RR8": patients("A", 25) + patients("Q", 2, regimen="") + patients("A", 1),  # quarantine, duplicate
               "RBV": patients("B", 20), "RAJ": patients("C", 18, regimen="") + patients("D", 2)}  # RAJ fails
     tables = (raw_submissions, clean_activity, clean_quarantine, clean_data_quality, clean_file_versions,
@@ -347,7 +349,7 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         assert pipeline.status.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
         stored[workers] = {t.name: pipeline.warehouse.read(t, reporting_month=JANUARY) for t in tables}
         if workers == 2:
-            assert layers._POOLS[2]._processes, "the month was not built in worker processes"
+            assert trust_months._POOLS[2]._processes, "the month was not built in worker processes"
 
     failure = built[2][CLEAN]["RAJ"]
     assert isinstance(failure, LayerGateFailed) and "clean_reconciliation" in str(failure)
@@ -380,10 +382,11 @@ def test_an_error_in_a_worker_stops_the_month_after_reporting_what_was_written(s
     and none is still writing when the step fails (a retry must not race it)."""
     import sqlalchemy as sa
 
-    from sact_pipeline.layers import RAW, WorkerTraceback
+    from sact_pipeline.layers import RAW
+    from sact_pipeline.trust_months import WorkerTraceback
 
-    monkeypatch.setattr(Pipeline, "PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(Pipeline, "BATCH_ROWS", 20)  # two workers, batches of one trust: three batches
+    monkeypatch.setattr(TrustMonthBuilder, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(TrustMonthBuilder, "BATCH_ROWS", 20)  # two workers, batches of one trust: three batches
     for trust in ("RR8", "RBV", "RAJ"):
         write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 10))
     assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
@@ -408,7 +411,7 @@ def test_an_error_in_a_worker_stops_the_month_after_reporting_what_was_written(s
 def test_clean_from_raw_rows_in_memory_equals_clean_from_raw_read_back(warehouse_url, tmp_path, instance):
     """Clean takes the rows raw has just loaded in the same run (no read back); it must build exactly
     what it builds from the raw layer as stored, on either warehouse: dates, codes, quarantine and all."""
-    from sact_pipeline.warehouse import clean_data_quality, clean_quarantine
+    from sact_pipeline.tables import clean_data_quality, clean_quarantine
 
     from sact_pipeline.settings import Settings
 

@@ -155,18 +155,18 @@ def test_the_oracle_finds_the_known_weakness_rule_r_closes():
 def test_the_published_gate_refuses_tables_that_pin_a_cell():
     """The published layer's second suite (published_disclosure) runs the attacker on the tables about
     to be released: a table that pins a '*' (England 15 over [*, 10, 10]) fails it, rule R's passes."""
-    from sact_pipeline import quality
+    from sact_pipeline import quality, suites
 
     leaky = pd.DataFrame({"org_code": ["RA", "RB", "RC", ENGLAND], **{m: ["*", "10", "10", "15"] for m in MEASURES},
                           **{f"{m}_change": [""] * 4 for m in MEASURES}})
     ranges = suppressed_cell_ranges(leaky, None)
     assert ranges[["lowest", "highest"]].drop_duplicates().values.tolist() == [[1, 1]]
-    outcome = quality.validate_frame("published_disclosure", quality.disclosure_expectations(), ranges)
+    outcome = quality.validate_frame("published_disclosure", suites.disclosure_expectations(), ranges)
     assert not outcome.success and "highest" in outcome.message()
 
     rows = [("RA", True, True, [1, 1, 1, 1]), ("RB", True, True, [8, 8, 8, 8]), ("RC", True, True, [8, 8, 8, 8])]
     safe = suppressed_cell_ranges(publish_month(summary("2024-02", rows), None), None)
-    assert quality.validate_frame("published_disclosure", quality.disclosure_expectations(), safe).success
+    assert quality.validate_frame("published_disclosure", suites.disclosure_expectations(), safe).success
 
     # Changes computed from raw counts would give a previous '*' away (previous = current - change), and a
     # withheld trust cell (never rule R's) is read as "any count" rather than crashing the gate.
@@ -177,4 +177,4 @@ def test_the_published_gate_refuses_tables_that_pin_a_cell():
     leak = suppressed_cell_ranges(now, before)
     assert leak.loc[leak["measure"] == "patients", ["org_code", "lowest", "highest"]].values.tolist() == [
         ["RA (previous month)", 5, 5]]
-    assert not quality.validate_frame("published_disclosure", quality.disclosure_expectations(), leak).success
+    assert not quality.validate_frame("published_disclosure", suites.disclosure_expectations(), leak).success

@@ -8,7 +8,7 @@ from datetime import date
 from importlib import resources
 
 from sact_pipeline.layers import Pipeline
-from sact_pipeline.warehouse import rejected_files, submission_files
+from sact_pipeline.tables import rejected_files, submission_files
 from sact_pipeline_tests.builders import write_submission
 
 ODS = resources.files("sact_pipeline.data").joinpath("ods_etr.csv")

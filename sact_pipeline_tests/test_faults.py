@@ -14,17 +14,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy.engine import make_url
 
-from sact_pipeline.cli import main
-from sact_pipeline_tests.conftest import _admin_engine
 from sact_pipeline_tests.fault_harness import (
     consistency_problems,
     finish,
@@ -36,6 +32,7 @@ from sact_pipeline_tests.fault_harness import (
     stray_staging_files,
     warehouse_tables,
 )
+from sact_pipeline_tests.support import create_database, drop_database, generated_landing
 
 GENERATE = ["generate", "--trusts", "3", "--months", "2", "--end-month", "2024-02", "--patients", "10", "--seed", "5"]
 RESUBMITTED = "SACT_RR8_202401_20240420120000.csv"  # step 2: RR8's January again, half its rows
@@ -46,7 +43,7 @@ PUBLISHED_TABLES = ("published_submissions",)
 # Where a step-2 refresh is killed (fault_harness SPEC), and whether the publication's commit came first.
 KILL_POINTS = {
     # Parsing February's first file: RR8's January is loaded, cleaned and assessed; nothing re-published.
-    "parse": ("sact_pipeline.layers:read_submission@2:before", False),
+    "parse": ("sact_pipeline.raw_layer:read_submission@2:before", False),
     # Inside RR8 January's clean write (a published trust-month re-derived): rows inserted, not committed.
     # (The PostgreSQL restart test below does the same inside February's first raw write.)
     "clean-load-uncommitted": ("sact_pipeline.warehouse:Warehouse._ready[clean_activity]@1:loaded", False),
@@ -100,8 +97,7 @@ class Scenario:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory) -> Scenario:
     base = tmp_path_factory.mktemp("faults")
-    assert main([*GENERATE, "--home", str(base / "generated")]) == 0
-    landing = base / "generated" / "landing"
+    landing = generated_landing(base / "generated", GENERATE)
     january = landing / "202401" / next(p.name for p in (landing / "202401").glob("SACT_RR8_202401_*.csv"))
     lines = january.read_bytes().splitlines(keepends=True)
     resubmitted = base / RESUBMITTED
@@ -125,26 +121,6 @@ def scenario(tmp_path_factory) -> Scenario:
 
 # --- PostgreSQL warehouses: P's made once, copied (CREATE DATABASE ... TEMPLATE) for each test ---------------
 
-def _create_database(server_url: str, template: str | None = None) -> str:
-    name = f"sact_fault_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine(server_url)
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
-    finally:
-        admin.dispose()
-    return name
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    admin = _admin_engine(server_url)
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def _database_url(server_url: str, name: str) -> str:
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
@@ -152,7 +128,7 @@ def _database_url(server_url: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def pg_scenario(scenario, postgres_server_url, tmp_path_factory) -> Scenario:
     """Step 1 again on a PostgreSQL warehouse: P's database (a template) and its home."""
-    name = _create_database(postgres_server_url)
+    name = create_database(postgres_server_url, prefix="sact_fault_")
     try:
         home = tmp_path_factory.mktemp("pg-p") / "sact"
         shutil.copytree(scenario.p_home / "landing", home / "landing")
@@ -161,16 +137,16 @@ def pg_scenario(scenario, postgres_server_url, tmp_path_factory) -> Scenario:
         scenario.pg_template, scenario.pg_home = name, home
         yield scenario
     finally:
-        _drop_database(postgres_server_url, name)
+        drop_database(postgres_server_url, name)
 
 
 @pytest.fixture
 def pg_copy_of_p(pg_scenario, postgres_server_url):
     """A fresh PostgreSQL warehouse holding P (dropped afterwards, the server being up again by then)."""
-    name = _create_database(postgres_server_url, template=pg_scenario.pg_template)
+    name = create_database(postgres_server_url, prefix="sact_fault_", template=pg_scenario.pg_template)
     yield _database_url(postgres_server_url, name)
     _ensure_postgres_up()
-    _drop_database(postgres_server_url, name)
+    drop_database(postgres_server_url, name)
 
 
 def _postgres_is_up() -> bool:

@@ -15,17 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from sact_pipeline.gating import SWAP_LOCK, recover_swaps, swap_in
-from sact_pipeline.warehouse import LayerState, Warehouse, file_swaps
+from sact_pipeline.warehouse import LayerState, Warehouse
+from sact_pipeline.tables import file_swaps
+from sact_pipeline_tests.support import REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 MONTH = "2024-01"
-
-
-@pytest.fixture
-def warehouse(warehouse_url):
-    warehouse = Warehouse(warehouse_url)
-    yield warehouse
-    warehouse.dispose()
 
 
 @pytest.fixture

@@ -9,14 +9,12 @@ import pandas as pd
 import pytest
 
 from sact_pipeline import quality as q
+from sact_pipeline import suites
+from sact_pipeline_tests.builders import CODE_LISTS, FAKE_NHS, clean_frame
 
-FAKE_NHS = "9434765919"  # a well-formed test NHS number placed in failing columns; must never leak
 SHA_A = "a" * 64
 SHA_B = "0123456789abcdef" * 4
-KEY_1 = "1f" * 32
-KEY_2 = "2e" * 32
 ITEMS = ("nhs_number", "regimen", "drug_name")
-CODE_LISTS = {"intent_of_treatment": ("01", "02", "98"), "person_stated_gender_code": ("1", "2", "9", "X")}
 MEASURES = ("patients", "regimens", "cycles", "drug_administrations")
 SUMMARY_COUNTS = (*MEASURES, "raw_rows", "versions_received")
 CHANGES = tuple(f"{m}_change" for m in MEASURES)
@@ -72,13 +70,13 @@ def raw_frame(rows: int = 3) -> pd.DataFrame:
 
 
 def test_raw_passes():
-    outcome = q.validate_frame("raw", q.raw_expectations(ITEMS), raw_frame())
+    outcome = q.validate_frame("raw", suites.raw_expectations(ITEMS), raw_frame())
     assert outcome.success, outcome.message()
     assert outcome.rows == 3
     assert "passed" in outcome.message()
     meta = outcome.metadata()
     assert meta["rows"] == 3 and meta["failed_expectations"] == 0
-    assert meta["evaluated_expectations"] == len(outcome.outcomes) == len(q.raw_expectations(ITEMS))
+    assert meta["evaluated_expectations"] == len(outcome.outcomes) == len(suites.raw_expectations(ITEMS))
     assert meta["expect_table_row_count_to_be_between(1..) observed"] == "3"
 
 
@@ -88,7 +86,7 @@ def test_raw_fails_and_names_the_expectation():
     frame.loc[2, "file_sha256"] = SHA_A.upper()
     frame.loc[3, "row_number"] = 1  # (1, SHA_A) twice
     frame.loc[0, "header_version"] = "v4"
-    outcome = q.validate_frame("raw", q.raw_expectations(ITEMS), frame)
+    outcome = q.validate_frame("raw", suites.raw_expectations(ITEMS), frame)
     assert_fails_with(outcome, "expect_column_values_to_match_regex(file_sha256)", 2, 4)
     assert_fails_with(outcome, "expect_compound_columns_to_be_unique(row_number, file_name, file_sha256)", 2, 4)
     assert_fails_with(outcome, "expect_column_values_to_be_in_set(header_version)", 1, 4)
@@ -98,7 +96,7 @@ def test_raw_fails_and_names_the_expectation():
 
 def test_raw_missing_columns_and_empty_frame():
     frame = raw_frame().drop(columns=["header_version", "drug_name"]).iloc[0:0]
-    outcome = q.validate_frame("raw", q.raw_expectations(ITEMS), frame)
+    outcome = q.validate_frame("raw", suites.raw_expectations(ITEMS), frame)
     columns = by_name(outcome, "expect_table_columns_to_match_set(10 columns)")
     assert not columns.success
     assert columns.observed == "missing columns: drug_name, header_version"
@@ -112,24 +110,8 @@ def test_raw_missing_columns_and_empty_frame():
 # -------------------------------------------------------------------------------------------- clean
 
 
-def clean_frame() -> pd.DataFrame:
-    dates = pd.to_datetime(["2025-01-06", "2025-01-13", "2025-01-20"]).astype("datetime64[s]")
-    return pd.DataFrame({
-        "row_number": [1, 2, 3],
-        "patient_key": pd.Series([KEY_1, KEY_1, KEY_2], dtype="str"),
-        "age_at_regimen_start": pd.array([54, 54, 7], dtype="Int64"),
-        "intent_of_treatment": pd.Series(["01", pd.NA, "98"], dtype="str"),
-        "person_stated_gender_code": pd.Series(["1", "2", pd.NA], dtype="str"),
-        "administration_date": dates,
-        "start_date_of_cycle": dates,
-        "start_date_of_regimen": pd.to_datetime(["2024-12-02"] * 3).astype("datetime64[s]"),
-        "drug_name": ["EPIRUBICIN", "EPIRUBICIN", "VINCRISTINE"],
-        "regimen": ["FEC", "FEC", "VCR"],
-    })
-
-
 def clean_suite(**kwargs):
-    return q.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31), **kwargs)
+    return suites.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31), **kwargs)
 
 
 def test_clean_passes():
@@ -184,13 +166,13 @@ def reconciliation_frame(raw: int = 100, clean: int = 90, quarantined: int = 6, 
 
 
 def test_reconciliation_passes():
-    outcome = q.validate_frame("reconciliation", q.reconciliation_expectations(0.1), reconciliation_frame())
+    outcome = q.validate_frame("reconciliation", suites.reconciliation_expectations(0.1), reconciliation_frame())
     assert outcome.success, outcome.message()
 
 
 def test_reconciliation_fails_and_names_the_expectation():
     frame = reconciliation_frame(raw=100, clean=80, quarantined=15)  # 99 accounted, 15% quarantined
-    outcome = q.validate_frame("reconciliation", q.reconciliation_expectations(0.1), frame)
+    outcome = q.validate_frame("reconciliation", suites.reconciliation_expectations(0.1), frame)
     assert_fails_with(outcome, "expect_column_pair_values_to_be_equal(raw_rows, accounted_rows)", 1, 1)
     assert_fails_with(outcome, "expect_column_values_to_be_between(quarantine_share, 0..0.1)", 1, 1)
     assert_no_leak(outcome, "0.15", "99")
@@ -217,7 +199,7 @@ def summary_frame() -> pd.DataFrame:
 
 
 def test_summary_passes_with_missing_submissions():
-    outcome = q.validate_frame("summary", q.summary_expectations(SUMMARY_COUNTS), summary_frame())
+    outcome = q.validate_frame("summary", suites.summary_expectations(SUMMARY_COUNTS), summary_frame())
     assert outcome.success, outcome.message()
 
 
@@ -227,7 +209,7 @@ def test_summary_fails_and_names_the_expectation():
     frame.loc[1, "cycles"] = -1  # negative, and fewer cycles than regimens
     frame.loc[2, "org_code"] = "RAA"
     frame.loc[2, "submission_status"] = FAKE_NHS
-    outcome = q.validate_frame("summary", q.summary_expectations(SUMMARY_COUNTS), frame)
+    outcome = q.validate_frame("summary", suites.summary_expectations(SUMMARY_COUNTS), frame)
     assert_fails_with(outcome, "expect_column_pair_values_a_to_be_greater_than_b(regimens, patients)", 1, 3)
     assert_fails_with(outcome, "expect_column_pair_values_a_to_be_greater_than_b(cycles, regimens)", 1, 3)
     assert by_name(outcome, "expect_column_pair_values_a_to_be_greater_than_b(drug_administrations, cycles)").success
@@ -254,7 +236,7 @@ def published_frame() -> pd.DataFrame:
 
 
 def published_suite():
-    return q.published_expectations(MEASURES, CHANGES, ENGLISH)
+    return suites.published_expectations(MEASURES, CHANGES, ENGLISH)
 
 
 def test_published_passes():
@@ -366,10 +348,10 @@ def test_between_columns_are_compared_vectorised_without_changing_the_result():
 
 def test_row_wise_suites_decompose_and_aggregates_do_not():
     ge = q.import_gx().expectations
-    assert q.decomposes(q.raw_expectations(ITEMS))
-    assert q.decomposes(q.raw_reconciliation_expectations())
-    assert q.decomposes(q.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
-    assert q.decomposes(q.reconciliation_expectations(0.1))
+    assert q.decomposes(suites.raw_expectations(ITEMS))
+    assert q.decomposes(suites.raw_reconciliation_expectations())
+    assert q.decomposes(suites.clean_expectations(CODE_LISTS, dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
+    assert q.decomposes(suites.reconciliation_expectations(0.1))
     # A pass of the whole says nothing of each part for these:
     assert not q.decomposes([ge.ExpectTableRowCountToBeBetween(min_value=1, max_value=10)])
     assert not q.decomposes([ge.ExpectColumnMeanToBeBetween(column="x", min_value=0)])
@@ -377,7 +359,7 @@ def test_row_wise_suites_decompose_and_aggregates_do_not():
 
 
 def test_parts_that_pass_together_take_one_run_and_a_failure_is_pinned_to_its_part():
-    expectations = q.reconciliation_expectations(0.1)
+    expectations = suites.reconciliation_expectations(0.1)
     good = [reconciliation_frame(), reconciliation_frame(raw=50, clean=45, quarantined=3, duplicate=1)]
     before = q.RUNS["count"]
     outcomes = q.validate_parts("reconciliation", expectations, good)
@@ -397,6 +379,6 @@ def test_parts_with_different_columns_are_validated_one_by_one():
     """A column missing from one part would be hidden by the other parts' columns in a concatenation."""
     frames = [raw_frame(), raw_frame().drop(columns=["drug_name"])]
     before = q.RUNS["count"]
-    outcomes = q.validate_parts("raw", q.raw_expectations(ITEMS), frames)
+    outcomes = q.validate_parts("raw", suites.raw_expectations(ITEMS), frames)
     assert q.RUNS["count"] == before + 2
     assert [o.success for o in outcomes] == [True, False]

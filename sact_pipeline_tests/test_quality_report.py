@@ -16,8 +16,8 @@ from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.data_quality import pooled_items
 from sact_pipeline.domain.quality_report import SCORE_TEXT, TREND_TEXT, quality_report_html, score_text
 from sact_pipeline.domain.spec import SACT, V3, V4, Transition
+from sact_pipeline_tests.browser import offline_page
 from sact_pipeline_tests.deployment_harness import artefacts_dir
-from sact_pipeline_tests.test_report_browser import offline_page, switched  # noqa: F401 (a fixture)
 
 MONTH = "2026-08"  # v4 required from 2026-07
 MONTHS = months_up_to(MONTH, 13)  # 2025-08 to 2026-08

@@ -6,52 +6,19 @@ from __future__ import annotations
 
 import csv
 import io
-from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-from playwright.sync_api import sync_playwright
 
 from sact_pipeline.cli import refresh
 from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.publication import PUBLISHED_COLUMNS
 from sact_pipeline.domain.report import report_html
-from sact_pipeline.domain.spec import V3, V4, Transition
+from sact_pipeline.domain.spec import Transition
 from sact_pipeline.layers import Pipeline
-from sact_pipeline_tests.builders import write_submission
+from sact_pipeline_tests.browser import offline_page
+from sact_pipeline_tests.builders import dated_patients, write_submission
 from sact_pipeline_tests.deployment_harness import artefacts_dir
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's, as `make test` installs it
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
-
-
-@contextmanager
-def offline_page(url: str):
-    """url opened in headless Chromium with the network cut off, as a reader offline opens it: yields the
-    page, the URLs it requested and its console and page errors."""
-    requests: list[str] = []
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            page.on("request", lambda request: requests.append(request.url))
-            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(url, wait_until="load")
-            yield page, requests, errors
-        finally:
-            browser.close()
-
-
-def rows(prefix: str, count: int, day: str, version: str = V3) -> list[dict]:
-    """count rows of one patient each, every date `day` (v4: in the infusion timestamp, item 80)."""
-    dates = {key: day for key in ("date_decision_to_treat", "start_date_of_regimen", "start_date_of_cycle")}
-    dates |= {"administration_timestamp_infusion": f"{day}T10:15:00+01:00"} if version == V4 else {
-        "administration_date": day}
-    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}", **dates} for i in range(count)]
 
 
 @pytest.fixture
@@ -62,36 +29,15 @@ def published(tmp_path):
 
     settings = Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01")
     landing = settings.landing_dir
-    write_submission(landing / "SACT_RR8_202401_20240210093000.csv", rows("A", 40, "2024-01-08"))
-    write_submission(landing / "SACT_RBV_202401_20240210093000.csv", rows("B", 12, "2024-01-09"))
-    write_submission(landing / "SACT_RQF_202401_20240210093000.csv", rows("W", 30, "2024-01-09"))
-    write_submission(landing / "SACT_RR8_202402_20240310093000.csv", rows("A", 45, "2024-02-08"))
-    write_submission(landing / "SACT_RBV_202402_20240415093000.csv", rows("B", 3, "2024-02-09"))
-    write_submission(landing / "SACT_RAJ_202402_20240310093000.csv", rows("C", 22, "2024-02-12"))
+    write_submission(landing / "SACT_RR8_202401_20240210093000.csv", dated_patients("A", 40, "2024-01-08"))
+    write_submission(landing / "SACT_RBV_202401_20240210093000.csv", dated_patients("B", 12, "2024-01-09"))
+    write_submission(landing / "SACT_RQF_202401_20240210093000.csv", dated_patients("W", 30, "2024-01-09"))
+    write_submission(landing / "SACT_RR8_202402_20240310093000.csv", dated_patients("A", 45, "2024-02-08"))
+    write_submission(landing / "SACT_RBV_202402_20240415093000.csv", dated_patients("B", 3, "2024-02-09"))
+    write_submission(landing / "SACT_RAJ_202402_20240310093000.csv", dated_patients("C", 22, "2024-02-12"))
     report = refresh(settings, log=lambda line: None)
     assert report.ok, report
     return Pipeline(settings).output_paths("2024-02")[0]
-
-
-@pytest.fixture
-def switched(tmp_path) -> Pipeline:
-    """Published from May 2026 (no month before: a gap in the charts) to July 2026, through the whole
-    pipeline: RR8 sends v3 in May and v4 in July, RBV v3 both months (in July: after full v4 conformance),
-    RAJ starts in July on v4; June has no file at all (published: every trust missing, no version)."""
-    from sact_pipeline.settings import Settings
-
-    settings = Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2026-05")
-    landing = settings.landing_dir
-    write_submission(landing / "SACT_RR8_202605_20260610093000.csv", rows("A", 40, "2026-05-08"))
-    write_submission(landing / "SACT_RBV_202605_20260610093000.csv", rows("B", 30, "2026-05-09"))
-    write_submission(landing / "SACT_RR8_202607_20260810093000.csv", rows("A", 45, "2026-07-08", V4),
-                     version=V4)
-    write_submission(landing / "SACT_RBV_202607_20260810093000.csv", rows("B", 33, "2026-07-09"))
-    write_submission(landing / "SACT_RAJ_202607_20260810093000.csv", rows("C", 22, "2026-07-12", V4),
-                     version=V4)
-    report = refresh(settings, log=lambda line: None)
-    assert report.ok, report
-    return Pipeline(settings)
 
 
 def test_the_report_opens_offline_with_its_table_grid_and_charts(published):

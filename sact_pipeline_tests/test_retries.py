@@ -14,12 +14,8 @@ from sact_pipeline.definitions import DISCOVERY_JOB, TRUST_MONTH_JOB, build_defi
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
 from sact_pipeline.warehouse import is_transient_database_error
-from sact_pipeline_tests.builders import write_submission
-from sact_pipeline_tests.conftest import _admin_engine
-
-
-def patients(prefix: str, count: int, **overrides) -> list[dict]:
-    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}", **overrides} for i in range(count)]
+from sact_pipeline_tests.builders import patients, write_submission
+from sact_pipeline_tests.support import admin_engine
 
 
 @pytest.fixture
@@ -28,7 +24,7 @@ def pg_settings(tmp_path, postgres_url) -> Settings:
 
 
 def _refuse_connections(server_url: str, database: str, allow: bool) -> None:
-    admin = _admin_engine(server_url)
+    admin = admin_engine(server_url)
     with admin.connect() as connection:
         connection.execute(sa.text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allow).lower()}'))
         if not allow:  # and drop the sessions the pipeline holds, as a server restart would
@@ -54,7 +50,7 @@ def test_errors_are_told_apart_on_a_real_server(postgres_url):
     assert is_transient_database_error(unreachable.value)
     with engine.connect() as connection:
         pid = connection.execute(sa.text("select pg_backend_pid()")).scalar()
-        with _admin_engine(postgres_url).connect() as admin:
+        with admin_engine(postgres_url).connect() as admin:
             admin.execute(sa.text("select pg_terminate_backend(:pid)"), {"pid": pid})
         with pytest.raises(sa.exc.DBAPIError) as dropped:
             connection.execute(sa.text("select 1"))
@@ -88,7 +84,7 @@ def test_a_step_that_loses_the_database_is_retried_with_backoff_and_succeeds(pg_
         warnings = [r.user_message for r in instance.all_logs(result.run_id) if "transient database error" in
                     (r.user_message or "")]
         assert warnings and "retry 1 of 3 in 5s" in warnings[0]
-        assert Pipeline.for_settings(pg_settings).affected_trust_months() == []
+        assert Pipeline.for_settings(pg_settings).status.affected_trust_months() == []
 
 
 def test_bad_data_fails_at_once_without_a_retry(pg_settings):

@@ -22,9 +22,10 @@ from sact_pipeline.domain.publication import ENGLAND
 from sact_pipeline.domain.spec import PACKAGED_TABLE, SACT, V3, V4, DataSetError, load_data_set, read_table
 from sact_pipeline.synthetic import generate_submissions
 from sact_pipeline.settings import Settings
-from sact_pipeline.warehouse import Warehouse, clean_activity, clean_file_versions
-from sact_pipeline_tests.conftest import SETTING_VARIABLES
+from sact_pipeline.warehouse import Warehouse
+from sact_pipeline.tables import clean_activity, clean_file_versions
 from sact_pipeline_tests.builders import VALID_V4_ROW, write_submission
+from sact_pipeline_tests.support import SETTING_VARIABLES, published
 
 REGISTER = OrganisationRegister.from_ods_etr()
 pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports its settings
@@ -32,11 +33,6 @@ pytestmark = pytest.mark.usefixtures("isolated_environment")  # refresh exports 
 
 def refresh(home: Path, *extra: str) -> int:
     return main(["refresh", "--home", str(home), "--first-month", "2026-01", *extra])
-
-
-def published(home: Path, month: str) -> pd.DataFrame:
-    path = home / "published" / month / f"sact_submissions_{month}.csv"
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def file_version(path: Path) -> str:

@@ -17,14 +17,10 @@ from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB,
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
 from sact_pipeline.settings import Settings
-from sact_pipeline_tests.builders import write_submission
+from sact_pipeline_tests.builders import patients, write_submission
+from sact_pipeline_tests.support import REPOSITORY, dagster_postgres_variables
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
-
-
-def patients(prefix: str, count: int) -> list[dict]:
-    return [{"nhs_number": "", "local_patient_identifier": f"{prefix}{i:04d}"} for i in range(count)]
 
 
 # Module-level job factories: the multiprocess executor re-imports the job in each step's process.
@@ -89,15 +85,11 @@ def test_the_repository_instance_config_loads_on_postgresql_with_its_queue(tmp_p
     from dagster import DagsterInstance
     from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster_postgres import PostgresRunStorage
-    from sqlalchemy.engine import make_url
 
     config = _load_instance_config(REPOSITORY / "dagster.yaml", tmp_path / "local", monkeypatch)
     assert config["run_retries"] == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}
     assert config["telemetry"]["enabled"] is False
-    url = make_url(postgres_url)
-    for name, value in {"DAGSTER_PG_USERNAME": url.username, "DAGSTER_PG_PASSWORD": url.password or "",
-                        "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port or 5432),
-                        "DAGSTER_PG_DB": url.database}.items():
+    for name, value in dagster_postgres_variables(postgres_url).items():
         monkeypatch.setenv(name, value)
     with DagsterInstance.from_config(str(tmp_path / "local")) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)

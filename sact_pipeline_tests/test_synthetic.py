@@ -31,12 +31,11 @@ from sact_pipeline.synthetic import (
     DefectRates,
     generate_submissions,
 )
+from sact_pipeline_tests.builders import HEADERS, V4_HEADERS, decode_generated
 
 END = "2025-06"
 MONTHS = ["2025-03", "2025-04", "2025-05", "2025-06"]
 NAME = re.compile(r"^SACT_([A-Z0-9]{3,5})_(\d{6})_(\d{14})\.csv$")
-HEADERS = [item.header(V3) for item in SACT.version(V3).items]
-V4_HEADERS = [item.header(V4) for item in SACT.version(V4).items]
 COLUMNS = {V3: list(SACT.version(V3).columns), V4: list(SACT.version(V4).columns)}
 # Items a missing_required defect may hit: required in both versions (Cycle_Number is mandatory in v4).
 REQUIRED_COLUMNS = [i.name for i in SACT.items if i.obligation(V3) == REQUIRED and i.obligation(V4) == REQUIRED]
@@ -65,18 +64,9 @@ def clean_run(tmp_path_factory):
     return landing, _generate(landing, defects=DefectRates(0, 0, 0, 0), seed=7)
 
 
-def _decode(data: bytes) -> tuple[str, str]:
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8"), "utf-8-sig"
-    try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("cp1252"), "cp1252"
-
-
 def _read(path: Path) -> tuple[list[str], pd.DataFrame]:
     """The header and the rows of a v3 or v4 file (told apart by its header), by canonical column."""
-    text, _ = _decode(path.read_bytes())
+    text, _ = decode_generated(path.read_bytes())
     records = list(csv.reader(io.StringIO(text, newline="")))
     header, body = records[0], records[1:]
     assert all(len(r) == len(header) for r in body), path.name
@@ -217,7 +207,7 @@ def test_encodings_line_ends_and_stray_spaces(default_run):
     by_encoding: dict[str, set[str]] = {}
     for f in files:
         data = f.path.read_bytes()
-        text, encoding = _decode(data)
+        text, encoding = decode_generated(data)
         assert encoding == f.encoding
         by_encoding.setdefault(encoding, set()).add(f.org_code)
         crlf = data.count(b"\r\n")

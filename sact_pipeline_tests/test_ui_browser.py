@@ -18,15 +18,13 @@ import pytest
 
 pytest.register_assert_rewrite("sact_pipeline_tests.deployment_harness")  # before its import: plain asserts there
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
+from sact_pipeline_tests.browser import chromium  # noqa: E402
 from sact_pipeline_tests.deployment_harness import MONTHS, LiveDeployment, Scenario, artefacts_dir  # noqa: E402
 
 pytest_plugins = ["sact_pipeline_tests.deployment_harness"]
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's, as `make test` installs it: no browser download
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 LAYERS = ("submission_files", "raw_submissions", "clean_activity", "trust_month_summary", "published_submissions")
 UI_TIMEOUT_MS = 45_000  # a page of a busy 2-core machine; every wait below polls until this
 MATERIALISED = "div[style*='accent-green']"  # the green status dot of a partition row
@@ -35,12 +33,8 @@ WIDE = 3000  # the lineage graph zooms to fit: at this width the expanded asset 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

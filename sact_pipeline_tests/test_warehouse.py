@@ -24,13 +24,6 @@ def versions(*rows) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-@pytest.fixture
-def warehouse(warehouse_url):
-    warehouse = Warehouse(warehouse_url)
-    yield warehouse
-    warehouse.dispose()
-
-
 def test_rows_come_back_typed_the_same_on_both_databases(warehouse):
     frame = versions(("a" * 64, 'odd, "quoted"\nname.csv', 5), ("b" * 64, "SACT_RR8.csv", 7))
     warehouse.replace_partition(WHERE, {clean_file_versions: frame}, LayerState("clean", "2024-01", "RR8", "f" * 64, 12))
