@@ -24,7 +24,8 @@ class RawLayer(UsesContext):
 
     def load(self, month: str, trust: str) -> LayerOutcome:
         """Load every accepted version of a trust-month not yet in the raw layer, as text, with its hash."""
-        return raise_failure(self.context.audit_and_write([self.raw.prepare(month, trust, self.status.accepted_files())])[0])
+        prepared = self.prepare(month, trust, self.status.accepted_files())
+        return raise_failure(self.context.audit_and_write([prepared])[0])
 
     def prepare(self, month: str, trust: str, files: pd.DataFrame) -> PreparedWrite:
         partition = layer_partition(month, trust)
