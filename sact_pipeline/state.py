@@ -151,10 +151,6 @@ class PipelineStatus:
         """'TRUST: reason' for the month's held trust-months, sorted."""
         return sorted(f"{t}: {reason}" for (m, t), reason in self.held_trust_months(files).items() if m == month)
 
-    def month_is_affected(self, month: str) -> bool:
-        """Ask again after publishing the month before: its new summary can affect this month."""
-        return self.warehouse.layer_states(PUBLISHED).get((month, "")) != self.month_fingerprint(month)
-
     def quality_report_fingerprint(self, month: str, assessed: dict | None = None) -> str:
         """What the month's report is built from: its trust-months' assessments and the organisations'
         names. The trend's earlier months are shown as they were when the report was built: a correction
@@ -162,9 +158,6 @@ class PipelineStatus:
         assessed = self.warehouse.layer_states(QUALITY) if assessed is None else assessed
         return fingerprint([f"organisations|{self.organisations_fingerprint}"]
                            + [f"{m}|{t}|{f}" for (m, t), f in assessed.items() if m == month])
-
-    def quality_report_is_affected(self, month: str) -> bool:
-        return self.warehouse.layer_states(QUALITY_REPORT).get((month, "")) != self.quality_report_fingerprint(month)
 
     # --- everything the planner reads ---------------------------------------------------------------------
     def read(self) -> PipelineState:
