@@ -35,11 +35,9 @@ $(CHROMIUM):
 TEST_WORKERS ?= 2
 
 ## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL) on TEST_WORKERS processes
-## (pytest-xdist; a test file stays on one worker, so its module fixtures are built once), then, alone,
-## the test that restarts PostgreSQL
+## (pytest-xdist; a test file stays on one worker, so its module fixtures are built once)
 test: $(VENV)/.installed-test | $(CHROMIUM)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not restarts_postgres" sact_pipeline_tests
-	$(BIN)/python -m pytest -m restarts_postgres sact_pipeline_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile sact_pipeline_tests
 
 ## ui: the Dagster UI on the same instance and warehouse as `make run`
 ui: $(VENV)/.installed

@@ -135,18 +135,3 @@ def no_stale_dagster_state_storage():
     token = _current_storage.set(None)
     yield
     _current_storage.reset(token)
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "restarts_postgres: restarts the shared PostgreSQL server (runs last)")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """A test that restarts the shared PostgreSQL server runs after every other test, its module's tests
-    just before it: the session's live Dagster deployment (webserver, daemon) and other tests' connection
-    pools never see the restart. (After a server restart Dagster's webserver fails requests with an Internal
-    Server Error until each storage's pooled connection, dead with the old server, has failed once.)
-    `make test` runs it in a pytest of its own, after the others (see the Makefile)."""
-    restarting = {item.module for item in items if item.get_closest_marker("restarts_postgres")}
-    items.sort(key=lambda item: (item.module in restarting, item.get_closest_marker("restarts_postgres") is not None))

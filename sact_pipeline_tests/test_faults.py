@@ -1,6 +1,6 @@
 """Faults in real processes: a refresh SIGKILLed at a point, two refreshes at once, PostgreSQL restarting
-mid-run. Real SQLite and PostgreSQL warehouses, real Dagster instance folders, real files; the only thing
-injected is the fault itself (sact_pipeline_tests/fault_harness.py).
+mid-run (a server of the test's own). Real SQLite and PostgreSQL warehouses, real Dagster instance folders,
+real files; the only thing injected is the fault itself (sact_pipeline_tests/fault_harness.py).
 
 The scenario: step 1 refreshed January to a published state P; step 2 brings a resubmission of one
 trust's January (half its rows) and February's files, so a refresh loads new trust-months AND re-publishes
@@ -12,8 +12,6 @@ and the next refresh ends exactly where an uninterrupted one does, with no stagi
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from sact_pipeline_tests.fault_harness import (
     stray_staging_files,
     warehouse_tables,
 )
+from sact_pipeline_tests.private_postgres import PrivateServer
 from sact_pipeline_tests.support import create_database, drop_database, generated_landing
 
 GENERATE = ["generate", "--trusts", "3", "--months", "2", "--end-month", "2024-02", "--patients", "10", "--seed", "5"]
@@ -53,8 +52,6 @@ KILL_POINTS = {
     # (The data-quality feedback files are swapped in the same way: the filter picks the publication pack.)
     "publish-after-commit": ("sact_pipeline.gating:_place_files[sact_submissions_2024]@1:before", True),
 }
-RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
-START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
 
 def sqlite_url(home: Path) -> str:
@@ -142,28 +139,11 @@ def pg_scenario(scenario, postgres_server_url, tmp_path_factory) -> Scenario:
 
 @pytest.fixture
 def pg_copy_of_p(pg_scenario, postgres_server_url):
-    """A fresh PostgreSQL warehouse holding P (dropped afterwards, the server being up again by then)."""
+    """A fresh PostgreSQL warehouse holding P (dropped afterwards)."""
     name = create_database(postgres_server_url, prefix="sact_fault_", template=pg_scenario.pg_template)
     yield _database_url(postgres_server_url, name)
-    _ensure_postgres_up()
     drop_database(postgres_server_url, name)
 
-
-def _postgres_is_up() -> bool:
-    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0
-
-
-def _ensure_postgres_up() -> None:
-    """Other tests share the server: start it if a restart left it down, and wait until it answers."""
-    if not _postgres_is_up():
-        subprocess.run(START, shell=True, capture_output=True)
-    deadline = time.monotonic() + 30
-    while not _postgres_is_up() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _postgres_is_up(), "PostgreSQL did not come back after the restart test"
-
-
-# --- what every recovery must reach ----------------------------------------------------------------------------
 
 def assert_recovers_to_reference(home: Path, reference: dict, url: str | None = None):
     """A refresh (not killed) exits 0 and ends where an uninterrupted step 2 did, with no staging files
@@ -243,23 +223,31 @@ def test_two_refreshes_at_once_both_succeed_and_publish_once(warehouse, scenario
 
 # --- PostgreSQL restarting in the middle of a run -----------------------------------------------------------------
 
-@pytest.mark.restarts_postgres
-def test_postgresql_restarting_inside_a_write_leaves_no_partial_table(pg_scenario, pg_copy_of_p, tmp_path):
+@pytest.fixture
+def private_copy_of_p(pg_scenario, postgres_server_url):
+    """P's PostgreSQL warehouse on a server of the test's own, which the test may restart while the rest of
+    the suite goes on using the shared one."""
+    server = PrivateServer()
+    try:
+        yield server, server.copy_database(_database_url(postgres_server_url, pg_scenario.pg_template), "sact_p")
+    finally:
+        server.remove()
+
+
+def test_postgresql_restarting_inside_a_write_leaves_no_partial_table(pg_scenario, private_copy_of_p, tmp_path):
+    server, url = private_copy_of_p
     home = pg_scenario.home_from_p(tmp_path, source=pg_scenario.pg_home)
     # February's first raw write: rows copied in, not committed, when the server restarts under it.
     spec = "sact_pipeline.warehouse:Warehouse._ready[raw_submissions]@2:loaded"
-    try:
-        run = run_refresh(home, kill_at=spec, hook=RESTART, warehouse_url=pg_copy_of_p)
-        assert "hook exited 0" in run.err, f"PostgreSQL was not restarted at {spec}:\n{run.output}"
-        _ensure_postgres_up()
-        assert run.returncode in (0, 1), f"the refresh neither succeeded nor failed cleanly:\n{run.output}"
-        assert consistency_problems(pg_copy_of_p) == [], "a partial write survived the restart"
-        if run.returncode == 0:  # the write lost its connection, and its step was retried (backoff) and succeeded
-            assert "FAILED" not in run.out + run.err
-            with DagsterInstance.from_config(str(home / "dagster")) as instance:
-                retries = [event for record in instance.get_runs() for event in instance.all_logs(
-                    record.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)]
-            assert retries, "the refresh succeeded without retrying: the restart did not reach the write"
-        assert_recovers_to_reference(home, pg_scenario.reference, pg_copy_of_p)
-    finally:
-        _ensure_postgres_up()
+    run = run_refresh(home, kill_at=spec, hook=server.restart_command, warehouse_url=url)
+    assert "hook exited 0" in run.err, f"PostgreSQL was not restarted at {spec}:\n{run.output}"
+    server.wait_until_up()
+    assert run.returncode in (0, 1), f"the refresh neither succeeded nor failed cleanly:\n{run.output}"
+    assert consistency_problems(url) == [], "a partial write survived the restart"
+    if run.returncode == 0:  # the write lost its connection, and its step was retried (backoff) and succeeded
+        assert "FAILED" not in run.out + run.err
+        with DagsterInstance.from_config(str(home / "dagster")) as instance:
+            retries = [event for record in instance.get_runs() for event in instance.all_logs(
+                record.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)]
+        assert retries, "the refresh succeeded without retrying: the restart did not reach the write"
+    assert_recovers_to_reference(home, pg_scenario.reference, url)
