@@ -230,10 +230,18 @@ def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineReso
     })
 
 
+# The jobs' default run config: every step of a run in the run's own process. A step in a process of its
+# own re-imports Dagster, GX and pandas (~10 s a step on two cores) to do a few seconds of work, and a
+# run's steps follow one another anyway; the trust-month step has its own worker pool for big months.
+# Shown, and editable, in the Launchpad (`multiprocess:` instead gives each step its own process).
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+
+
 def build_definitions(settings: Settings | None = None, executor=None) -> Definitions:
-    """Everything Dagster loads. `executor` defaults to Dagster's (multiprocess, or in-process for
-    execute_in_process); a Kubernetes code location passes dagster_k8s.k8s_job_executor (README)."""
+    """Everything Dagster loads. Runs execute in one process each (IN_PROCESS) unless `executor` is given:
+    a Kubernetes code location passes dagster_k8s.k8s_job_executor, a pod per step (README)."""
     settings = settings or Settings.from_env()
+    job_config = IN_PROCESS if executor is None else None
     months = MonthlyPartitionsDefinition(start_date=f"{settings.first_month}-01", end_offset=0)
     # Built per Definitions: partition definitions cache the instance they were last evaluated against.
     trust_months = MultiPartitionsDefinition({"month": months, "trust": DynamicPartitionsDefinition(name=TRUSTS)})
@@ -296,10 +304,12 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
         yield from _run_layer(context, sact, "data_quality_report",
                               lambda: sact.pipeline().report_quality(month_of(context.partition_key)))
 
-    discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files])
-    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=list(TRUST_MONTH_ASSETS.values()))
-    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions, data_quality_report])
-    quality_report_job = define_asset_job(QUALITY_REPORT_JOB, selection=[data_quality_report])
+    discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files], config=job_config)
+    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=list(TRUST_MONTH_ASSETS.values()),
+                                       config=job_config)
+    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions, data_quality_report],
+                                 config=job_config)
+    quality_report_job = define_asset_job(QUALITY_REPORT_JOB, selection=[data_quality_report], config=job_config)
     landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job,
                                                             quality_report_job)
     return Definitions(

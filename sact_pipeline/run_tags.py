@@ -74,7 +74,7 @@ def claim_run(context) -> None:
     """Tag the run with the process running it (once, at its first step), so that a run whose process is
     killed can be told from one still running (fail_runs_of_dead_processes)."""
     if PROCESS_TAG not in context.run.tags:
-        context.instance.add_run_tags(context.run_id, {PROCESS_TAG: this_run_process()})
+        context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: this_run_process()})
 
 
 def _is_gone(pid: int) -> bool:
