@@ -28,7 +28,8 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from sact_pipeline.warehouse import WarehouseError, add_new_columns, engine_for
+from sact_pipeline.warehouse import WarehouseError, engine_for
+from sact_pipeline.warehouse_schema import add_new_columns
 from sact_pipeline.tables import CLEAN_SCHEMA, PUBLISHED_SCHEMA, RAW_SCHEMA, SCHEMAS, metadata
 
 LOADER, ANALYST, READER = "sact_loader", "sact_analyst", "sact_reader"

@@ -1,9 +1,9 @@
 """Data protection state of the pipeline: registration opt-outs, the pseudonymisation key, raw retention.
 
-Kept apart so the layers read as layers: what opt-outs are registered and which trust-months still hold an opted-out patient,
-which key each clean trust-month was built with (and refusing to mix two), and purging identifiable raw
+Kept apart so the layers read as layers: what opt-outs are registered and which trust-months still
+hold an opted-out patient, which key each clean trust-month was built with (and refusing to mix two), and purging identifiable raw
 rows past their retention. The reading and pseudonymising itself is in the domain core (domain.optouts,
-domain.cleaning); this module keeps its state in the warehouse.
+domain.cleaning); this module decides, and the warehouse's named queries keep the state.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sact_pipeline.context import UsesContext
 from sact_pipeline.domain.counting import months_up_to, previous_month
@@ -24,16 +23,14 @@ from sact_pipeline.domain.optouts import OptOutFileRejected, read_optout_file
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.settings import SettingsError
 from sact_pipeline.tables import (
-    clean_activity,
-    clean_quarantine,
     optout_files,
     optout_patients,
-    optout_pending,
     raw_purges,
     raw_submissions,
     rejected_files,
     submission_files,
 )
+from sact_pipeline.warehouse import OPTOUT_APPLIED, OPTOUT_REJECTED
 
 
 class PseudonymisationKeyChanged(PseudonymisationKeyError):
@@ -41,9 +38,7 @@ class PseudonymisationKeyChanged(PseudonymisationKeyError):
     pseudonyms of two keys, so nothing runs until the key is restored or `sact-pipeline rekey` is run."""
 
 
-APPLIED, REJECTED = "applied", "rejected"  # optout_files.status
-OPTOUT_LOCK = 0x5AC7_0F7  # PostgreSQL advisory lock: opt-out registration versus clean writes
-MATCH_CHUNK = 5_000  # opted-out keys per IN list (SQLite allows 32,766 parameters)
+APPLIED, REJECTED = OPTOUT_APPLIED, OPTOUT_REJECTED  # optout_files.status
 
 
 class OptOuts(NamedTuple):
@@ -54,14 +49,6 @@ class OptOuts(NamedTuple):
 
 
 NO_OPTOUTS = OptOuts(frozenset(), frozenset())
-
-
-def _optout_lock(connection: sa.Connection, *, exclusive: bool) -> None:
-    """Clean writes share the lock, an opt-out registration holds it alone (PostgreSQL; SQLite has one
-    writer at a time). Released when the transaction ends."""
-    if connection.dialect.name == "postgresql":
-        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": OPTOUT_LOCK})
 
 
 @dataclass(frozen=True)
@@ -112,9 +99,9 @@ class DataProtection(UsesContext):
                 [(optout_files, {"sha256": digest}, pd.DataFrame([record])),
                  (optout_patients, {"file_sha256": digest, "pseudonymisation_key_id": self.pseudonymiser.key_id},
                   self._optout_keys(listed, digest))],
-                before=lambda connection: _optout_lock(connection, exclusive=True),
-                after=lambda connection: marked.append(self._mark_pending(
-                    connection, self._optout_matches(connection, file_sha256=digest))))
+                before=lambda connection: self.warehouse.optout_lock(connection, exclusive=True),
+                after=lambda connection: marked.append(self.warehouse.mark_optouts_pending(connection, self.warehouse.optout_matches(
+                    connection, self.pseudonymiser.key_id, file_sha256=digest))))
             results.append((path.name, listed.note, marked[0]))
         return results
 
@@ -142,15 +129,13 @@ class DataProtection(UsesContext):
                        self._optout_keys(read_optout_file(present[digest].name, present[digest].read_bytes()), digest))
                       for digest in usable["sha256"]]
         if operations:
-            self.warehouse.replace(operations, before=lambda connection: _optout_lock(connection, exclusive=True))
+            self.warehouse.replace(operations, before=lambda connection: self.warehouse.optout_lock(connection, exclusive=True))
         return len(operations)
 
     def forget_unused_optout_keys(self) -> int:
         """Drop opt-out keys made with a key no clean trust-month is built with any more (after a rekey)."""
         in_use = set(self.warehouse.clean_key_ids().values()) | {self.pseudonymiser.key_id}
-        with self.warehouse.engine.begin() as connection:
-            return connection.execute(sa.delete(optout_patients).where(
-                optout_patients.c.pseudonymisation_key_id.not_in(sorted(in_use)))).rowcount
+        return self.warehouse.forget_optout_keys(in_use)
 
     def rejected_optouts(self) -> list[tuple[str, str]]:
         """Opt-out files lying in SACT_OPTOUT_DIR that could not be read: (file name, reason). They are
@@ -165,57 +150,12 @@ class DataProtection(UsesContext):
         """Patient keys (current key) of every registered opt-out and the files they come from, read in that
         order from one connection, so a file registered meanwhile is never counted as applied without its
         patients (it is applied by the next build, which the registration marks pending)."""
-        with self.warehouse.engine.connect() as connection:
-            files = frozenset(connection.execute(sa.select(optout_files.c.sha256).where(
-                optout_files.c.status == APPLIED)).scalars())
-            keys = frozenset(connection.execute(sa.select(optout_patients.c.patient_key).where(
-                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id,
-                optout_patients.c.file_sha256.in_(sorted(files)))).scalars()) if files else frozenset()
+        files, keys = self.warehouse.applied_optouts(self.pseudonymiser.key_id)
         return OptOuts(keys, files)
-
-    def _optout_matches(self, connection: sa.Connection, *, month: str | None = None, trust: str | None = None,
-                        file_sha256: str | None = None, not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
-        """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
-        opted-out patient's under the current key: what still holds a patient who opted out.
-
-        The opted-out keys are read first (none, the usual case: no scan at all) and looked up in chunks
-        with IN: a join let PostgreSQL scan a month's rows once per opted-out patient (20 s a month)."""
-        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
-            optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
-        if file_sha256 is not None:
-            query = query.where(optout_patients.c.file_sha256 == file_sha256)
-        files_of: dict[str, set[str]] = {}
-        for key, sha in connection.execute(query):
-            if sha not in not_files:
-                files_of.setdefault(key, set()).add(sha)
-        keys, found = sorted(files_of), set()
-        for table in (clean_activity, clean_quarantine):
-            for start in range(0, len(keys), MATCH_CHUNK):
-                lookup = sa.select(table.c.reporting_month, table.c.trust_code, table.c.patient_key).distinct().where(
-                    table.c.patient_key.in_(keys[start:start + MATCH_CHUNK]))
-                if month is not None:
-                    lookup = lookup.where(table.c.reporting_month == month)
-                if trust is not None:
-                    lookup = lookup.where(table.c.trust_code == trust)
-                found |= {(m, t, sha) for m, t, key in connection.execute(lookup) for sha in files_of[key]}
-        return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
-
-    @staticmethod
-    def _mark_pending(connection: sa.Connection, matches: pd.DataFrame) -> int:
-        """Record trust-months to re-derive because of opt-out files (a row already there is kept: two
-        writers may mark the same one); the number of trust-months."""
-        if matches.empty:
-            return 0
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(optout_pending).on_conflict_do_nothing(), matches.to_dict("records"))
-        return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
 
     def mark_optouts_pending(self, month: str) -> list[str]:
         """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
-        with self.warehouse.engine.begin() as connection:
-            matches = self._optout_matches(connection, month=month)
-            self._mark_pending(connection, matches)
-        return sorted(set(matches["trust_code"]))
+        return self.warehouse.mark_month_optouts_pending(self.pseudonymiser.key_id, month)
 
     def clean_write_hooks(self, month: str, trust: str, applied: frozenset[str]) -> dict:
         """`before`/`after` for the transaction that writes a clean trust-month: the opt-outs it applied are
@@ -223,13 +163,12 @@ class DataProtection(UsesContext):
         just written hold its patient."""
 
         def after(connection: sa.Connection) -> None:
-            done = sa.and_(optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
-                           optout_pending.c.file_sha256.in_(sorted(applied)))
-            connection.execute(sa.delete(optout_pending).where(done))
-            self._mark_pending(connection, self._optout_matches(connection, month=month, trust=trust,
-                                                                not_files=applied))
+            self.warehouse.clear_optouts_pending(connection, month, trust, applied)
+            self.warehouse.mark_optouts_pending(connection, self.warehouse.optout_matches(
+                connection, self.pseudonymiser.key_id, month=month, trust=trust, not_files=applied))
 
-        return {"before": lambda connection: _optout_lock(connection, exclusive=False), "after": after}
+        return {"before": lambda connection: self.warehouse.optout_lock(connection, exclusive=False),
+                "after": after}
 
     def check_key(self) -> None:
         """Refuse (PseudonymisationKeyChanged) when the configured key is not the one the clean layer and the
@@ -241,12 +180,7 @@ class DataProtection(UsesContext):
         others = Counter(k for tm, k in self.warehouse.clean_key_ids().items()
                          if k != self.pseudonymiser.key_id and tm not in frozen)
         problems = [f"{count} clean trust-months were built with key id {key}" for key, count in sorted(others.items())]
-        with self.warehouse.engine.connect() as connection:
-            keyed = sa.select(optout_patients.c.file_sha256).where(
-                optout_patients.c.pseudonymisation_key_id == self.pseudonymiser.key_id)
-            unkeyed = connection.execute(sa.select(sa.func.count()).select_from(optout_files).where(
-                optout_files.c.status == APPLIED, optout_files.c.entries > 0,
-                optout_files.c.sha256.not_in(keyed))).scalar()
+        unkeyed = self.warehouse.optout_files_without_keys(self.pseudonymiser.key_id)
         if unkeyed:  # they would silently stop applying
             problems.append(f"{unkeyed} registered opt-out files have no patient keys under it")
         if problems:
@@ -276,11 +210,7 @@ class DataProtection(UsesContext):
         The rows of each trust-month go in one transaction with its raw_purges record; files are deleted
         after it (a crash in between leaves files that the next purge deletes: it can be run again)."""
         cutoff = self.retention_cutoff(keep_months)
-        query = sa.select(raw_submissions.c.reporting_month, raw_submissions.c.trust_code,
-                          sa.func.count()).where(raw_submissions.c.reporting_month < cutoff).group_by(
-            raw_submissions.c.reporting_month, raw_submissions.c.trust_code)
-        with self.warehouse.engine.connect() as connection:
-            old = sorted((m, t, n) for m, t, n in connection.execute(query))
+        old = self.warehouse.raw_rows_before(cutoff)
         registered = self.warehouse.read(submission_files)
         built_with = self.warehouse.clean_key_ids()
         files = self.status.accepted_files()  # (registered lists every copy: all of them are deleted below)

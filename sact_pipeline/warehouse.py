@@ -13,27 +13,28 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from sact_pipeline.bulk_load import copy_into, omitted_value, sqlite_insert, typed_frame
 from sact_pipeline.tables import (
     clean_activity,
     clean_file_versions,
+    clean_quarantine,
     file_swaps,
     gate_failures,
     layer_state,
     metadata,
+    optout_files,
+    optout_patients,
     optout_pending,
     raw_purges,
     raw_submissions,
@@ -41,22 +42,13 @@ from sact_pipeline.tables import (
     submission_files,
     SCHEMAS,
 )
-
-class WarehouseError(Exception):
-    """The warehouse database is not in a state the pipeline can use; the message says what to run."""
-
-
-class WarehouseSchemaMissing(WarehouseError):
-    """A PostgreSQL warehouse lacks a schema and the connecting user may not create it (the loader before
-    `sact-pipeline db init`)."""
-
-
-class WarehouseLayoutOutdated(WarehouseError):
-    """Warehouse tables still sit in schema public (the layout before schemas): starting afresh beside them
-    would look like an empty warehouse and re-run everything, so the pipeline refuses until they are moved."""
-
-
-RUN_DB_INIT = "run `sact-pipeline db init --admin-url postgresql://postgres@<host>:<port>/<database>` (a superuser)"
+from sact_pipeline.warehouse_schema import (  # noqa: F401 - the errors callers catch
+    WarehouseError,
+    WarehouseLayoutOutdated,
+    WarehouseSchemaMissing,
+    add_new_columns,
+    prepare_postgres,
+)
 
 
 @dataclass(frozen=True)
@@ -96,64 +88,17 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
 
 
-# pg_advisory_xact_lock key: processes starting on a new warehouse at once create its schemas in turn.
-_SCHEMA_LOCK = 0x5AC7_0006
 _REGISTER_LOCK = 0x5AC7_0007  # landing-zone scans record their files in turn (read, then insert what is new)
 _REFRESH_LOCK = 0x5AC7_0008  # pg_advisory_lock: one refresh at a time per warehouse
+OPTOUT_LOCK = 0x5AC7_0F7  # opt-out registration (alone) versus clean writes (shared)
+OPTOUT_APPLIED, OPTOUT_REJECTED = "applied", "rejected"  # optout_files.status
+OPTOUT_MATCH_CHUNK = 5_000  # opted-out keys per IN list (SQLite allows 32,766 parameters)
 
 
 def _lock_key(*parts: str) -> int:
     """A signed 64-bit advisory lock key for a partition of a table."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _prepare_postgres(connection: sa.Connection) -> None:
-    """Make sure the schemas and tables exist: create what is missing when this user may (the loader owns
-    its schemas after db init; a superuser may anyway), else say what to run."""
-    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-    names = [table.name for table in metadata.sorted_tables]
-    in_public = connection.execute(sa.text(
-        "select tablename from pg_tables where schemaname = 'public' and tablename = any(:names)"
-    ), {"names": names}).scalars().all()
-    if in_public:
-        raise WarehouseLayoutOutdated(f"schema public holds warehouse tables of the layout before schemas "
-                                      f"({', '.join(sorted(in_public))}): {RUN_DB_INIT} to move them, with their "
-                                      "rows, into schemas raw, clean and published")
-    present = set(connection.execute(sa.text("select nspname from pg_namespace where nspname = any(:names)"),
-                                     {"names": list(SCHEMAS)}).scalars())
-    missing = [schema for schema in SCHEMAS if schema not in present]
-    if missing:
-        if not connection.execute(sa.text("select has_database_privilege(current_database(), 'CREATE')")).scalar():
-            raise WarehouseSchemaMissing(f"the warehouse database has no schema {', '.join(missing)} and this user "
-                                         f"may not create it: {RUN_DB_INIT} once; it creates the schemas, owned "
-                                         "by the loader role sact_loader")
-        for schema in missing:
-            connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-    metadata.create_all(connection)
-    add_new_columns(connection)
-
-
-def add_new_columns(connection: sa.Connection) -> None:
-    """Columns added to a table since a warehouse was made, added to it (create_all adds only tables).
-    Such a column is nullable (rows already there hold NULL: the items of SACT v4 in raw, say) or carries
-    a server default, which fills the rows already there."""
-    inspector = sa.inspect(connection)
-    for table in metadata.sorted_tables:
-        schema = table.schema if connection.dialect.name == "postgresql" else None
-        present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
-        for column in table.columns:
-            if column.name in present or (column.server_default is None and not column.nullable):
-                continue
-            kind = column.type.compile(dialect=connection.dialect)
-            name = f"{schema}.{table.name}" if schema else table.name
-            if column.server_default is None:
-                connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}')
-                continue
-            default = column.server_default.arg
-            default = default.compile(dialect=connection.dialect) if hasattr(default, "compile") else f"'{default}'"
-            connection.exec_driver_sql(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind} NOT NULL '
-                                       f"DEFAULT {default}")
 
 
 def _sqlite_write_ahead_log(dbapi_connection, _record) -> None:
@@ -173,7 +118,7 @@ class Warehouse:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         if self.is_postgres:
             with self.engine.begin() as connection:
-                _prepare_postgres(connection)
+                prepare_postgres(connection)
         else:
             with self.engine.begin() as connection:
                 metadata.create_all(connection)
@@ -189,12 +134,12 @@ class Warehouse:
             query = query.where(table.c[column] == value)
         with self.engine.connect() as connection:
             frame = pd.read_sql(query, connection)
-        return _typed(table, frame)
+        return typed_frame(table, frame)
 
     def read_months(self, table: sa.Table, months: list[str]) -> pd.DataFrame:
         query = sa.select(table).where(table.c.reporting_month.in_(months))
         with self.engine.connect() as connection:
-            return _typed(table, pd.read_sql(query, connection))
+            return typed_frame(table, pd.read_sql(query, connection))
 
     def layer_states(self, layer: str) -> dict[tuple[str, str], str]:
         query = sa.select(layer_state.c.reporting_month, layer_state.c.trust_code, layer_state.c.fingerprint).where(
@@ -262,6 +207,102 @@ class Warehouse:
             clean_activity.c.reporting_month == month, clean_activity.c.trust_code.in_(trusts))
         with self.engine.connect() as connection:
             return pd.read_sql(query, connection)
+
+    # --- registration opt-outs (sact_pipeline.protection decides when) -------------------------------------
+    # A registration and a clean write of a trust-month holding its patient may run at once: clean writes
+    # share OPTOUT_LOCK, a registration holds it alone (PostgreSQL; SQLite has one writer at a time).
+    @staticmethod
+    def optout_lock(connection: sa.Connection, *, exclusive: bool) -> None:
+        """Take the opt-out lock for the rest of the transaction (PostgreSQL)."""
+        if connection.dialect.name == "postgresql":
+            function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": OPTOUT_LOCK})
+
+    def applied_optouts(self, key_id: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(files, patient keys under key_id) of every applied opt-out, read in that order on one connection,
+        so a file registered meanwhile is never counted as applied without its patients."""
+        with self.engine.connect() as connection:
+            files = frozenset(connection.execute(sa.select(optout_files.c.sha256).where(
+                optout_files.c.status == OPTOUT_APPLIED)).scalars())
+            keys = frozenset(connection.execute(sa.select(optout_patients.c.patient_key).where(
+                optout_patients.c.pseudonymisation_key_id == key_id,
+                optout_patients.c.file_sha256.in_(sorted(files)))).scalars()) if files else frozenset()
+        return files, keys
+
+    def optout_files_without_keys(self, key_id: str) -> int:
+        """Applied opt-out files (with entries) that have no patient keys under key_id."""
+        keyed = sa.select(optout_patients.c.file_sha256).where(optout_patients.c.pseudonymisation_key_id == key_id)
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(optout_files).where(
+                optout_files.c.status == OPTOUT_APPLIED, optout_files.c.entries > 0,
+                optout_files.c.sha256.not_in(keyed))).scalar()
+
+    def forget_optout_keys(self, keep_key_ids: set[str]) -> int:
+        """Delete opt-out patient keys made with any other key id; the number deleted."""
+        with self.engine.begin() as connection:
+            return connection.execute(sa.delete(optout_patients).where(
+                optout_patients.c.pseudonymisation_key_id.not_in(sorted(keep_key_ids)))).rowcount
+
+    @staticmethod
+    def optout_matches(connection: sa.Connection, key_id: str, *, month: str | None = None,
+                       trust: str | None = None, file_sha256: str | None = None,
+                       not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
+        opted-out patient's under key_id: what still holds a patient who opted out.
+
+        The opted-out keys are read first (none, the usual case: no scan at all) and looked up in chunks
+        with IN: a join let PostgreSQL scan a month's rows once per opted-out patient (20 s a month)."""
+        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
+            optout_patients.c.pseudonymisation_key_id == key_id)
+        if file_sha256 is not None:
+            query = query.where(optout_patients.c.file_sha256 == file_sha256)
+        files_of: dict[str, set[str]] = {}
+        for key, sha in connection.execute(query):
+            if sha not in not_files:
+                files_of.setdefault(key, set()).add(sha)
+        keys, found = sorted(files_of), set()
+        for table in (clean_activity, clean_quarantine):
+            for start in range(0, len(keys), OPTOUT_MATCH_CHUNK):
+                lookup = sa.select(table.c.reporting_month, table.c.trust_code, table.c.patient_key).distinct().where(
+                    table.c.patient_key.in_(keys[start:start + OPTOUT_MATCH_CHUNK]))
+                if month is not None:
+                    lookup = lookup.where(table.c.reporting_month == month)
+                if trust is not None:
+                    lookup = lookup.where(table.c.trust_code == trust)
+                found |= {(m, t, sha) for m, t, key in connection.execute(lookup) for sha in files_of[key]}
+        return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
+
+    @staticmethod
+    def mark_optouts_pending(connection: sa.Connection, matches: pd.DataFrame) -> int:
+        """Record trust-months to re-derive because of opt-out files (a row already there is kept: two
+        writers may mark the same one); the number of trust-months."""
+        if matches.empty:
+            return 0
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(optout_pending).on_conflict_do_nothing(), matches.to_dict("records"))
+        return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
+
+    @staticmethod
+    def clear_optouts_pending(connection: sa.Connection, month: str, trust: str, applied: frozenset[str]) -> None:
+        """The opt-out files a clean write of the trust-month applied are done for it."""
+        connection.execute(sa.delete(optout_pending).where(
+            optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
+            optout_pending.c.file_sha256.in_(sorted(applied))))
+
+    def mark_month_optouts_pending(self, key_id: str, month: str) -> list[str]:
+        """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
+        with self.engine.begin() as connection:
+            matches = self.optout_matches(connection, key_id, month=month)
+            self.mark_optouts_pending(connection, matches)
+        return sorted(set(matches["trust_code"]))
+
+    def raw_rows_before(self, cutoff: str) -> list[tuple[str, str, int]]:
+        """(month, trust, raw rows) of every trust-month before the month `cutoff`, sorted."""
+        query = sa.select(raw_submissions.c.reporting_month, raw_submissions.c.trust_code,
+                          sa.func.count()).where(raw_submissions.c.reporting_month < cutoff).group_by(
+            raw_submissions.c.reporting_month, raw_submissions.c.trust_code)
+        with self.engine.connect() as connection:
+            return sorted((m, t, n) for m, t, n in connection.execute(query))
 
     # --- the file register --------------------------------------------------------------------------------
     def register_files(self, files: pd.DataFrame, rejections: pd.DataFrame,
@@ -408,93 +449,8 @@ class Warehouse:
             return None
         # A column the frame lacks takes what an INSERT that omits it would: its server default, else NULL
         # (an item of the other SACT version, say); a required column without a default must be there.
-        missing = {c.name: _omitted_value(c) for c in table.columns
+        missing = {c.name: omitted_value(c) for c in table.columns
                    if c.name not in frame and (c.nullable or c.server_default is not None)}
         frame = frame.assign(**missing) if missing else frame
         frame = frame[[c.name for c in table.columns]]
-        return _copy_into(table, frame) if self.is_postgres else _insert_sqlite(table, frame)
-
-
-def _omitted_value(column: sa.Column):
-    """The value a database gives `column` when an INSERT leaves it out."""
-    default = column.server_default.arg if column.server_default is not None else None
-    if default is None:
-        return None
-    if isinstance(default, (sa.sql.elements.True_, sa.sql.elements.False_)):
-        return isinstance(default, sa.sql.elements.True_)
-    return int(default) if isinstance(column.type, sa.Integer) else default
-
-
-def _insert_sqlite(table: sa.Table, frame: pd.DataFrame):
-    """executemany of plain tuples built column by column (Python scalars, None for missing, dates as the
-    text SQLAlchemy's SQLite types store and parse back): no per-row or per-cell pandas work, which took
-    most of a refresh on SQLite."""
-    columns = [_sqlite_values(frame[column.name], column.type) for column in table.columns]
-    names = ", ".join(f'"{c.name}"' for c in table.columns)
-    marks = ", ".join("?" for _ in table.columns)
-    rows = list(zip(*columns))
-    # Unqualified: SQLite has no schemas (the engine's schema_translate_map drops them from Core statements).
-    return lambda connection: connection.exec_driver_sql(
-        f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
-
-
-def _sqlite_values(values: pd.Series, kind: sa.types.TypeEngine) -> np.ndarray:
-    """One column as an object array of what sqlite3 binds: str, int, float, None."""
-    if isinstance(kind, (sa.DateTime, sa.Date)):
-        stamps = pd.to_datetime(values).to_numpy()
-        if isinstance(kind, sa.DateTime):  # SQLAlchemy's format: 2025-06-01 12:00:00.000000
-            text = np.char.replace(np.datetime_as_string(stamps.astype("datetime64[us]"), unit="us"), "T", " ")
-        else:  # 2025-06-01
-            text = np.datetime_as_string(stamps.astype("datetime64[D]"))
-        return np.where(np.isnat(stamps), None, text.astype(object))
-    return values.to_numpy(dtype=object, na_value=None)
-
-
-def _copy_into(table: sa.Table, frame: pd.DataFrame):
-    """PostgreSQL COPY FROM STDIN in CSV: orders of magnitude faster than INSERTs (platform notes).
-
-    The CSV is written by pyarrow (several times faster than DataFrame.to_csv, which took most of a
-    PostgreSQL load): strings are always quoted and missing values are bare empty fields, which is exactly
-    COPY's CSV rule for '' versus NULL."""
-    buffer = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer,
-                    pacsv.WriteOptions(include_header=False))
-    columns = ", ".join(f'"{c.name}"' for c in table.columns)
-    statement = f'COPY "{table.schema}"."{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)'
-
-    def load(connection: sa.Connection) -> None:
-        buffer.seek(0)
-        dbapi = connection.dialect.loaded_dbapi
-        cursor = connection.connection.dbapi_connection.cursor()
-        try:
-            cursor.copy_expert(statement, buffer)
-        except dbapi.Error as error:
-            # Raise what SQLAlchemy raises for INSERTs (IntegrityError, ...), with PostgreSQL's primary
-            # message only: its DETAIL and CONTEXT quote the failing row, which can hold patient identifiers.
-            primary = getattr(getattr(error, "diag", None), "message_primary", None) or type(error).__name__
-            raise sa.exc.DBAPIError.instance(statement, None, type(error)(primary), dbapi.Error) from None
-        finally:
-            cursor.close()
-
-    return load
-
-
-def _typed(table: sa.Table, frame: pd.DataFrame) -> pd.DataFrame:
-    """Give frames read back the same dtypes on SQLite and PostgreSQL."""
-    for column in table.columns:
-        name = column.name
-        if name not in frame:
-            continue
-        if isinstance(column.type, sa.DateTime):
-            frame[name] = pd.to_datetime(frame[name]).astype("datetime64[us]")
-        elif isinstance(column.type, sa.Date):
-            frame[name] = pd.to_datetime(frame[name]).astype("datetime64[s]")
-        elif isinstance(column.type, sa.BigInteger):
-            frame[name] = pd.to_numeric(frame[name]).astype("Int64")
-        elif isinstance(column.type, sa.Boolean):
-            frame[name] = frame[name].astype(bool)
-        elif isinstance(column.type, sa.Float):
-            frame[name] = pd.to_numeric(frame[name]).astype("Float64")
-        else:
-            frame[name] = frame[name].astype("str")
-    return frame
+        return copy_into(table, frame) if self.is_postgres else sqlite_insert(table, frame)
