@@ -133,9 +133,8 @@ def measure(args) -> dict:
     """One measurement: generate, floor, refresh, no-op refresh, one late resubmission; in this process."""
     os.environ.setdefault("SACT_PSEUDONYMISATION_KEY", "benchmark-key-0123456789abcdef-0123456789abcdef")
 
-    from sact_pipeline import quality
     from sact_pipeline.cli import refresh
-    from sact_pipeline.trust_months import STAGE_SECONDS, WORKER_PEAK_MB
+    from sact_pipeline.layers import Pipeline
     from sact_pipeline.settings import Settings
 
     result: dict = {"reference_loop_s": machine_reference()}
@@ -161,14 +160,14 @@ def measure(args) -> dict:
         result.update(files=len(files), rows=sum(f.rows for f in files), trusts=args.trusts, months=args.months,
                       largest_file_rows=max(f.rows for f in files))
 
-        STAGE_SECONDS.clear()
+        measured = Pipeline.for_settings(settings).measurements  # what the refresh's runs measure into
         started = time.perf_counter()
-        runs_before = quality.RUNS["count"]
         report = refresh(settings, log=lambda line: None)
         result["refresh_s"] = time.perf_counter() - started
-        result["gx_runs"] = quality.RUNS["count"] - runs_before
+        result["gx_runs"] = measured.suite_runs
         result["trust_months"], result["month_runs"] = report.trust_months, len(report.months)
-        result["stages"] = dict(STAGE_SECONDS)
+        result["stages"] = dict(measured.stage_seconds)
+        worker_peaks = dict(measured.worker_peak_mb)
         started = time.perf_counter()
         again = refresh(settings, log=lambda line: None)
         result["noop_s"] = time.perf_counter() - started
@@ -197,11 +196,13 @@ def measure(args) -> dict:
         numbers = optout_sample(files, last_month, args.optouts)
         settings.optout_dir.mkdir(parents=True, exist_ok=True)
         (settings.optout_dir / "optouts_bench.csv").write_text("NHS_Number\n" + "\n".join(numbers) + "\n")
-        STAGE_SECONDS.clear()
+        measured.clear()
         started = time.perf_counter()
         optouts = refresh(settings, log=lambda line: None)
         result["optout_s"] = time.perf_counter() - started
-        result["optout_stages"] = dict(STAGE_SECONDS)
+        result["optout_stages"] = dict(measured.stage_seconds)
+        for pid, peak in measured.worker_peak_mb.items():
+            worker_peaks[pid] = max(worker_peaks.get(pid, 0.0), peak)
         assert optouts.ok, optouts
         result.update(optout_patients=len(numbers), optout_trust_months=optouts.trust_months,
                       optout_months=list(optouts.months))
@@ -209,9 +210,9 @@ def measure(args) -> dict:
             drop_postgres_database(warehouse_url)
     # The refresh's process plus its workers' peaks: an upper bound of what was resident at once.
     result["main_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["worker_peak_rss_mb"] = sorted(WORKER_PEAK_MB.values())
+    result["worker_peak_rss_mb"] = sorted(worker_peaks.values())
     result["peak_rss_mb"] = result["main_peak_rss_mb"] + sum(result["worker_peak_rss_mb"])
-    result["workers"] = len(WORKER_PEAK_MB) or 1  # the processes that built the month (1: its own process)
+    result["workers"] = len(worker_peaks) or 1  # the processes that built the month (1: its own process)
     return result
 
 

@@ -145,7 +145,8 @@ class DataQualityLayer(UsesContext):
         outcome = LayerOutcome(QUALITY_REPORT, month, rows=len(table))
         outcome.suites.append(quality.validate_frame(
             suites.DATA_QUALITY_MONTH.name, suites.data_quality_month_expectations(),
-            table.assign(accounted_rows=table["clean_rows"] + table["quarantined_rows"])))
+            table.assign(accounted_rows=table["clean_rows"] + table["quarantined_rows"]),
+            measurements=self.measurements))
         self.context.document(suites.DATA_QUALITY_MONTH.name, [(outcome, "", outcome.suites[-1])])
         outcome.gate()
 

@@ -15,7 +15,7 @@ from sact_pipeline import suites
 from sact_pipeline.context import PipelineContext, UsesContext
 from sact_pipeline.domain.cleaning import CODED_COLUMNS, clean_submission
 from sact_pipeline.domain.counting import MEASURES, count_activity
-from sact_pipeline.gating import LayerHeld, LayerOutcome, PreparedWrite, raise_failure, stage
+from sact_pipeline.gating import LayerHeld, LayerOutcome, PreparedWrite, raise_failure
 from sact_pipeline.partitions import layer_partition, month_partition, split_layer_partition
 from sact_pipeline.protection import NO_OPTOUTS, DataProtection, OptOuts
 from sact_pipeline.state import CLEAN, RAW
@@ -58,7 +58,7 @@ class CleanLayer(UsesContext):
         if loaded is not None and registered and registered <= loaded.loaded_versions:
             raw = loaded.loaded
         else:
-            with stage("read raw back"):
+            with self.measurements.stage("read raw back"):
                 raw = self.warehouse.read(raw_submissions, reporting_month=month, trust_code=trust)
         if raw.empty and (month, trust) in self.warehouse.purged_trust_months():
             return self._prepare_purged(month, trust, this_partition, optouts)
@@ -116,7 +116,7 @@ class CleanLayer(UsesContext):
         for version in versions.itertuples(index=False):
             key = (version.file_name, version.file_sha256)
             rows = raw.loc[(raw["file_name"] == key[0]) & (raw["file_sha256"] == key[1])].sort_values("row_number")
-            with stage("clean and pseudonymise"):
+            with self.measurements.stage("clean and pseudonymise"):
                 cleaned = clean_submission(rows, trust_code=trust, submitted_at=version.submitted_at.to_pydatetime(),
                                            pseudonymiser=pseudonymiser, opted_out=optouts.keys,
                                            reporting_month=month, trust_of=self.context.trust_of_provider,

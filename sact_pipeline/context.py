@@ -18,8 +18,9 @@ import pandas as pd
 from sact_pipeline import quality
 from sact_pipeline.data_docs import DataDocs
 from sact_pipeline.domain.organisations import OrganisationRegister
-from sact_pipeline.gating import LayerGateFailed, LayerOutcome, PreparedWrite, recover_swaps, stage, swap_in
+from sact_pipeline.gating import LayerGateFailed, LayerOutcome, PreparedWrite, recover_swaps, swap_in
 from sact_pipeline.keys import load_pseudonymiser
+from sact_pipeline.measurements import Measurements
 from sact_pipeline.settings import Settings
 from sact_pipeline.state import PipelineStatus
 from sact_pipeline.warehouse import Warehouse
@@ -33,6 +34,7 @@ class PipelineContext:
         self.settings = settings
         self.today = today or date.today()
         self._pseudonymiser = pseudonymiser
+        self.measurements = Measurements()  # seconds per stage and suite runs, for the benchmark
 
     @cached_property
     def warehouse(self) -> Warehouse:
@@ -80,7 +82,7 @@ class PipelineContext:
 
     def build_data_docs(self) -> Path:
         """Render the Data Docs of the suite runs recorded since the last build (after each step)."""
-        with stage("Data Docs"):
+        with self.measurements.stage("Data Docs"):
             return self.data_docs.build()
 
     def swap_in(self, files: dict[Path, bytes], write) -> None:
@@ -111,13 +113,14 @@ class PipelineContext:
                 alike.setdefault(quality.suite_key(item.checks[number][1]), []).append(item)
             documented = []
             for group in alike.values():
-                with stage("GX raw, clean and data quality"):
+                with self.measurements.stage("GX raw, clean and data quality"):
                     outcomes = quality.validate_parts(suite, group[0].checks[number][1],
-                                                      [item.checks[number][2] for item in group])
+                                                      [item.checks[number][2] for item in group],
+                                                      measurements=self.measurements)
                 for item, outcome in zip(group, outcomes):
                     item.outcome.suites.append(outcome)
                     documented.append((item.outcome, item.trust, outcome))
-            with stage("Data Docs"):
+            with self.measurements.stage("Data Docs"):
                 self.document(suite, documented)
         results: list[LayerOutcome | LayerGateFailed] = []
         for item in prepared:
@@ -127,7 +130,7 @@ class PipelineContext:
                 except LayerGateFailed as failure:
                     results.append(failure)
                     continue
-                with stage("load raw, clean and data quality"):
+                with self.measurements.stage("load raw, clean and data quality"):
                     item.write()
             results.append(item.outcome)
         return results
@@ -146,3 +149,4 @@ class UsesContext:
     pseudonymiser = property(lambda self: self.context.pseudonymiser)
     status = property(lambda self: self.context.status)
     data_docs = property(lambda self: self.context.data_docs)
+    measurements = property(lambda self: self.context.measurements)

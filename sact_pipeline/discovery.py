@@ -11,7 +11,6 @@ import pandas as pd
 
 from sact_pipeline.context import PipelineContext, UsesContext
 from sact_pipeline.domain.landing import SubmissionRejected, find_candidate_files, read_submission, sha256_of
-from sact_pipeline.gating import stage
 from sact_pipeline.protection import DataProtection
 from sact_pipeline.tables import rejected_files, submission_files
 
@@ -37,7 +36,7 @@ class LandingZone(UsesContext):
         applied), then every new file version in the landing zone, accepted or rejected with its reason.
         Refuses on a changed key (check_key), unless a rekey runs: opt-outs registered under a wrong key
         would never be applied under the right one."""
-        with stage("discover"):
+        with self.measurements.stage("discover"):
             if check_key:
                 self.protection.check_key()
             optouts = self.protection.register_optouts()

@@ -8,9 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
-import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,19 +79,6 @@ def raise_failure(result: LayerOutcome | LayerGateFailed) -> LayerOutcome:
     if isinstance(result, LayerGateFailed):
         raise result
     return result
-
-
-STAGE_SECONDS: Counter = Counter()  # seconds per stage in this process and its workers: the benchmark reports them
-
-
-@contextmanager
-def stage(name: str):
-    """Add the time spent in the block to STAGE_SECONDS[name] (a clock read: nothing to switch off)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE_SECONDS[name] += time.perf_counter() - started
 
 
 def fingerprint(parts) -> str:

@@ -24,7 +24,6 @@ from sact_pipeline.clean_layer import CleanLayer
 from sact_pipeline.context import PipelineContext, UsesContext
 from sact_pipeline.discovery import Discovery, LandingZone
 from sact_pipeline.gating import (  # noqa: F401 - the outcomes a caller of the layers handles
-    STAGE_SECONDS,
     LayerGateFailed,
     LayerHeld,
     LayerOutcome,

@@ -20,7 +20,7 @@ from sact_pipeline.domain.publication import (
 )
 from sact_pipeline.domain.report import REPORT_MONTHS, report_html
 from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
-from sact_pipeline.gating import LayerHeld, LayerOutcome, fingerprint, stage
+from sact_pipeline.gating import LayerHeld, LayerOutcome, fingerprint
 from sact_pipeline.protection import DataProtection
 from sact_pipeline.state import PUBLISHED, SUMMARY
 from sact_pipeline.warehouse import LayerState
@@ -35,7 +35,7 @@ class MonthPublication(UsesContext):
         self.protection = protection
 
     def summarise(self, month: str) -> LayerOutcome:
-        with stage("summarise (with its GX)"):
+        with self.measurements.stage("summarise (with its GX)"):
             return self._summarise(month)
 
     def _summarise(self, month: str) -> LayerOutcome:
@@ -59,7 +59,8 @@ class MonthPublication(UsesContext):
                                                                                            "missing")},
         })
         outcome.suites.append(quality.validate_frame(
-            suites.TRUST_MONTH_SUMMARY.name, suites.summary_expectations(MEASURES), summary))
+            suites.TRUST_MONTH_SUMMARY.name, suites.summary_expectations(MEASURES), summary,
+            measurements=self.measurements))
         self.context.document(suites.TRUST_MONTH_SUMMARY.name, [(outcome, "", outcome.suites[-1])])
         outcome.gate()
         self.warehouse.replace_partition(
@@ -83,7 +84,7 @@ class MonthPublication(UsesContext):
 
     def publish(self, month: str) -> LayerOutcome:
         """Disclosure-controlled table with changes from the previous month's published values."""
-        with stage("publish (with its GX)"):
+        with self.measurements.stage("publish (with its GX)"):
             return self._publish(month)
 
     def _publish(self, month: str) -> LayerOutcome:
@@ -97,13 +98,14 @@ class MonthPublication(UsesContext):
         outcome = LayerOutcome(PUBLISHED, month, rows=len(table), metadata={"organisations": len(table) - 1})
         outcome.suites.append(quality.validate_frame(
             suites.PUBLISHED_SUBMISSIONS.name, suites.published_expectations(COUNT_COLUMNS, CHANGE_COLUMNS, english),
-            table))
+            table, measurements=self.measurements))
         # The published months before this one: the gate's previous month and the report's history.
         history = self.warehouse.read_months(published_submissions, months_up_to(month, REPORT_MONTHS)[:-1])
         published_before = history.loc[history["reporting_month"] == previous_month(month)]
         outcome.suites.append(quality.validate_frame(
             suites.PUBLISHED_DISCLOSURE.name, suites.disclosure_expectations(),
-            suppressed_cell_ranges(table, published_before if len(published_before) else None)))
+            suppressed_cell_ranges(table, published_before if len(published_before) else None),
+            measurements=self.measurements))
         for suite in outcome.suites:
             self.context.document(suite.suite, [(outcome, "", suite)])
         outcome.gate()

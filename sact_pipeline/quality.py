@@ -44,6 +44,7 @@ from sact_pipeline.gx_outcomes import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; GX is imported lazily at run time
+    from sact_pipeline.measurements import Measurements
     import great_expectations as gx
     import pandas as pd
 
@@ -56,7 +57,6 @@ __all__ = [
     "decomposes",
     "suite_key",
     "import_gx",
-    "RUNS",
 ]
 
 # BASIC gives element_count and unexpected_count per column-map expectation; the two options below
@@ -87,7 +87,6 @@ class _Engine:
 
 
 _ENGINE: _Engine | None = None
-RUNS = {"count": 0}  # suite runs in this process: the benchmark reports it, a test checks batching with it
 _LOCK = threading.RLock()  # GX objects below are shared and mutable: one suite run at a time per process
 
 
@@ -195,18 +194,20 @@ def as_seen_by_part(outcome: SuiteOutcome, rows: int) -> SuiteOutcome:
         for o in outcome.outcomes), validation=outcome.validation)
 
 
-def validate_parts(suite_name: str, expectations: Sequence[Any], frames: Sequence[pd.DataFrame]) -> list[SuiteOutcome]:
+def validate_parts(suite_name: str, expectations: Sequence[Any], frames: Sequence[pd.DataFrame], *,
+                   measurements: Measurements | None = None) -> list[SuiteOutcome]:
     """One outcome per frame, with one GX run for all of them when the suite decomposes and they pass
     together (the usual case: a month of trusts in one run); otherwise one run per frame, so a failure
-    is always pinned to its own frame."""
+    is always pinned to its own frame. Each GX run is counted in `measurements`."""
     import pandas as pd
 
     same_shape = all(len(f) and list(f.columns) == list(frames[0].columns) for f in frames)
     if len(frames) > 1 and same_shape and decomposes(expectations):
-        together = validate_frame(suite_name, expectations, pd.concat(frames, ignore_index=True))
+        together = validate_frame(suite_name, expectations, pd.concat(frames, ignore_index=True),
+                                  measurements=measurements)
         if together.success:
             return [as_seen_by_part(together, len(f)) for f in frames]
-    return [validate_frame(suite_name, expectations, f) for f in frames]
+    return [validate_frame(suite_name, expectations, f, measurements=measurements) for f in frames]
 
 
 def suite_key(expectations: Sequence[Any]) -> tuple:
@@ -215,9 +216,11 @@ def suite_key(expectations: Sequence[Any]) -> tuple:
 
 
 def validate_frame(
-    suite_name: str, expectations: Sequence[gx.expectations.Expectation], frame: pd.DataFrame
+    suite_name: str, expectations: Sequence[gx.expectations.Expectation], frame: pd.DataFrame, *,
+    measurements: Measurements | None = None,
 ) -> SuiteOutcome:
-    """Run the whole suite on the frame in one ValidationDefinition run; no row values in the result."""
+    """Run the whole suite on the frame in one ValidationDefinition run (counted in `measurements`); no row
+    values in the result."""
     if not expectations:
         raise ValueError(f"suite {suite_name!r} has no expectations")
     labels = expectation_labels(expectations)
@@ -225,7 +228,8 @@ def validate_frame(
     with _LOCK:
         engine = _engine()
         suite, validation = _suite_and_validation(engine, suite_name, expectations)
-        RUNS["count"] += 1
+        if measurements is not None:
+            measurements.suite_runs += 1
         try:
             result = validation.run(batch_parameters={"dataframe": batch}, result_format=RESULT_FORMAT)
         finally:

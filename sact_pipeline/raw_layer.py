@@ -12,7 +12,7 @@ from sact_pipeline import suites
 from sact_pipeline.context import UsesContext
 from sact_pipeline.domain.landing import read_submission, sha256_of
 from sact_pipeline.domain.spec import SACT, VERSIONS
-from sact_pipeline.gating import LayerOutcome, PreparedWrite, fingerprint, raise_failure, stage
+from sact_pipeline.gating import LayerOutcome, PreparedWrite, fingerprint, raise_failure
 from sact_pipeline.partitions import layer_partition
 from sact_pipeline.state import RAW
 from sact_pipeline.warehouse import LayerState
@@ -44,7 +44,7 @@ class RawLayer(UsesContext):
                 # and a newer registration of the path (if any) is a version of its own.
                 unavailable.append(version.relative_path)
                 continue
-            with stage("parse"):
+            with self.measurements.stage("parse"):
                 submission, frame = read_submission(path, self.settings.landing_dir, self.organisations,
                                                     first_month=self.settings.first_month, today=self.today,
                                                     data=data, transition=self.settings.transition)

@@ -25,14 +25,14 @@ from sact_pipeline import quality
 from sact_pipeline.assessment import DataQualityLayer
 from sact_pipeline.clean_layer import CleanLayer
 from sact_pipeline.context import PipelineContext, UsesContext
-from sact_pipeline.gating import STAGE_SECONDS, LayerHeld, LayerOutcome, PreparedWrite, stage
+from sact_pipeline.gating import LayerHeld, LayerOutcome, PreparedWrite
+from sact_pipeline.measurements import Measurements
 from sact_pipeline.protection import DataProtection
 from sact_pipeline.raw_layer import RawLayer
 from sact_pipeline.settings import Settings
 from sact_pipeline.state import CLEAN, QUALITY, RAW
 
 TRUST_MONTH_LAYERS = (RAW, CLEAN, QUALITY)  # built in this order, a batch of a month's trusts at a time
-WORKER_PEAK_MB: dict[int, float] = {}  # peak resident memory of each worker process (by pid), for the benchmark
 
 
 class TrustMonthBuilder(UsesContext):
@@ -124,7 +124,7 @@ class TrustMonthBuilder(UsesContext):
             prepared = []
             for trust in batch:
                 try:
-                    with stage("data quality (read and assess)"):
+                    with self.measurements.stage("data quality (read and assess)"):
                         prepared.append(self.assessment.prepare(month, trust, files, clean_states))
                 except ValueError as not_built:  # its clean layer was never built: say so, for this one only
                     yield QUALITY, trust, LayerHeld(str(not_built))
@@ -152,7 +152,7 @@ class TrustMonthBuilder(UsesContext):
                                             month, waiting.pop(), tuple(layers), files))
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    results, batch_error = _worker_results(future)
+                    results, batch_error = _worker_results(future, self.measurements)
                     yield from results
                     error = error or batch_error
                 if error is not None:
@@ -189,13 +189,11 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return _POOLS[workers]
 
 
-def _worker_results(future) -> tuple[list, BaseException | None]:
+def _worker_results(future, measurements: Measurements) -> tuple[list, BaseException | None]:
     """A finished batch's results and unexpected error (raised from its worker's traceback); its stage
-    seconds, suite runs and peak memory are added to this process's."""
-    results, stages, suite_runs, error, trace, (pid, peak_mb) = future.result()
-    STAGE_SECONDS.update(stages)
-    quality.RUNS["count"] += suite_runs
-    WORKER_PEAK_MB[pid] = max(WORKER_PEAK_MB.get(pid, 0.0), peak_mb)
+    seconds, suite runs and peak memory are added to this process's measurements."""
+    results, measured, error, trace, pid = future.result()
+    measurements.add(measured)
     if error is not None:
         error.__cause__ = WorkerTraceback(f"in worker process {pid}:\n{trace}")
     return results, error
@@ -203,8 +201,8 @@ def _worker_results(future) -> tuple[list, BaseException | None]:
 
 def _build_batch_in_worker(settings: Settings, today: date, pseudonymiser, month: str, batch: list[str],
                            layers: tuple[str, ...], files: pd.DataFrame):
-    """A batch of trust-months in a worker: (results, seconds per stage, suite runs, unexpected error,
-    its traceback, (pid, peak resident MB)).
+    """A batch of trust-months in a worker: (results, its measurements (with this worker's peak resident
+    memory), unexpected error, its traceback, pid).
 
     The pseudonymiser comes from the parent (over the pool's pipe, never logged), so a worker can never
     pseudonymise with another key than the run's. An unexpected error is returned after the results
@@ -215,8 +213,7 @@ def _build_batch_in_worker(settings: Settings, today: date, pseudonymiser, month
         _WORKER_BUILDERS.clear()  # one run's settings and key at a time: keep no earlier key
         _WORKER_BUILDERS[key] = TrustMonthBuilder.of(PipelineContext(settings, today=today, pseudonymiser=pseudonymiser))
     builder = _WORKER_BUILDERS[key]
-    STAGE_SECONDS.clear()
-    runs_before = quality.RUNS["count"]
+    builder.measurements.clear()  # this batch's figures only: the parent adds them up
     results, error, trace = [], None, ""
     try:
         for result in builder.build_batch(month, batch, layers, files):
@@ -231,8 +228,8 @@ def _build_batch_in_worker(settings: Settings, today: date, pseudonymiser, month
             error = RuntimeError(f"{type(unexpected).__name__}: {unexpected}")
     finally:
         builder.warehouse.dispose()  # no idle connection between batches (a database may be dropped)
-    return (results, dict(STAGE_SECONDS), quality.RUNS["count"] - runs_before, error, trace,
-            (os.getpid(), _peak_resident_mb()))
+    builder.measurements.worker_peak_mb[os.getpid()] = _peak_resident_mb()
+    return results, builder.measurements, error, trace, os.getpid()
 
 
 def _peak_resident_mb() -> float:

@@ -272,7 +272,6 @@ def test_files_from_a_trusts_sites_add_up_and_each_site_resubmits_its_own(settin
 
 
 def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(settings, instance):
-    from sact_pipeline import quality
     from sact_pipeline.layers import CLEAN, RAW, LayerGateFailed
 
     for trust, rows in (("RR8", patients("A", 20)), ("RBV", patients("B", 20)),
@@ -280,12 +279,11 @@ def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(s
         write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", rows)
     assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
     pipeline = Pipeline(settings)
-    before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
     # raw: 2 suites, one run each for the three; clean: clean_activity passes together (1 run), the
     # reconciliation fails together and is then run per trust-month (1 + 3); data quality: one run for
     # the two trust-months whose clean layer was written.
-    assert quality.RUNS["count"] - before == 2 + 1 + 4 + 1
+    assert pipeline.measurements.suite_runs == 2 + 1 + 4 + 1
     assert all(not isinstance(r, Exception) for r in built[RAW].values())
     assert isinstance(built[CLEAN]["RAJ"], LayerGateFailed) and "clean_reconciliation" in str(built[CLEAN]["RAJ"])
     assert [built[CLEAN][t].rows for t in ("RR8", "RBV")] == [20, 20]
@@ -294,7 +292,6 @@ def test_a_month_of_trusts_is_validated_together_and_a_failing_trust_is_pinned(s
 
 
 def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeypatch):
-    from sact_pipeline import quality
     from sact_pipeline.layers import CLEAN
 
     for trust in ("RR8", "RBV", "RAJ"):
@@ -302,9 +299,8 @@ def test_trust_months_are_batched_by_registered_rows(settings, instance, monkeyp
     assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
     pipeline = Pipeline(settings)
     monkeypatch.setattr(TrustMonthBuilder, "BATCH_ROWS", 15)  # one trust per batch: memory bounded by the largest trust
-    before = quality.RUNS["count"]
     built = pipeline.build_trust_months(JANUARY, ["RR8", "RBV", "RAJ"])
-    assert quality.RUNS["count"] - before == 3 * 5  # raw 2, clean 2, data quality 1
+    assert pipeline.measurements.suite_runs == 3 * 5  # raw 2, clean 2, data quality 1
     assert sorted(built[CLEAN]) == ["RAJ", "RBV", "RR8"] and pipeline.status.affected_trust_months() == []
 
 
@@ -313,9 +309,9 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     """A month above PARALLEL_MIN_ROWS is built batch by batch in worker processes that write their own
     trust-months: the warehouse must hold exactly what one process builds, a gate failure must come back
     whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
-    from sact_pipeline import quality, trust_months
+    from sact_pipeline import trust_months
     from sact_pipeline.domain.pseudonymise import Pseudonymiser
-    from sact_pipeline.layers import CLEAN, QUALITY, RAW, STAGE_SECONDS, LayerGateFailed
+    from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed
     from sact_pipeline.settings import Settings
     from sact_pipeline.tables import (
         clean_data_quality,
@@ -342,10 +338,10 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         pipeline = Pipeline(settings)
         # The run's key is not the one in the environment the workers inherit: they must use the run's.
         pipeline.__dict__["pseudonymiser"] = Pseudonymiser(b"the run's own key, not in the environment!")
-        STAGE_SECONDS.clear()
-        runs_before = quality.RUNS["count"]
         built[workers] = pipeline.build_trust_months(JANUARY, list(trusts))
-        assert quality.RUNS["count"] > runs_before and STAGE_SECONDS["clean and pseudonymise"] > 0
+        measured = pipeline.measurements  # the workers' figures come home
+        assert measured.suite_runs > 0 and measured.stage_seconds["clean and pseudonymise"] > 0
+        assert bool(measured.worker_peak_mb) == (workers > 1)
         assert pipeline.status.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
         stored[workers] = {t.name: pipeline.warehouse.read(t, reporting_month=JANUARY) for t in tables}
         if workers == 2:

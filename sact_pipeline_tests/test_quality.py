@@ -10,6 +10,7 @@ import pytest
 
 from sact_pipeline import quality as q
 from sact_pipeline import suites
+from sact_pipeline.measurements import Measurements
 from sact_pipeline_tests.builders import CODE_LISTS, FAKE_NHS, clean_frame
 
 SHA_A = "a" * 64
@@ -361,16 +362,16 @@ def test_row_wise_suites_decompose_and_aggregates_do_not():
 def test_parts_that_pass_together_take_one_run_and_a_failure_is_pinned_to_its_part():
     expectations = suites.reconciliation_expectations(0.1)
     good = [reconciliation_frame(), reconciliation_frame(raw=50, clean=45, quarantined=3, duplicate=1)]
-    before = q.RUNS["count"]
-    outcomes = q.validate_parts("reconciliation", expectations, good)
-    assert q.RUNS["count"] == before + 1
+    measured = Measurements()
+    outcomes = q.validate_parts("reconciliation", expectations, good, measurements=measured)
+    assert measured.suite_runs == 1
     assert [(o.success, o.rows) for o in outcomes] == [(True, 1), (True, 1)]
     assert {o.unexpected for o in outcomes[0].outcomes} <= {0, None}
 
     bad = reconciliation_frame(raw=100, clean=80, quarantined=15)
-    before = q.RUNS["count"]
-    outcomes = q.validate_parts("reconciliation", expectations, [good[0], bad, good[1]])
-    assert q.RUNS["count"] == before + 4  # together (fails), then each part on its own
+    measured = Measurements()
+    outcomes = q.validate_parts("reconciliation", expectations, [good[0], bad, good[1]], measurements=measured)
+    assert measured.suite_runs == 4  # together (fails), then each part on its own
     assert [o.success for o in outcomes] == [True, False, True]
     assert_fails_with(outcomes[1], "expect_column_values_to_be_between(quarantine_share, 0..0.1)", 1, 1)
 
@@ -378,7 +379,7 @@ def test_parts_that_pass_together_take_one_run_and_a_failure_is_pinned_to_its_pa
 def test_parts_with_different_columns_are_validated_one_by_one():
     """A column missing from one part would be hidden by the other parts' columns in a concatenation."""
     frames = [raw_frame(), raw_frame().drop(columns=["drug_name"])]
-    before = q.RUNS["count"]
-    outcomes = q.validate_parts("raw", suites.raw_expectations(ITEMS), frames)
-    assert q.RUNS["count"] == before + 2
+    measured = Measurements()
+    outcomes = q.validate_parts("raw", suites.raw_expectations(ITEMS), frames, measurements=measured)
+    assert measured.suite_runs == 2
     assert [o.success for o in outcomes] == [True, False]
