@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -95,11 +96,7 @@ def init_database(warehouse_url: str, admin_url: str | None = None,
             lines.append(f"database {warehouse.database}: created")
         engine = engine_for(admin.render_as_string(hide_password=False))
         try:
-            with engine.begin() as connection:
-                lines += _roles(connection, env)
-                lines += _schemas(connection, warehouse.database)
-                lines += _tables(connection)
-                lines += _grants(connection)
+            lines += _in_one_transaction(engine, env, warehouse.database)
         finally:
             engine.dispose()
     except sa.exc.DBAPIError as error:
@@ -119,17 +116,35 @@ def init_database(warehouse_url: str, admin_url: str | None = None,
     return lines
 
 
+def _in_one_transaction(engine: sa.Engine, env: Mapping[str, str], database: str, attempts: int = 5) -> list[str]:
+    """Roles, schemas, tables and grants in one transaction. Roles and role memberships belong to the
+    server, not the database: two db inits of different warehouses on one server at once (two
+    deployments starting together) can touch the same role row, and PostgreSQL then fails one of them
+    with "tuple concurrently updated". That is a race, not a fault: the transaction is run again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as connection:
+                return (_roles(connection, env) + _schemas(connection, database) + _tables(connection)
+                        + _grants(connection))
+        except sa.exc.InternalError as error:
+            if "tuple concurrently updated" not in str(error.orig) or attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def _roles(connection: sa.Connection, env: Mapping[str, str]) -> list[str]:
     """The three login roles, created when missing (CREATE ROLE has no IF NOT EXISTS, and another db init
     on the same server may create one at the same moment), and their passwords when given."""
     from psycopg2.extensions import encrypt_password
 
     lines = []
-    existing = set(connection.execute(sa.text("select rolname from pg_roles where rolname = any(:roles)"),
-                                      {"roles": list(ROLES)}).scalars())
+    existing = dict(connection.execute(sa.text("select rolname, rolcanlogin from pg_roles where rolname = any(:roles)"),
+                                       {"roles": list(ROLES)}).all())
     for role in ROLES:
         if role in existing:
-            connection.exec_driver_sql(f"ALTER ROLE {role} LOGIN")
+            if not existing[role]:  # only when needed: roles are the server's, shared by every warehouse on it
+                connection.exec_driver_sql(f"ALTER ROLE {role} LOGIN")
             lines.append(f"role {role}: already there")
         else:
             connection.exec_driver_sql(f"DO $$ BEGIN CREATE ROLE {role} LOGIN; "

@@ -95,6 +95,29 @@ def test_db_init_twice_changes_nothing_the_second_time(postgres_url, capsys):
     assert access(postgres_url) == granted
 
 
+def test_two_db_inits_of_different_warehouses_on_one_server_at_once_both_succeed(postgres_server_url):
+    """Two deployments starting together each run db init on their own database; the roles are the
+    server's, shared by both. PostgreSQL failed one with "tuple concurrently updated" (issue 17's CI)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    names = [f"sact_test_{uuid.uuid4().hex[:12]}" for _ in range(2 * 4)]
+    urls = [make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False) for name in names]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for pair in range(0, len(urls), 2):  # four rounds of two at the same moment
+                start = Barrier(2)
+
+                def init(url: str) -> list[str]:
+                    start.wait()
+                    return init_database(as_role(url, LOADER), admin_url=url)
+
+                results = list(pool.map(init, urls[pair:pair + 2]))
+                assert all(f"tables: {TABLES} created, 0 already there" in lines for lines in results)
+    finally:
+        drop_database(postgres_server_url, *names)
+
+
 def test_role_passwords_are_set_hashed_and_never_shown(postgres_url, postgres_server_url):
     password = "reader-pass-" + uuid.uuid4().hex
     try:
