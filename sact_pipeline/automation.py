@@ -38,6 +38,7 @@ from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.planning import InFlight, Step, plan
 from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.run_config import run_config_for
 from sact_pipeline.settings import AutomationSettings
 from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, step_run
 
@@ -120,8 +121,9 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
 
 def _run_request(instance, step: Step) -> RunRequest:
     """A planned step as a run request; its run key names its inputs, so it is requested once per state."""
-    job_name, partition_key, tags = step_run(instance, step)
+    job_name, partition_key, tags, options = step_run(instance, step)
     return RunRequest(run_key=step.run_key, job_name=job_name, partition_key=partition_key,
+                      run_config=run_config_for(job_name, **options),
                       tags={"sact/trigger": "landing-zone-sensor", **tags})
 
 

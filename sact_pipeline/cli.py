@@ -97,27 +97,24 @@ def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, re
     from dagster import DagsterInstance
 
     from sact_pipeline.definitions import build_definitions
-    from sact_pipeline.run_tags import (DATA_DOCS_TAG, DISCOVERY_JOB, PROCESS_TAG, REKEY_TAG,
-                                        fail_runs_of_dead_processes, this_run_process)
+    from sact_pipeline.run_tags import DISCOVERY_JOB, PROCESS_TAG, fail_runs_of_dead_processes, this_run_process
 
     defs = build_definitions(settings)
-    tags = {"sact/trigger": "cli-rekey", REKEY_TAG: "1"} if rekey else {"sact/trigger": "cli-refresh"}
-    tags[DATA_DOCS_TAG] = "end-of-refresh"  # one Data Docs build for the whole refresh, not one per step
-    tags[PROCESS_TAG] = this_run_process()
-    # The console shows our progress lines; Dagster's own events still go to the instance (and the UI).
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    tags = {"sact/trigger": "cli-rekey" if rekey else "cli-refresh", PROCESS_TAG: this_run_process()}
+    # Every run of the refresh: one Data Docs build at its end, not one per step; a rekey may re-derive.
+    options = {"data_docs": False, "rekey": rekey}
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for run in fail_runs_of_dead_processes(instance):
             log(f"run {run} marked failed: the process running it was killed")
         started = time.monotonic()
         since = datetime.now()  # full precision: scans a second apart must differ
-        result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance, raise_on_error=False,
-                                                                          tags=tags, run_config=quiet)
+        result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(
+            instance=instance, raise_on_error=False, tags=tags, run_config=_cli_run_config(DISCOVERY_JOB, options))
         if not result.success:
             return RefreshReport([f"discovery: {_run_failure(result)}"], [], 0, [])
         rejected, failures = _report_discovery(settings, pipeline, since, log)
-        runner = _StepRunner(defs, instance, tags, quiet, log, failures)
+        runner = _StepRunner(defs, instance, tags, options, log, failures)
         runner.run_plan(pipeline, backfill)
         try:  # nothing new recorded: a few milliseconds
             pipeline.build_data_docs()
@@ -143,12 +140,20 @@ def _report_discovery(settings: Settings, pipeline, since: datetime, log) -> tup
     return rejected, failures
 
 
+def _cli_run_config(job_name: str, options: dict) -> dict:
+    """The run config of an in-process run: its steps' options, and a console that shows our progress
+    lines only (Dagster's own events still go to the instance, and the UI)."""
+    from sact_pipeline.run_config import run_config_for
+
+    return {**run_config_for(job_name, **options), "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
 class _StepRunner:
     """Carries out the planner's steps as in-process runs, asking the planner again after each batch,
     until nothing is left to do (each kind of step runs at most once per month in a refresh)."""
 
-    def __init__(self, defs, instance, tags: dict, run_config: dict, log, failures: list[str]):
-        self.defs, self.instance, self.tags, self.run_config, self.log = defs, instance, tags, run_config, log
+    def __init__(self, defs, instance, tags: dict, options: dict, log, failures: list[str]):
+        self.defs, self.instance, self.tags, self.options, self.log = defs, instance, tags, options, log
         self.failures = failures
         self.trust_months, self.months = 0, []
         self.done: set[tuple[str, str]] = set()
@@ -182,11 +187,11 @@ class _StepRunner:
     def _run(self, step: Step, number: int, of: int) -> None:
         from sact_pipeline.run_tags import step_run
 
-        job_name, partition_key, tags = step_run(self.instance, step)
+        job_name, partition_key, tags, options = step_run(self.instance, step)
         started = time.monotonic()
         result = self.defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, raise_on_error=False, run_config=self.run_config,
-            tags={**self.tags, **tags}, partition_key=partition_key)
+            instance=self.instance, raise_on_error=False, tags={**self.tags, **tags}, partition_key=partition_key,
+            run_config=_cli_run_config(job_name, {**self.options, **options}))
         if step.kind is StepKind.TRUST_MONTHS:
             self.trust_months += len(step.trusts)
             label = ", ".join(step.trusts) if len(step.trusts) <= 8 else f"{len(step.trusts)} trusts"

@@ -51,14 +51,11 @@ from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
 from sact_pipeline.resources import SactPipelineResource
 from sact_pipeline.partitions import by_month, month_of, trust_month_partition, trust_months_of
+from sact_pipeline.run_config import DiscoveryConfig, StepConfig, TrustMonthConfig
 from sact_pipeline.run_tags import (  # noqa: F401 - the job names: for readers of the definitions
-    DATA_DOCS_TAG,
     DISCOVERY_JOB,
     MONTH_JOB,
-    ONLY_TRUSTS_TAG,
     QUALITY_REPORT_JOB,
-    REKEY_TAG,
-    SCOPE_TAG,
     TRUST_MONTH_JOB,
     TRUSTS,
     claim_run,
@@ -122,21 +119,20 @@ def _outcome_metadata(outcome: LayerOutcome) -> dict:
     return {"rows": outcome.rows, "skipped": outcome.skipped, **metadata}
 
 
-def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource) -> None:
+def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource, config: TrustMonthConfig) -> None:
     """Build raw then clean (whichever are selected) for every trust-month of the run's partitions that has
-    a submission; with sact/scope=affected only those not yet built from their current files. A month's
-    trusts are built together (Pipeline.build_trust_months); events are reported per trust-month."""
+    a submission (of config.trusts, if named); with config.affected_only only those not yet built from their
+    current files. A month's trusts are built together; events are reported per trust-month."""
     claim_run(context)
     pipeline = sact.pipeline()
-    if context.run.tags.get(REKEY_TAG) != "1":
+    if not config.rekey:
         pipeline.check_key()  # never mix pseudonyms of two keys: a key change needs `sact-pipeline rekey`
     files = pipeline.status.accepted_files()
     submitted = set(pipeline.status.trust_month_fingerprints(files))
     wanted = [tm for tm in trust_months_of(context.partition_keys) if tm in submitted]
-    if context.run.tags.get(ONLY_TRUSTS_TAG):
-        only = set(context.run.tags[ONLY_TRUSTS_TAG].split(","))
-        wanted = [tm for tm in wanted if tm[1] in only]
-    if context.run.tags.get(SCOPE_TAG) == "affected":
+    if config.trusts:
+        wanted = [tm for tm in wanted if tm[1] in set(config.trusts)]
+    if config.affected_only:
         affected = set(pipeline.status.affected_trust_months(files))
         wanted = [tm for tm in wanted if tm in affected]
     layers = [layer for layer, name in TRUST_MONTH_ASSETS.items() if AssetKey(name) in context.selected_asset_keys]
@@ -159,7 +155,7 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
                 _log_check(context, asset_name, check, partition)
     context.log.info(f"{len(wanted) - len(failures)} of {len(wanted)} trust-months built "
                      f"({len(context.partition_keys)} partitions in the run)")
-    _build_data_docs(context, pipeline)
+    _build_data_docs(context, pipeline, config)
     if failures:
         # One line: alerts and the run list show the first line of a failure.
         raise Failure(description=f"{len(failures)} of {len(wanted)} trust-months failed and kept their last "
@@ -167,10 +163,10 @@ def _run_trust_months(context: AssetExecutionContext, sact: SactPipelineResource
                       metadata={"failed_trust_months": len(failures)}, allow_retries=False)
 
 
-def _build_data_docs(context: AssetExecutionContext, pipeline) -> None:
+def _build_data_docs(context: AssetExecutionContext, pipeline, config: StepConfig) -> None:
     """Data Docs after each step that ran suites (unless the refresh command builds them once at its end).
     Documentation only: a build that fails is logged."""
-    if context.run.tags.get(DATA_DOCS_TAG) == "end-of-refresh":
+    if not config.data_docs:
         return
     try:
         index = pipeline.build_data_docs()
@@ -186,7 +182,8 @@ def _log_check(context: AssetExecutionContext, asset_name: str, result: AssetChe
         metadata=result.metadata, severity=result.severity, partition=partition))
 
 
-def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, asset_name: str, work) -> Iterator:
+def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, config: StepConfig, asset_name: str,
+               work) -> Iterator:
     """Run a layer step; a failed suite is reported as failed checks and fails the step, unpublished."""
     claim_run(context)
     try:
@@ -194,20 +191,20 @@ def _run_layer(context: AssetExecutionContext, sact: SactPipelineResource, asset
     except LayerGateFailed as failure:
         for result in _check_results(asset_name, failure.outcome):
             yield result
-        _build_data_docs(context, sact.pipeline())
+        _build_data_docs(context, sact.pipeline(), config)
         raise Failure(description=str(failure), metadata={"layer": failure.layer, "partition": failure.partition},
                       allow_retries=False) from None
     except LayerHeld as held:
         raise Failure(description=str(held), allow_retries=False) from None
-    _build_data_docs(context, sact.pipeline())
+    _build_data_docs(context, sact.pipeline(), config)
     yield MaterializeResult(metadata=_outcome_metadata(outcome), check_results=_check_results(asset_name, outcome))
 
 
-def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
+def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineResource,
+                          config: DiscoveryConfig) -> MaterializeResult:
     """Discovery, its new trusts registered as partitions, and what it rejected or registered, logged."""
     claim_run(context)
-    discovery = retry_transient(context, lambda: sact.pipeline().discover(
-        check_key=context.run.tags.get(REKEY_TAG) != "1"))
+    discovery = retry_transient(context, lambda: sact.pipeline().discover(check_key=not config.rekey))
     new_trusts = [t for t in discovery.trusts if not context.instance.has_dynamic_partition(TRUSTS, t)]
     if new_trusts:
         context.instance.add_dynamic_partitions(TRUSTS, new_trusts)
@@ -248,8 +245,9 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
 
     @asset(group_name="landing", description="Register every file version in the landing zone (SHA-256, "
                                              "timestamp) or reject it with its reason; register new trusts.")
-    def submission_files(context: AssetExecutionContext, sact: SactPipelineResource) -> MaterializeResult:
-        return _discover_submissions(context, sact)
+    def submission_files(context: AssetExecutionContext, sact: SactPipelineResource,
+                         config: DiscoveryConfig) -> MaterializeResult:
+        return _discover_submissions(context, sact, config)
 
     # One step builds raw then clean per trust-month: a multi_asset with can_subset, so that the outputs and
     # check results are optional and reported per trust-month of a range run (and not at all for a trust
@@ -274,8 +272,8 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
         check_specs=[spec for name in TRUST_MONTH_ASSETS.values() for spec in _check_specs(name, trust_months)],
         can_subset=True, backfill_policy=BackfillPolicy.single_run(),
     )
-    def trust_month_layers(context: AssetExecutionContext, sact: SactPipelineResource):
-        retry_transient(context, lambda: _run_trust_months(context, sact))
+    def trust_month_layers(context: AssetExecutionContext, sact: SactPipelineResource, config: TrustMonthConfig):
+        retry_transient(context, lambda: _run_trust_months(context, sact, config))
         yield from ()  # a generator: results are logged per trust-month, none is returned
 
     @asset(partitions_def=months, group_name="summary",
@@ -283,8 +281,8 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
            check_specs=_check_specs("trust_month_summary", months),
            description="Per trust that has submitted up to the month: counts, timeliness, resubmission "
                        "changes, quarantined, duplicate and data-quality counts.")
-    def trust_month_summary(context: AssetExecutionContext, sact: SactPipelineResource):
-        yield from _run_layer(context, sact, "trust_month_summary", lambda: sact.pipeline().summarise(month_of(context.partition_key)))
+    def trust_month_summary(context: AssetExecutionContext, sact: SactPipelineResource, config: StepConfig):
+        yield from _run_layer(context, sact, config, "trust_month_summary", lambda: sact.pipeline().summarise(month_of(context.partition_key)))
 
     @asset(partitions_def=months, group_name="published",
            deps=[AssetDep(trust_month_summary, partition_mapping=TimeWindowPartitionMapping(
@@ -292,16 +290,16 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
            check_specs=_check_specs("published_submissions", months),
            description="Disclosure-controlled table (rule R) with changes from published values, an ENGLAND "
                        "row and the NDRS acknowledgement; English organisations only.")
-    def published_submissions(context: AssetExecutionContext, sact: SactPipelineResource):
-        yield from _run_layer(context, sact, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
+    def published_submissions(context: AssetExecutionContext, sact: SactPipelineResource, config: StepConfig):
+        yield from _run_layer(context, sact, config, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
 
     @asset(partitions_def=months, group_name="quality",
            deps=[AssetDep("trust_month_data_quality", partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
            check_specs=_check_specs("data_quality_report", months),
            description="Internal, not published: the month's data-quality table across submitting organisations, "
                        "the score per trust over 13 months and the HTML report, beside the GX Data Docs.")
-    def data_quality_report(context: AssetExecutionContext, sact: SactPipelineResource):
-        yield from _run_layer(context, sact, "data_quality_report",
+    def data_quality_report(context: AssetExecutionContext, sact: SactPipelineResource, config: StepConfig):
+        yield from _run_layer(context, sact, config, "data_quality_report",
                               lambda: sact.pipeline().report_quality(month_of(context.partition_key)))
 
     discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files], config=job_config)

@@ -1,7 +1,8 @@
-"""The runs the pipeline requests (sensor, CLI): the job, partition and tags of each planned step.
+"""The runs the pipeline requests (sensor, CLI): the job, partition, tags and options of each planned step.
 
-A trust-month run covers a partition range (Dagster's range tags) over one month's trusts; the scope
-tags narrow it to the trust-months that need building, so one run per month does the work of many.
+A trust-month run covers a partition range (Dagster's range tags) over one month's trusts; its options
+(sact_pipeline.run_config) narrow it to the trust-months that need building, so one run per month does
+the work of many.
 """
 
 import multiprocessing
@@ -25,42 +26,37 @@ JOB_OF_STEP = {StepKind.TRUST_MONTHS: "trust_month_refresh", StepKind.MONTH: "mo
 TRUST_MONTH_JOB, MONTH_JOB, QUALITY_REPORT_JOB = JOB_OF_STEP.values()
 
 TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
-SCOPE_TAG = "sact/scope"  # "affected": a range run skips trust-months already built from their current files
-ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: a range run builds only these trusts
+ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: the trusts a range run builds (a label: filters, alerts)
 MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml runs one per month at a time
-REKEY_TAG = "sact/rekey"  # "1": the run may re-derive clean partitions built with another key (`rekey`)
-# "end-of-refresh": the run's steps leave the Data Docs build to the command that launched it (once, at its end)
-DATA_DOCS_TAG = "sact/data-docs"
 PROCESS_TAG = "sact/process"  # host:pid of the process running the run (the CLI, or the daemon's run worker)
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 
 
-def trust_month_run_tags(instance, month: str, trusts, *, affected_only: bool) -> dict[str, str]:
-    """Tags for one run over a month's trusts: the partition range from the first to the last of them in
-    the registered order (others in between are skipped: scope or the trust list says which to build)."""
+def trust_month_run(instance, month: str, trusts, *, affected_only: bool) -> tuple[dict[str, str], dict]:
+    """Tags and options of one run over a month's trusts: the partition range from the first to the last
+    of them in the registered order (others in between are skipped: the options name which to build)."""
     position = {trust: number for number, trust in enumerate(instance.get_dynamic_partitions(TRUSTS))}
     chosen = sorted(set(trusts), key=lambda trust: position[trust])
     tags = {ASSET_PARTITION_RANGE_START_TAG: trust_month_partition(month, chosen[0]),
             ASSET_PARTITION_RANGE_END_TAG: trust_month_partition(month, chosen[-1]), MONTH_TAG: month,
             ONLY_TRUSTS_TAG: ",".join(chosen)}
-    if affected_only:
-        tags[SCOPE_TAG] = "affected"
-    return tags
+    return tags, {"trusts": chosen, "affected_only": affected_only}
 
 
 class StepRun(NamedTuple):
     job_name: str
     partition_key: str | None  # a month step's partition (a trust-month step's range is in its tags)
     tags: dict[str, str]
+    options: dict  # sact_pipeline.run_config: run_config_for(job_name, **options)
 
 
 def step_run(instance, step: Step) -> StepRun:
     """The run that carries out a planned step."""
     if step.kind is StepKind.TRUST_MONTHS:
-        return StepRun(JOB_OF_STEP[step.kind], None,
-                       trust_month_run_tags(instance, step.month, step.trusts, affected_only=step.affected_only))
-    return StepRun(JOB_OF_STEP[step.kind], month_partition(step.month), {MONTH_TAG: step.month})
+        tags, options = trust_month_run(instance, step.month, step.trusts, affected_only=step.affected_only)
+        return StepRun(JOB_OF_STEP[step.kind], None, tags, options)
+    return StepRun(JOB_OF_STEP[step.kind], month_partition(step.month), {MONTH_TAG: step.month}, {})
 
 
 def this_run_process() -> str:

@@ -19,7 +19,8 @@ from dagster import (
 
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, error_line, run_scope
 from sact_pipeline.definitions import DISCOVERY_JOB, TRUST_MONTH_JOB, build_definitions
-from sact_pipeline.run_tags import trust_month_run_tags
+from sact_pipeline.run_config import run_config_for
+from sact_pipeline.run_tags import trust_month_run
 from sact_pipeline_tests.builders import write_submission
 
 
@@ -53,9 +54,9 @@ def failed_run_context(settings, instance, month_run: bool = False):
     defs = build_definitions(settings)
     assert defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
     if month_run:
+        tags, options = trust_month_run(instance, "2024-01", ["RR8"], affected_only=True)
         result = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
-            instance=instance, raise_on_error=False,
-            tags=trust_month_run_tags(instance, "2024-01", ["RR8"], affected_only=True))
+            instance=instance, raise_on_error=False, tags=tags, run_config=run_config_for(TRUST_MONTH_JOB, **options))
     else:
         result = defs.resolve_job_def(TRUST_MONTH_JOB).execute_in_process(
             instance=instance, raise_on_error=False,

@@ -60,6 +60,33 @@ def test_definitions_load_with_every_layer_and_job(settings):
         assert defs.resolve_job_def(job)
 
 
+def test_a_run_names_the_trusts_it_builds_in_typed_run_config_and_a_misspelt_option_is_refused(settings, instance):
+    """The sensor and the command line narrow a trust-month run with run config, not tags: a run over
+    the month's range builds only the trusts named, and an option Dagster does not know fails the launch
+    (a misspelt tag was silently ignored)."""
+    from dagster import DagsterInvalidConfigError
+
+    from sact_pipeline.run_config import run_config_for
+    from sact_pipeline.run_tags import trust_month_run
+
+    for trust in ("RR8", "RBV"):
+        write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 5))
+    defs = build_definitions(settings)
+    assert defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
+    tags, options = trust_month_run(instance, JANUARY, ["RR8", "RBV"], affected_only=False)
+    job = defs.resolve_job_def(TRUST_MONTH_JOB)
+    config = run_config_for(TRUST_MONTH_JOB, **{**options, "trusts": ["RBV"]}, data_docs=False)
+    assert config == {"ops": {"trust_month_layers": {"config": {"trusts": ["RBV"], "data_docs": False}}}}
+    assert job.execute_in_process(instance=instance, tags=tags, run_config=config).success
+    built = {str(key).split("|")[1] for key in instance.get_materialized_partitions(AssetKey("clean_activity"))}
+    assert built == {"RBV"}
+
+    with pytest.raises(DagsterInvalidConfigError, match="trust"):
+        job.execute_in_process(instance=instance, tags=tags,
+                               run_config={"ops": {"trust_month_layers": {"config": {"trust": ["RR8"]}}}})
+    assert run_config_for(MONTH_JOB, trusts=["RR8"], rekey=True) == {}  # options a job's steps do not take
+
+
 def test_materialise_trust_months_and_a_month_through_dagster(settings, instance):
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 12))
     write_submission(settings.landing_dir / "SACT_RBV_202401_20240310093000.csv", patients("B", 3))  # late

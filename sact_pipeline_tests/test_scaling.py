@@ -15,7 +15,8 @@ from dagster._core.instance.config import dagster_instance_config
 
 from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
 from sact_pipeline.layers import Pipeline
-from sact_pipeline.run_tags import MONTH_TAG, trust_month_run_tags
+from sact_pipeline.run_config import run_config_for
+from sact_pipeline.run_tags import MONTH_TAG, trust_month_run
 from sact_pipeline.settings import Settings
 from sact_pipeline_tests.builders import patients, write_submission
 from sact_pipeline_tests.support import REPOSITORY, dagster_postgres_variables
@@ -46,9 +47,9 @@ def test_the_same_definitions_run_on_the_multiprocess_executor(tmp_path, monkeyp
     (tmp_path / "dagster").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         results = [execute_job(reconstructable(discovery_job), instance, run_config=MULTIPROCESS)]
-        results.append(execute_job(reconstructable(trust_month_job), instance, run_config=MULTIPROCESS,
-                                   tags=trust_month_run_tags(instance, "2024-01", ["RR8", "RBV"],
-                                                             affected_only=True)))
+        tags, options = trust_month_run(instance, "2024-01", ["RR8", "RBV"], affected_only=True)
+        results.append(execute_job(reconstructable(trust_month_job), instance, tags=tags,
+                                   run_config={**MULTIPROCESS, **run_config_for(TRUST_MONTH_JOB, **options)}))
         results.append(execute_job(reconstructable(month_job), instance, run_config=MULTIPROCESS,
                                    tags={"dagster/partition": "2024-01-01", MONTH_TAG: "2024-01"}))
         for result in results:
