@@ -99,8 +99,8 @@ class DataProtection(UsesContext):
                 [(optout_files, {"sha256": digest}, pd.DataFrame([record])),
                  (optout_patients, {"file_sha256": digest, "pseudonymisation_key_id": self.pseudonymiser.key_id},
                   self._optout_keys(listed, digest))],
-                before=lambda connection: self.warehouse.optout_lock(connection, exclusive=True),
-                after=lambda connection: marked.append(self.warehouse.mark_optouts_pending(connection, self.warehouse.optout_matches(
+                before=lambda connection: self.warehouse.optouts.lock(connection, exclusive=True),
+                after=lambda connection: marked.append(self.warehouse.optouts.mark_pending(connection, self.warehouse.optouts.matches(
                     connection, self.pseudonymiser.key_id, file_sha256=digest))))
             results.append((path.name, listed.note, marked[0]))
         return results
@@ -129,13 +129,13 @@ class DataProtection(UsesContext):
                        self._optout_keys(read_optout_file(present[digest].name, present[digest].read_bytes()), digest))
                       for digest in usable["sha256"]]
         if operations:
-            self.warehouse.replace(operations, before=lambda connection: self.warehouse.optout_lock(connection, exclusive=True))
+            self.warehouse.replace(operations, before=lambda connection: self.warehouse.optouts.lock(connection, exclusive=True))
         return len(operations)
 
     def forget_unused_optout_keys(self) -> int:
         """Drop opt-out keys made with a key no clean trust-month is built with any more (after a rekey)."""
         in_use = set(self.warehouse.clean_key_ids().values()) | {self.pseudonymiser.key_id}
-        return self.warehouse.forget_optout_keys(in_use)
+        return self.warehouse.optouts.forget_keys(in_use)
 
     def rejected_optouts(self) -> list[tuple[str, str]]:
         """Opt-out files lying in SACT_OPTOUT_DIR that could not be read: (file name, reason). They are
@@ -150,12 +150,12 @@ class DataProtection(UsesContext):
         """Patient keys (current key) of every registered opt-out and the files they come from, read in that
         order from one connection, so a file registered meanwhile is never counted as applied without its
         patients (it is applied by the next build, which the registration marks pending)."""
-        files, keys = self.warehouse.applied_optouts(self.pseudonymiser.key_id)
+        files, keys = self.warehouse.optouts.applied(self.pseudonymiser.key_id)
         return OptOuts(keys, files)
 
     def mark_optouts_pending(self, month: str) -> list[str]:
         """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
-        return self.warehouse.mark_month_optouts_pending(self.pseudonymiser.key_id, month)
+        return self.warehouse.optouts.mark_month_pending(self.pseudonymiser.key_id, month)
 
     def clean_write_hooks(self, month: str, trust: str, applied: frozenset[str]) -> dict:
         """`before`/`after` for the transaction that writes a clean trust-month: the opt-outs it applied are
@@ -163,11 +163,11 @@ class DataProtection(UsesContext):
         just written hold its patient."""
 
         def after(connection: sa.Connection) -> None:
-            self.warehouse.clear_optouts_pending(connection, month, trust, applied)
-            self.warehouse.mark_optouts_pending(connection, self.warehouse.optout_matches(
+            self.warehouse.optouts.clear_pending(connection, month, trust, applied)
+            self.warehouse.optouts.mark_pending(connection, self.warehouse.optouts.matches(
                 connection, self.pseudonymiser.key_id, month=month, trust=trust, not_files=applied))
 
-        return {"before": lambda connection: self.warehouse.optout_lock(connection, exclusive=False),
+        return {"before": lambda connection: self.warehouse.optouts.lock(connection, exclusive=False),
                 "after": after}
 
     def check_key(self) -> None:
@@ -180,7 +180,7 @@ class DataProtection(UsesContext):
         others = Counter(k for tm, k in self.warehouse.clean_key_ids().items()
                          if k != self.pseudonymiser.key_id and tm not in frozen)
         problems = [f"{count} clean trust-months were built with key id {key}" for key, count in sorted(others.items())]
-        unkeyed = self.warehouse.optout_files_without_keys(self.pseudonymiser.key_id)
+        unkeyed = self.warehouse.optouts.files_without_keys(self.pseudonymiser.key_id)
         if unkeyed:  # they would silently stop applying
             problems.append(f"{unkeyed} registered opt-out files have no patient keys under it")
         if problems:

@@ -115,6 +115,7 @@ class Warehouse:
     def __init__(self, url: str):
         self.url = url
         self.engine = engine_for(url)
+        self.optouts = OptOutQueries(self.engine)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         if self.is_postgres:
             with self.engine.begin() as connection:
@@ -207,94 +208,6 @@ class Warehouse:
             clean_activity.c.reporting_month == month, clean_activity.c.trust_code.in_(trusts))
         with self.engine.connect() as connection:
             return pd.read_sql(query, connection)
-
-    # --- registration opt-outs (sact_pipeline.protection decides when) -------------------------------------
-    # A registration and a clean write of a trust-month holding its patient may run at once: clean writes
-    # share OPTOUT_LOCK, a registration holds it alone (PostgreSQL; SQLite has one writer at a time).
-    @staticmethod
-    def optout_lock(connection: sa.Connection, *, exclusive: bool) -> None:
-        """Take the opt-out lock for the rest of the transaction (PostgreSQL)."""
-        if connection.dialect.name == "postgresql":
-            function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-            connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": OPTOUT_LOCK})
-
-    def applied_optouts(self, key_id: str) -> tuple[frozenset[str], frozenset[str]]:
-        """(files, patient keys under key_id) of every applied opt-out, read in that order on one connection,
-        so a file registered meanwhile is never counted as applied without its patients."""
-        with self.engine.connect() as connection:
-            files = frozenset(connection.execute(sa.select(optout_files.c.sha256).where(
-                optout_files.c.status == OPTOUT_APPLIED)).scalars())
-            keys = frozenset(connection.execute(sa.select(optout_patients.c.patient_key).where(
-                optout_patients.c.pseudonymisation_key_id == key_id,
-                optout_patients.c.file_sha256.in_(sorted(files)))).scalars()) if files else frozenset()
-        return files, keys
-
-    def optout_files_without_keys(self, key_id: str) -> int:
-        """Applied opt-out files (with entries) that have no patient keys under key_id."""
-        keyed = sa.select(optout_patients.c.file_sha256).where(optout_patients.c.pseudonymisation_key_id == key_id)
-        with self.engine.connect() as connection:
-            return connection.execute(sa.select(sa.func.count()).select_from(optout_files).where(
-                optout_files.c.status == OPTOUT_APPLIED, optout_files.c.entries > 0,
-                optout_files.c.sha256.not_in(keyed))).scalar()
-
-    def forget_optout_keys(self, keep_key_ids: set[str]) -> int:
-        """Delete opt-out patient keys made with any other key id; the number deleted."""
-        with self.engine.begin() as connection:
-            return connection.execute(sa.delete(optout_patients).where(
-                optout_patients.c.pseudonymisation_key_id.not_in(sorted(keep_key_ids)))).rowcount
-
-    @staticmethod
-    def optout_matches(connection: sa.Connection, key_id: str, *, month: str | None = None,
-                       trust: str | None = None, file_sha256: str | None = None,
-                       not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
-        """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
-        opted-out patient's under key_id: what still holds a patient who opted out.
-
-        The opted-out keys are read first (none, the usual case: no scan at all) and looked up in chunks
-        with IN: a join let PostgreSQL scan a month's rows once per opted-out patient (20 s a month)."""
-        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
-            optout_patients.c.pseudonymisation_key_id == key_id)
-        if file_sha256 is not None:
-            query = query.where(optout_patients.c.file_sha256 == file_sha256)
-        files_of: dict[str, set[str]] = {}
-        for key, sha in connection.execute(query):
-            if sha not in not_files:
-                files_of.setdefault(key, set()).add(sha)
-        keys, found = sorted(files_of), set()
-        for table in (clean_activity, clean_quarantine):
-            for start in range(0, len(keys), OPTOUT_MATCH_CHUNK):
-                lookup = sa.select(table.c.reporting_month, table.c.trust_code, table.c.patient_key).distinct().where(
-                    table.c.patient_key.in_(keys[start:start + OPTOUT_MATCH_CHUNK]))
-                if month is not None:
-                    lookup = lookup.where(table.c.reporting_month == month)
-                if trust is not None:
-                    lookup = lookup.where(table.c.trust_code == trust)
-                found |= {(m, t, sha) for m, t, key in connection.execute(lookup) for sha in files_of[key]}
-        return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
-
-    @staticmethod
-    def mark_optouts_pending(connection: sa.Connection, matches: pd.DataFrame) -> int:
-        """Record trust-months to re-derive because of opt-out files (a row already there is kept: two
-        writers may mark the same one); the number of trust-months."""
-        if matches.empty:
-            return 0
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(optout_pending).on_conflict_do_nothing(), matches.to_dict("records"))
-        return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
-
-    @staticmethod
-    def clear_optouts_pending(connection: sa.Connection, month: str, trust: str, applied: frozenset[str]) -> None:
-        """The opt-out files a clean write of the trust-month applied are done for it."""
-        connection.execute(sa.delete(optout_pending).where(
-            optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
-            optout_pending.c.file_sha256.in_(sorted(applied))))
-
-    def mark_month_optouts_pending(self, key_id: str, month: str) -> list[str]:
-        """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
-        with self.engine.begin() as connection:
-            matches = self.optout_matches(connection, key_id, month=month)
-            self.mark_optouts_pending(connection, matches)
-        return sorted(set(matches["trust_code"]))
 
     def raw_rows_before(self, cutoff: str) -> list[tuple[str, str, int]]:
         """(month, trust, raw rows) of every trust-month before the month `cutoff`, sorted."""
@@ -454,3 +367,97 @@ class Warehouse:
         frame = frame.assign(**missing) if missing else frame
         frame = frame[[c.name for c in table.columns]]
         return copy_into(table, frame) if self.is_postgres else sqlite_insert(table, frame)
+
+
+class OptOutQueries:
+    """The opt-out register's SQL (sact_pipeline.protection decides when): a registration and a clean
+    write of a trust-month holding its patient may run at once; clean writes share OPTOUT_LOCK, a
+    registration holds it alone (PostgreSQL; SQLite has one writer at a time)."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    @staticmethod
+    def lock(connection: sa.Connection, *, exclusive: bool) -> None:
+        """Take the opt-out lock for the rest of the transaction (PostgreSQL)."""
+        if connection.dialect.name == "postgresql":
+            function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": OPTOUT_LOCK})
+
+    def applied(self, key_id: str) -> tuple[frozenset[str], frozenset[str]]:
+        """(files, patient keys under key_id) of every applied opt-out, read in that order on one connection,
+        so a file registered meanwhile is never counted as applied without its patients."""
+        with self.engine.connect() as connection:
+            files = frozenset(connection.execute(sa.select(optout_files.c.sha256).where(
+                optout_files.c.status == OPTOUT_APPLIED)).scalars())
+            keys = frozenset(connection.execute(sa.select(optout_patients.c.patient_key).where(
+                optout_patients.c.pseudonymisation_key_id == key_id,
+                optout_patients.c.file_sha256.in_(sorted(files)))).scalars()) if files else frozenset()
+        return files, keys
+
+    def files_without_keys(self, key_id: str) -> int:
+        """Applied opt-out files (with entries) that have no patient keys under key_id."""
+        keyed = sa.select(optout_patients.c.file_sha256).where(optout_patients.c.pseudonymisation_key_id == key_id)
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(optout_files).where(
+                optout_files.c.status == OPTOUT_APPLIED, optout_files.c.entries > 0,
+                optout_files.c.sha256.not_in(keyed))).scalar()
+
+    def forget_keys(self, keep_key_ids: set[str]) -> int:
+        """Delete opt-out patient keys made with any other key id; the number deleted."""
+        with self.engine.begin() as connection:
+            return connection.execute(sa.delete(optout_patients).where(
+                optout_patients.c.pseudonymisation_key_id.not_in(sorted(keep_key_ids)))).rowcount
+
+    @staticmethod
+    def matches(connection: sa.Connection, key_id: str, *, month: str | None = None,
+                       trust: str | None = None, file_sha256: str | None = None,
+                       not_files: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """(reporting_month, trust_code, file_sha256) of clean or quarantined rows whose patient key is an
+        opted-out patient's under key_id: what still holds a patient who opted out.
+
+        The opted-out keys are read first (none, the usual case: no scan at all) and looked up in chunks
+        with IN: a join let PostgreSQL scan a month's rows once per opted-out patient (20 s a month)."""
+        query = sa.select(optout_patients.c.patient_key, optout_patients.c.file_sha256).where(
+            optout_patients.c.pseudonymisation_key_id == key_id)
+        if file_sha256 is not None:
+            query = query.where(optout_patients.c.file_sha256 == file_sha256)
+        files_of: dict[str, set[str]] = {}
+        for key, sha in connection.execute(query):
+            if sha not in not_files:
+                files_of.setdefault(key, set()).add(sha)
+        keys, found = sorted(files_of), set()
+        for table in (clean_activity, clean_quarantine):
+            for start in range(0, len(keys), OPTOUT_MATCH_CHUNK):
+                lookup = sa.select(table.c.reporting_month, table.c.trust_code, table.c.patient_key).distinct().where(
+                    table.c.patient_key.in_(keys[start:start + OPTOUT_MATCH_CHUNK]))
+                if month is not None:
+                    lookup = lookup.where(table.c.reporting_month == month)
+                if trust is not None:
+                    lookup = lookup.where(table.c.trust_code == trust)
+                found |= {(m, t, sha) for m, t, key in connection.execute(lookup) for sha in files_of[key]}
+        return pd.DataFrame(sorted(found), columns=["reporting_month", "trust_code", "file_sha256"])
+
+    @staticmethod
+    def mark_pending(connection: sa.Connection, matches: pd.DataFrame) -> int:
+        """Record trust-months to re-derive because of opt-out files (a row already there is kept: two
+        writers may mark the same one); the number of trust-months."""
+        if matches.empty:
+            return 0
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(optout_pending).on_conflict_do_nothing(), matches.to_dict("records"))
+        return len(matches[["reporting_month", "trust_code"]].drop_duplicates())
+
+    @staticmethod
+    def clear_pending(connection: sa.Connection, month: str, trust: str, applied: frozenset[str]) -> None:
+        """The opt-out files a clean write of the trust-month applied are done for it."""
+        connection.execute(sa.delete(optout_pending).where(
+            optout_pending.c.reporting_month == month, optout_pending.c.trust_code == trust,
+            optout_pending.c.file_sha256.in_(sorted(applied))))
+
+    def mark_month_pending(self, key_id: str, month: str) -> list[str]:
+        """Mark (and return) the trust codes of a month whose clean rows still hold an opted-out patient."""
+        with self.engine.begin() as connection:
+            matches = self.matches(connection, key_id, month=month)
+            self.mark_pending(connection, matches)
+        return sorted(set(matches["trust_code"]))
