@@ -70,18 +70,20 @@ def _run_failure(result) -> str:
     return "run failed"
 
 
-def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, rekey: bool = False) -> RefreshReport:
+def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, rekey: bool = False,
+            pipeline=None) -> RefreshReport:
     """Discover, then materialise every affected trust-month and month through Dagster.
 
     With a backfill, every trust-month with files in its range (and trusts) is re-run, then its months
     and the month after the range, whose changes read the last month of it. Refuses to run when the
     clean layer was built with another pseudonymisation key, unless `rekey` (then every trust-month
-    built with another key is affected and re-derived from raw).
+    built with another key is affected and re-derived from raw). `pipeline`: the one its runs share
+    (made here when not given; a caller that gives it can read its measurements).
     """
     from sact_pipeline.layers import Pipeline
 
     prepare_dagster_home(settings.dagster_home)
-    pipeline = Pipeline.for_settings(settings)
+    pipeline = pipeline or Pipeline(settings)
     pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
     if not rekey:
         pipeline.check_key()
@@ -99,7 +101,7 @@ def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, re
     from sact_pipeline.definitions import build_definitions
     from sact_pipeline.run_tags import DISCOVERY_JOB, PROCESS_TAG, fail_runs_of_dead_processes, this_run_process
 
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, pipeline=pipeline)
     tags = {"sact/trigger": "cli-rekey" if rekey else "cli-refresh", PROCESS_TAG: this_run_process()}
     # Every run of the refresh: one Data Docs build at its end, not one per step; a rekey may re-derive.
     options = {"data_docs": False, "rekey": rekey}
@@ -214,7 +216,7 @@ def print_summary(settings: Settings, log=print) -> None:
     from sact_pipeline.layers import Pipeline
     from sact_pipeline.tables import published_submissions
 
-    pipeline = Pipeline.for_settings(settings)
+    pipeline = Pipeline(settings)
     published = pipeline.warehouse.read(published_submissions)
     if published.empty:
         log("nothing published yet")
@@ -288,7 +290,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
     from sact_pipeline.layers import Pipeline
 
     settings = _settings(args)
-    pipeline = Pipeline.for_settings(settings)
+    pipeline = Pipeline(settings)
     try:
         key_id = pipeline.pseudonymiser.key_id
         others = {k for k in pipeline.warehouse.clean_key_ids().values() if k != key_id}
@@ -319,7 +321,7 @@ def _purge_raw_command(args: argparse.Namespace) -> int:
         print("error: no raw retention set: give --keep-months N or set SACT_RAW_RETENTION_MONTHS (reporting months "
               "of identifiable raw rows to keep)", file=sys.stderr)
         return 2
-    pipeline = Pipeline.for_settings(settings)
+    pipeline = Pipeline(settings)
     with pipeline.warehouse.refresh_lock(waiting=lambda: print("a refresh is running on this warehouse: waiting "
                                                                "for it to finish before purging")):
         purge = pipeline.protection.purge_raw(keep, dry_run=args.dry_run, log=print)

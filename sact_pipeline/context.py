@@ -1,8 +1,8 @@
 """What every layer works with: settings, warehouse, organisations, pseudonymisation key, Data Docs, the
 pipeline's state questions, and the write-audit-publish step they share.
 
-One PipelineContext per settings per process (an in-process refresh makes dozens of runs, and each would
-otherwise connect afresh); each concern (raw, clean, data quality, publication, data protection) is an
+One PipelineContext per pipeline: one per Dagster run, one per command-line command (its in-process
+runs share it: a refresh makes dozens, and each would otherwise connect afresh); each concern (raw, clean, data quality, publication, data protection) is an
 object of its own that holds the context (sact_pipeline.layers composes them).
 """
 
@@ -57,6 +57,11 @@ class PipelineContext:
     def data_docs(self) -> DataDocs:
         """GX Data Docs of every suite run: the site under $SACT_OUTPUT_DIR/data_docs, its store in SACT_HOME."""
         return DataDocs(self.settings.output_dir / "data_docs", self.settings.home / "data_docs_store")
+
+    def dispose(self) -> None:
+        """Close the warehouse's pooled connections, if it was opened (a cached_property lives in __dict__)."""
+        if "warehouse" in self.__dict__:
+            self.warehouse.dispose()
 
     def trust_of_provider(self, code: str) -> str | None:
         """The trust a provider code belongs to (a trust's own code, or a site's), None if ODS does not know it."""

@@ -48,10 +48,10 @@ warnings.filterwarnings("ignore", category=PreviewWarning)
 warnings.filterwarnings("ignore", category=BetaWarning)
 
 from sact_pipeline.automation import build_automation, build_run_failure_alerts
-from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome
-from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome, Pipeline
+from sact_pipeline.resources import GivenPipeline, SactPipelineResource
 from sact_pipeline.partitions import by_month, month_of, trust_month_partition, trust_months_of
-from sact_pipeline.run_config import DiscoveryConfig, StepConfig, TrustMonthConfig
+from sact_pipeline.run_config import JOB_STEPS, DiscoveryConfig, StepConfig, TrustMonthConfig
 from sact_pipeline.run_tags import (  # noqa: F401 - the job names: for readers of the definitions
     DISCOVERY_JOB,
     MONTH_JOB,
@@ -234,11 +234,12 @@ def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineReso
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
-def build_definitions(settings: Settings | None = None, executor=None) -> Definitions:
+def build_definitions(settings: Settings | None = None, executor=None, pipeline: Pipeline | None = None
+                      ) -> Definitions:
     """Everything Dagster loads. Runs execute in one process each (IN_PROCESS) unless `executor` is given:
-    a Kubernetes code location passes dagster_k8s.k8s_job_executor, a pod per step (README)."""
-    settings = settings or Settings.from_env()
-    job_config = IN_PROCESS if executor is None else None
+    a Kubernetes code location passes dagster_k8s.k8s_job_executor, a pod per step (README). The command
+    line passes its `pipeline`, which its in-process runs then share."""
+    settings = pipeline.settings if pipeline is not None else settings or Settings.from_env()
     months = MonthlyPartitionsDefinition(start_date=f"{settings.first_month}-01", end_offset=0)
     # Built per Definitions: partition definitions cache the instance they were last evaluated against.
     trust_months = MultiPartitionsDefinition({"month": months, "trust": DynamicPartitionsDefinition(name=TRUSTS)})
@@ -302,22 +303,24 @@ def build_definitions(settings: Settings | None = None, executor=None) -> Defini
         yield from _run_layer(context, sact, config, "data_quality_report",
                               lambda: sact.pipeline().report_quality(month_of(context.partition_key)))
 
-    discovery_job = define_asset_job(DISCOVERY_JOB, selection=[submission_files], config=job_config)
-    trust_month_job = define_asset_job(TRUST_MONTH_JOB, selection=list(TRUST_MONTH_ASSETS.values()),
-                                       config=job_config)
-    month_job = define_asset_job(MONTH_JOB, selection=[trust_month_summary, published_submissions, data_quality_report],
-                                 config=job_config)
-    quality_report_job = define_asset_job(QUALITY_REPORT_JOB, selection=[data_quality_report], config=job_config)
-    landing_zone_sensor, monthly_refresh = build_automation(discovery_job, trust_month_job, month_job,
-                                                            quality_report_job)
+    jobs = _jobs(IN_PROCESS if executor is None else None)  # discovery, trust-months, month, data-quality report
+    landing_zone_sensor, monthly_refresh = build_automation(*jobs)
     return Definitions(
         assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions, data_quality_report],
-        jobs=[discovery_job, trust_month_job, month_job, quality_report_job],
+        jobs=jobs,
         sensors=[build_run_failure_alerts(), landing_zone_sensor],
         schedules=[monthly_refresh],
-        resources={"sact": SactPipelineResource.from_settings(settings)},
+        resources={"sact": GivenPipeline(pipeline).as_resource() if pipeline is not None
+                   else SactPipelineResource.from_settings(settings)},
         executor=executor,
     )
+
+
+def _jobs(job_config: dict | None) -> list:
+    """The pipeline's jobs in run_config.JOB_STEPS's order, each selecting the assets its steps build."""
+    assets_of_step = {"trust_month_layers": list(TRUST_MONTH_ASSETS.values())}
+    return [define_asset_job(name, selection=[asset for step in steps for asset in assets_of_step.get(step, [step])],
+                             config=job_config) for name, steps in JOB_STEPS.items()]
 
 
 def __getattr__(name: str):

@@ -35,11 +35,9 @@ from sact_pipeline.settings import Settings
 from sact_pipeline.state import CLEAN, PUBLISHED, QUALITY, RAW, SUMMARY  # noqa: F401 - layer names
 from sact_pipeline.trust_months import TRUST_MONTH_LAYERS, TrustMonthBuilder
 
-_PIPELINES: dict[tuple[Settings, date], "Pipeline"] = {}
-
-
 class Pipeline(UsesContext):
-    """The layers of one settings in one process, and the operations runs and the command line call."""
+    """The layers of one settings, and the operations runs and the command line call. One per run under
+    Dagster (sact_pipeline.resources), one per command on the command line, shared by its runs."""
 
     def __init__(self, settings: Settings, *, today: date | None = None):
         super().__init__(PipelineContext(settings, today=today))
@@ -52,14 +50,8 @@ class Pipeline(UsesContext):
         self.trust_months = TrustMonthBuilder(context, self.raw, self.cleaning, self.assessment, self.protection)
         self.publication = MonthPublication(context, self.protection)
 
-    @classmethod
-    def for_settings(cls, settings: Settings) -> "Pipeline":
-        """One pipeline (engine, ODS register, key) per settings per process, shared by every step and run
-        in it: an in-process refresh makes dozens of runs, and each would otherwise connect afresh."""
-        key = (settings, date.today())
-        if key not in _PIPELINES:
-            _PIPELINES[key] = cls(settings)
-        return _PIPELINES[key]
+    def dispose(self) -> None:
+        self.context.dispose()
 
     # --- what runs call (the objects above hold the rest) -------------------------------------------------
     def check_key(self) -> None:

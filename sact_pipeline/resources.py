@@ -1,8 +1,14 @@
-"""The Dagster resource that gives assets, sensors and schedules the pipeline for the configured settings."""
+"""The Dagster resource that gives assets, sensors and schedules the pipeline for the configured settings.
+
+Under the daemon and the UI, the resource makes the pipeline on first use and closes it when the run (or
+the sensor tick) ends: one per run, no process-wide cache. The command line hands its own pipeline in
+(GivenPipeline), so that every run of a refresh shares its connections, ODS register and key.
+"""
 
 import os
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext, ResourceDefinition
+from pydantic import PrivateAttr
 
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.settings import Settings
@@ -24,9 +30,20 @@ class SactPipelineResource(ConfigurableResource):
     optout_dir: str = ""  # registration opt-out files (SACT_OPTOUT_DIR); '' : SACT_HOME/optouts
     v4_first_month: str = ""  # SACT_V4_FIRST_MONTH; '': the default (the clean fingerprint holds both months,
     v4_only_month: str = ""  # SACT_V4_ONLY_FROM     so the CLI and Dagster must agree on them)
+    _pipeline: Pipeline | None = PrivateAttr(default=None)
 
     def pipeline(self) -> Pipeline:
-        settings = Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
+        """The pipeline of these settings, made on first use (a run's steps, or a sensor tick, share it)."""
+        if self._pipeline is None:
+            self._pipeline = Pipeline(self.settings())
+        return self._pipeline
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._pipeline is not None:
+            self._pipeline.dispose()
+
+    def settings(self) -> Settings:
+        return Settings.from_env(env={}, home=self.home, landing_dir=self.landing_dir,
                                      output_dir=self.output_dir, warehouse_url=self.warehouse_url,
                                      first_month=self.first_month, deadline_months=self.deadline_months,
                                      max_quarantine_share=self.max_quarantine_share,
@@ -34,7 +51,6 @@ class SactPipelineResource(ConfigurableResource):
                                      optout_dir=self.optout_dir or None,
                                      v4_first_month=self.v4_first_month or None,
                                      v4_only_month=self.v4_only_month or None)
-        return Pipeline.for_settings(settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SactPipelineResource":
@@ -48,3 +64,17 @@ class SactPipelineResource(ConfigurableResource):
                    ods_file=str(settings.ods_file or ""), workers=settings.workers,
                    optout_dir=str(settings.optout_dir or ""), v4_first_month=settings.v4_first_month,
                    v4_only_month=settings.v4_only_month)
+
+
+class GivenPipeline:
+    """The resource of an in-process caller that made its pipeline itself (the command line): every run
+    gets that one. Same interface as SactPipelineResource."""
+
+    def __init__(self, pipeline: Pipeline):
+        self._pipeline = pipeline
+
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    def as_resource(self) -> ResourceDefinition:
+        return ResourceDefinition.hardcoded_resource(self, "the command line's pipeline")

@@ -37,10 +37,10 @@ class Daemon:
         self.skip_reason: str | None = None
 
     def tick(self) -> list[tuple[str, str | None]]:
-        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource},
-                                       definitions=self.defs)
-        with partition_loading_context(dynamic_partitions_store=self.instance):  # as the daemon provides
-            result = self.sensor.evaluate_tick(context)  # as the daemon does: targets and requests checked
+        with build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource},
+                                  definitions=self.defs) as context:  # the resource is closed after the tick
+            with partition_loading_context(dynamic_partitions_store=self.instance):  # as the daemon provides
+                result = self.sensor.evaluate_tick(context)  # as the daemon does: targets and requests checked
         self.cursor = result.cursor or self.cursor
         self.skip_reason = result.skip_message
         launched = []
@@ -49,7 +49,7 @@ class Daemon:
                 continue
             self.used_keys.add(request.run_key)
             job = self.defs.resolve_job_def(request.job_name)
-            run = job.execute_in_process(instance=self.instance, raise_on_error=False,
+            run = job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=request.run_config,
                                          partition_key=request.partition_key, tags=request.tags)
             launched.append((request.job_name, self.label(request)))
             if not run.success:

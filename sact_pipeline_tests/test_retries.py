@@ -84,7 +84,7 @@ def test_a_step_that_loses_the_database_is_retried_with_backoff_and_succeeds(pg_
         warnings = [r.user_message for r in instance.all_logs(result.run_id) if "transient database error" in
                     (r.user_message or "")]
         assert warnings and "retry 1 of 3 in 5s" in warnings[0]
-        assert Pipeline.for_settings(pg_settings).status.affected_trust_months() == []
+        assert Pipeline(pg_settings).status.affected_trust_months() == []
 
 
 def test_bad_data_fails_at_once_without_a_retry(pg_settings):
