@@ -82,8 +82,13 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     """
     from sact_pipeline.layers import Pipeline
 
+    if pipeline is None:  # its own, closed when done (connections, worker processes)
+        pipeline = Pipeline(settings)
+        try:
+            return refresh(settings, log=log, backfill=backfill, rekey=rekey, pipeline=pipeline)
+        finally:
+            pipeline.dispose()
     prepare_dagster_home(settings.dagster_home)
-    pipeline = pipeline or Pipeline(settings)
     pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
     if not rekey:
         pipeline.check_key()

@@ -39,8 +39,8 @@ class Pipeline(UsesContext):
     """The layers of one settings, and the operations runs and the command line call. One per run under
     Dagster (sact_pipeline.resources), one per command on the command line, shared by its runs."""
 
-    def __init__(self, settings: Settings, *, today: date | None = None):
-        super().__init__(PipelineContext(settings, today=today))
+    def __init__(self, settings: Settings, *, today: date | None = None, pseudonymiser=None):
+        super().__init__(PipelineContext(settings, today=today, pseudonymiser=pseudonymiser))
         context = self.context
         self.protection = DataProtection(context)
         self.landing = LandingZone(context, self.protection)
@@ -51,6 +51,8 @@ class Pipeline(UsesContext):
         self.publication = MonthPublication(context, self.protection)
 
     def dispose(self) -> None:
+        """Stop its worker processes and close its connections: the run or command is over."""
+        self.trust_months.close()
         self.context.dispose()
 
     # --- what runs call (the objects above hold the rest) -------------------------------------------------

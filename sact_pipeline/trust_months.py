@@ -45,6 +45,26 @@ class TrustMonthBuilder(UsesContext):
                  assessment: DataQualityLayer, protection: DataProtection):
         super().__init__(context)
         self.raw, self.cleaning, self.assessment, self.protection = raw, cleaning, assessment, protection
+        self._pool: ProcessPoolExecutor | None = None  # worker processes, started by the first large month
+
+    def close(self) -> None:
+        """Stop the worker processes (idle between months): the pipeline is done with."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _worker_pool(self, workers: int) -> ProcessPoolExecutor:
+        """The pipeline's pool, kept between months and runs (a worker pays pandas' and GX's imports once).
+
+        Spawned, not forked: the parent may be a Dagster process with threads. Workers that were idle for a
+        while hold no database connection (_build_batch_in_worker disposes it). A pool that broke while idle
+        (a worker killed between months) is replaced."""
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
     @classmethod
     def of(cls, context: PipelineContext) -> "TrustMonthBuilder":
@@ -133,7 +153,7 @@ class TrustMonthBuilder(UsesContext):
 
     def _build_in_workers(self, month: str, batches: list[list[str]], layers, files: pd.DataFrame,
                           workers: int) -> Iterator[tuple[str, str, object]]:
-        """Batches in worker processes (a pool kept for this process), one a worker at a time; results
+        """Batches in worker processes (the pipeline's pool), one a worker at a time; results
         as batches finish.
 
         A worker writes its trust-months itself (each in its own transaction, as in one process; on
@@ -143,7 +163,7 @@ class TrustMonthBuilder(UsesContext):
         returns, and a retry of the step never races a stale batch over the same trust-months."""
         # The summary and publication after this need GX here too: import it (3 s) while the workers work.
         threading.Thread(target=quality.import_gx, name="import-gx", daemon=True).start()
-        pool = _worker_pool(workers)
+        pool = self._worker_pool(workers)
         waiting, running, error = list(reversed(batches)), set(), None
         try:
             while waiting or running:
@@ -160,33 +180,19 @@ class TrustMonthBuilder(UsesContext):
             if error is not None:
                 raise error
         except BrokenProcessPool:
-            _POOLS.pop(workers, None)  # a worker died (killed, out of memory): a new pool next time
+            self._pool = None  # a worker died (killed, out of memory): a new pool next time
             raise
         finally:
             wait(running)  # abandoned by the caller: let the batches being built finish their transactions
 
 
 # --- worker processes ---------------------------------------------------------------------------------------
-_POOLS: dict[int, ProcessPoolExecutor] = {}
 _WORKER_BUILDERS: dict[tuple, "TrustMonthBuilder"] = {}
 
 
 class WorkerTraceback(Exception):
     """Where an error happened in a worker process: its traceback, as text (code lines and the message,
     as the same error shows in one process)."""
-
-
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """One pool per process, kept between months and runs (a worker pays pandas' and GX's imports once).
-
-    Spawned, not forked: the parent may be a Dagster process with threads. Workers that were idle for a
-    while hold no database connection (_build_batch_in_worker disposes it). A pool that broke while idle
-    (a worker killed between months) is replaced."""
-    if workers in _POOLS and getattr(_POOLS[workers], "_broken", False):
-        _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)
-    if workers not in _POOLS:
-        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    return _POOLS[workers]
 
 
 def _worker_results(future, measurements: Measurements) -> tuple[list, BaseException | None]:

@@ -336,7 +336,6 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
     """A month above PARALLEL_MIN_ROWS is built batch by batch in worker processes that write their own
     trust-months: the warehouse must hold exactly what one process builds, a gate failure must come back
     whole (its suites and reason) and leave the trust-month unwritten, and the timings come home."""
-    from sact_pipeline import trust_months
     from sact_pipeline.domain.pseudonymise import Pseudonymiser
     from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed
     from sact_pipeline.settings import Settings
@@ -362,9 +361,8 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         for trust, rows in trusts.items():
             write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", rows)
         assert build_definitions(settings).resolve_job_def(DISCOVERY_JOB).execute_in_process(instance=instance).success
-        pipeline = Pipeline(settings)
         # The run's key is not the one in the environment the workers inherit: they must use the run's.
-        pipeline.__dict__["pseudonymiser"] = Pseudonymiser(b"the run's own key, not in the environment!")
+        pipeline = Pipeline(settings, pseudonymiser=Pseudonymiser(b"the run's own key, not in the environment!"))
         built[workers] = pipeline.build_trust_months(JANUARY, list(trusts))
         measured = pipeline.measurements  # the workers' figures come home
         assert measured.suite_runs > 0 and measured.stage_seconds["clean and pseudonymise"] > 0
@@ -372,7 +370,9 @@ def test_a_large_month_built_by_worker_processes_equals_one_process_build(wareho
         assert pipeline.status.affected_trust_months() == [(JANUARY, "RAJ")]  # the others are written, RAJ is not
         stored[workers] = {t.name: pipeline.warehouse.read(t, reporting_month=JANUARY) for t in tables}
         if workers == 2:
-            assert trust_months._POOLS[2]._processes, "the month was not built in worker processes"
+            assert pipeline.trust_months._pool._processes, "the month was not built in worker processes"
+            pipeline.dispose()
+            assert pipeline.trust_months._pool is None
 
     failure = built[2][CLEAN]["RAJ"]
     assert isinstance(failure, LayerGateFailed) and "clean_reconciliation" in str(failure)
