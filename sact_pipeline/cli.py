@@ -216,12 +216,12 @@ class _StepRunner:
             self.failures.append(f"{what}: {_run_failure(result)}")
 
 
-def print_summary(settings: Settings, log=print) -> None:
+def print_summary(settings: Settings, log=print, pipeline=None) -> None:
     """Per-month picture from the published tables (published values only) and the file paths."""
     from sact_pipeline.layers import Pipeline
     from sact_pipeline.tables import published_submissions
 
-    pipeline = Pipeline(settings)
+    pipeline = pipeline or Pipeline(settings)
     published = pipeline.warehouse.read(published_submissions)
     if published.empty:
         log("nothing published yet")
@@ -250,20 +250,30 @@ def print_summary(settings: Settings, log=print) -> None:
         log(f"GX Data Docs (every suite run, offline): {index}")
 
 
-def _run_and_report(settings: Settings, backfill: Backfill | None = None, rekey: bool = False) -> int:
-    """Refresh (or backfill, or rekey), print the summary, failures and rejected files; the exit code."""
+def _run_and_report(settings: Settings, backfill: Backfill | None = None, rekey: bool = False,
+                    pipeline=None) -> int:
+    """Refresh (or backfill, or rekey), print the summary, failures and rejected files; the exit code.
+    One pipeline for all of it: the caller's, or one made and closed here."""
     from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
     from sact_pipeline.keys import is_demo_key
+    from sact_pipeline.layers import Pipeline
+
+    if pipeline is None:
+        pipeline = Pipeline(settings)
+        try:
+            return _run_and_report(settings, backfill, rekey, pipeline)
+        finally:
+            pipeline.dispose()
 
     if is_demo_key(settings.home):
         print(f"note: using the local DEMO pseudonymisation key in {settings.home} (SACT_DEMO_MODE=1); "
               "set SACT_PSEUDONYMISATION_KEY or SACT_PSEUDONYMISATION_KEY_FILE for real data")
     try:
-        report = refresh(settings, backfill=backfill, rekey=rekey)
+        report = refresh(settings, backfill=backfill, rekey=rekey, pipeline=pipeline)
     except PseudonymisationKeyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print_summary(settings)
+    print_summary(settings, pipeline=pipeline)
     for failure in report.failures:
         print(f"FAILED {failure}", file=sys.stderr)
     for path, reason in report.rejected:
@@ -305,7 +315,7 @@ def _rekey_command(args: argparse.Namespace) -> int:
         return 2
     print(f"rekey to key id {key_id}: {files} opt-out files re-derived; clean trust-months built with "
           f"{', '.join(sorted(others)) or 'no other key'} are re-derived from raw")
-    code = _run_and_report(settings, rekey=True)
+    code = _run_and_report(settings, rekey=True, pipeline=pipeline)
     if code == 0:
         pipeline.protection.forget_unused_optout_keys()  # earlier keys' opt-out pseudonyms, once nothing is built with them
     kept = sorted(f"{m} {t}" for (m, t), k in pipeline.warehouse.clean_key_ids().items() if k != key_id)

@@ -121,16 +121,18 @@ def _in_one_transaction(engine: sa.Engine, env: Mapping[str, str], database: str
     server, not the database: two db inits of different warehouses on one server at once (two
     deployments starting together) can touch the same role row, and PostgreSQL then fails one of them
     with "tuple concurrently updated". That is a race, not a fault: the transaction is run again."""
-    for attempt in range(1, attempts + 1):
+    def everything() -> list[str]:
+        with engine.begin() as connection:
+            return _roles(connection, env) + _schemas(connection, database) + _tables(connection) + _grants(connection)
+
+    for attempt in range(1, attempts):
         try:
-            with engine.begin() as connection:
-                return (_roles(connection, env) + _schemas(connection, database) + _tables(connection)
-                        + _grants(connection))
+            return everything()
         except sa.exc.InternalError as error:
-            if "tuple concurrently updated" not in str(error.orig) or attempt == attempts:
+            if "tuple concurrently updated" not in str(error.orig):
                 raise
             time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")
+    return everything()  # the last attempt: its error, if any, is the caller's
 
 
 def _roles(connection: sa.Connection, env: Mapping[str, str]) -> list[str]:
