@@ -39,6 +39,7 @@ from sact_pipeline.tables import (
     quality_findings,
     quality_items,
     quality_trust_months,
+    trust_month_summary,
 )
 
 # What a trust-month's item measures may be named: every item of every version, and the groups scored as one.
@@ -142,6 +143,12 @@ class DataQualityLayer(UsesContext):
             "feedback_file": [os.path.relpath(self.settings.output_dir / f, paths["html"].parent).replace(os.sep, "/")
                               for f in current["feedback_file"]],
         })
+        # As published: a held trust is assessed on its last good version; an unusable one is listed apart.
+        summary = self.warehouse.read(trust_month_summary, reporting_month=month)
+        statuses = dict(zip(summary["org_code"], summary["data_status"])) if len(summary) else {}
+        table["data_status"] = [s if isinstance(s := statuses.get(code), str) and s else "ok" for code in table["org_code"]]
+        not_used = summary.loc[summary["data_status"].isin(["held", "unusable"]),
+                               ["org_code", "org_name", "data_status", "data_status_reason"]] if len(summary) else None
         outcome = LayerOutcome(QUALITY_REPORT, month, rows=len(table))
         outcome.suites.append(quality.validate_frame(
             suites.DATA_QUALITY_MONTH.name, suites.data_quality_month_expectations(),
@@ -164,7 +171,7 @@ class DataQualityLayer(UsesContext):
         data_docs = os.path.relpath(self.data_docs.site_dir / "index.html", paths["html"].parent).replace(os.sep, "/")
         files = {
             paths["html"]: quality_report_html(month, table, trend, items, findings, data_docs,
-                                               self.settings.transition).encode("utf-8"),
+                                               self.settings.transition, not_used).encode("utf-8"),
             paths["table"]: table.drop(columns="rows").round({"quarantined_share": 4})
                                  .to_csv(index=False, lineterminator="\n").encode("utf-8"),
             paths["trend"]: wide.reset_index().to_csv(index=False, lineterminator="\n").encode("utf-8"),

@@ -9,7 +9,12 @@ Each tick the sensor:
    run per month), else the earliest month to publish, else the data-quality reports behind.
 Run keys carry the input fingerprints, so a request is made once per state: a run that failed on bad data
 is not retried until its inputs change, and a late file for any month, however old, works the same way.
-The schedule requests a discovery run each month, a safety net for files that arrived unnoticed.
+A month's deadline passing is one of its inputs too (provisional -> final), so the first tick after
+midnight on the deadline day re-publishes the month as final, with no new file and no daily schedule.
+The schedule requests a discovery run at 06:00 on the 1st of each month (SACT_SCHEDULE_CRON), a safety
+net for files that arrived unnoticed: that is the morning a month's deadline has just passed (end of the
+following month), so the month two back turns final and the month just ended is first published
+(provisional, its trusts not yet due) in the same pass.
 """
 
 from __future__ import annotations
@@ -103,8 +108,8 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
             return SensorResult(skip_reason=next_steps.waiting, cursor=json.dumps(cursor))
         if state.held:
             return SensorResult(skip_reason="up to date, except trust-months that failed their gates (their "
-                                            "months keep the previous publication until a corrected file "
-                                            "arrives): " + ", ".join(f"{m} {t}" for m, t in sorted(state.held)),
+                                            "months are published with them held or unusable until a "
+                                            "corrected file arrives): " + ", ".join(f"{m} {t}" for m, t in sorted(state.held)),
                                 cursor=json.dumps(cursor))
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 

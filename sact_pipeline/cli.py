@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sact_pipeline.planning import Backfill, Plan, Step, StepKind, plan
+from sact_pipeline.planning import Backfill, Step, StepKind, plan
 from sact_pipeline.settings import Settings, SettingsError
 
 
@@ -169,27 +169,25 @@ class _StepRunner:
         state = pipeline.status.read()
         if backfill is not None and backfill.unknown_trusts(state.registered):
             self.failures.append(f"backfill: no accepted submission from {', '.join(backfill.unknown_trusts(state.registered))}")
-        told: set[str] = set()
         while True:
             # The command line builds held trust-months again: a person asked, and is told again.
             steps = plan(state, backfill=backfill, done=frozenset(self.done), retry_held=True)
-            if not steps.steps or steps.steps[0].kind is not StepKind.TRUST_MONTHS:
-                told |= self._tell_held_back(steps, told)
             if not steps.steps:
+                self._tell_held(state.held)
                 return
             for number, step in enumerate(steps.steps, 1):
                 self.done.add(step.done_key)
                 self._run(step, number, len(steps.steps))
             state = pipeline.status.read()
 
-    def _tell_held_back(self, steps: Plan, told: set[str]) -> set[str]:
-        """Months before the next to publish that keep their previous publication, once each."""
-        upto = steps.steps[0].month if steps.steps and steps.steps[0].kind is StepKind.MONTH else "9999-99"
-        held = {month: reasons for month, reasons in steps.held_back.items() if month not in told and month < upto}
-        for month, reasons in sorted(held.items()):
-            self.log(f"month {month}: HELD BACK, previous publication stands: {'; '.join(reasons)}")
-            self.failures.append(f"{month}: not re-published while these fail their gates: {'; '.join(reasons)}")
-        return set(held)
+    def _tell_held(self, held) -> None:
+        """Trust-months whose newest files fail a gate: their months are published without them (the last
+        good version's figures, or none), and the refresh fails naming each."""
+        for (month, trust), reason in sorted(held.items()):
+            self.log(f"{trust} {month}: HELD, its newest file failed a gate; {month} is published with {trust} "
+                     f"held (last good version) or unusable: {reason}")
+            self.failures.append(f"{trust} {month}: newest file failed a gate (published as held or unusable): "
+                                 f"{reason}")
 
     def _run(self, step: Step, number: int, of: int) -> None:
         from sact_pipeline.run_tags import step_run

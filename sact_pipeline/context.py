@@ -51,7 +51,8 @@ class PipelineContext:
     @cached_property
     def status(self) -> PipelineStatus:
         """What each layer was built from, what is behind and what is held (sact_pipeline.state)."""
-        return PipelineStatus(self.settings, self.warehouse, self.organisations, lambda: self.pseudonymiser.key_id)
+        return PipelineStatus(self.settings, self.warehouse, self.organisations, lambda: self.pseudonymiser.key_id,
+                              today=self.today)
 
     @cached_property
     def data_docs(self) -> DataDocs:

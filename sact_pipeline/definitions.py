@@ -232,6 +232,7 @@ def _discover_submissions(context: AssetExecutionContext, sact: SactPipelineReso
 # run's steps follow one another anyway; the trust-month step has its own worker pool for big months.
 # Shown, and editable, in the Launchpad (`multiprocess:` instead gives each step its own process).
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+MONTH_OF_TRUST_MONTH = MultiToSingleDimensionPartitionMapping("month")  # a month's layer reads its trust-months
 
 
 def build_definitions(settings: Settings | None = None, executor=None, pipeline: Pipeline | None = None
@@ -278,7 +279,7 @@ def build_definitions(settings: Settings | None = None, executor=None, pipeline:
         yield from ()  # a generator: results are logged per trust-month, none is returned
 
     @asset(partitions_def=months, group_name="summary",
-           deps=[AssetDep("clean_activity", partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
+           deps=[AssetDep("clean_activity", partition_mapping=MONTH_OF_TRUST_MONTH)],
            check_specs=_check_specs("trust_month_summary", months),
            description="Per trust that has submitted up to the month: counts, timeliness, resubmission "
                        "changes, quarantined, duplicate and data-quality counts.")
@@ -295,7 +296,7 @@ def build_definitions(settings: Settings | None = None, executor=None, pipeline:
         yield from _run_layer(context, sact, config, "published_submissions", lambda: sact.pipeline().publish(month_of(context.partition_key)))
 
     @asset(partitions_def=months, group_name="quality",
-           deps=[AssetDep("trust_month_data_quality", partition_mapping=MultiToSingleDimensionPartitionMapping("month"))],
+           deps=[AssetDep("trust_month_data_quality", partition_mapping=MONTH_OF_TRUST_MONTH), trust_month_summary],
            check_specs=_check_specs("data_quality_report", months),
            description="Internal, not published: the month's data-quality table across submitting organisations, "
                        "the score per trust over 13 months and the HTML report, beside the GX Data Docs.")

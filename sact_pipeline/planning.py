@@ -8,9 +8,11 @@ in-process runs; both ask again after the steps they ran, so the order lives her
    files failed a gate is held: the sensor does not retry it (it would fail again), a person at the
    command line does (and is told again);
 2. then, when nothing is in flight, the earliest month whose publication is behind its inputs, alone: a
-   month's changes read the month before, so the month after is asked for again once it is published;
-   a month holding a held trust-month keeps its previous publication (held back);
-3. then the data-quality reports behind their assessments, all at once (a held month's too).
+   month's changes read the month before, so the month after is asked for again once it is published.
+   A held trust-month never holds its month back: the month is published with that trust marked held
+   (its last good figures) or unusable; a trust becoming held or released, and the month's deadline
+   passing (provisional to final), are among the month's inputs;
+3. then the data-quality reports behind their assessments, all at once.
 
 A step's run key names its inputs, so it is asked for once per state: a run that failed on bad data is
 not asked for again until its inputs change. No Dagster here: tested directly (test_planning.py).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from sact_pipeline.partitions import by_month
@@ -85,10 +87,6 @@ class PipelineState:
     report_inputs: Mapping[str, str]  # what each month's data-quality report is built from
     reported: Mapping[str, str]  # report_inputs when each report was last built
 
-    def held_in(self, month: str) -> list[str]:
-        """'TRUST: reason' for the month's held trust-months, sorted."""
-        return sorted(f"{trust}: {reason}" for (m, trust), reason in self.held.items() if m == month)
-
 
 @dataclass(frozen=True)
 class InFlight:
@@ -104,7 +102,6 @@ NOTHING_IN_FLIGHT = InFlight()
 @dataclass(frozen=True)
 class Plan:
     steps: tuple[Step, ...]  # to run now, in this order
-    held_back: Mapping[str, list[str]] = field(default_factory=dict)  # months not re-published: why
     waiting: str = ""  # nothing to run until runs in flight finish
 
     @property
@@ -116,22 +113,21 @@ def plan(state: PipelineState, *, backfill: Backfill | None = None, in_flight: I
          done: frozenset[tuple[str, str]] = frozenset(), retry_held: bool = False) -> Plan:
     """The steps to run now (see the module docstring); `done`: done_keys of steps already run by this
     refresh; `retry_held`: build held trust-months again (the command line)."""
-    held_back = _held_back(state, backfill)
     trust_months = [step for step in _trust_month_steps(state, backfill, retry_held)
                     if step.done_key not in done and step.month not in in_flight.trust_month_months]
     if trust_months:
-        return Plan(tuple(trust_months), held_back)
+        return Plan(tuple(trust_months))
     if in_flight.any_layer_run:
-        return Plan((), held_back, waiting="waiting for runs in progress")
+        return Plan((), waiting="waiting for runs in progress")
     for month in _months_to_publish(state, backfill):
         step = Step(StepKind.MONTH, month, inputs=state.month_inputs[month])
-        if month not in held_back and step.done_key not in done:
-            return Plan((step,), held_back)
+        if step.done_key not in done:
+            return Plan((step,))
     reports = [Step(StepKind.QUALITY_REPORT, month, inputs=state.report_inputs[month]) for month in state.months
                if state.reported.get(month) != state.report_inputs[month]
                and (StepKind.MONTH.value, month) not in done  # that run built the report (or failed before)
                and (StepKind.QUALITY_REPORT.value, month) not in done]
-    return Plan(tuple(reports), held_back)
+    return Plan(tuple(reports))
 
 
 def _trust_month_steps(state: PipelineState, backfill: Backfill | None, retry_held: bool) -> list[Step]:
@@ -161,8 +157,3 @@ def _months_to_publish(state: PipelineState, backfill: Backfill | None) -> list[
             chosen.append(month)
     return chosen
 
-
-def _held_back(state: PipelineState, backfill: Backfill | None) -> dict[str, list[str]]:
-    """Months to publish that hold a trust-month whose current files failed a gate: the previous
-    publication stands until a corrected file arrives."""
-    return {month: state.held_in(month) for month in _months_to_publish(state, backfill) if state.held_in(month)}

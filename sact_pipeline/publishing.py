@@ -9,17 +9,18 @@ from pathlib import Path
 
 from sact_pipeline import quality, suites
 from sact_pipeline.context import PipelineContext, UsesContext
-from sact_pipeline.domain.counting import MEASURES, months_up_to, previous_month
+from sact_pipeline.domain.counting import MEASURES, SUBMISSION_STATUSES, months_up_to, previous_month
 from sact_pipeline.domain.pack import manifest, workbook_bytes
 from sact_pipeline.domain.publication import (
     CHANGE_COLUMNS,
     COUNT_COLUMNS,
+    deadline_text,
     notes_text,
     publish_month,
     suppressed_cell_ranges,
 )
 from sact_pipeline.domain.report import REPORT_MONTHS, report_html
-from sact_pipeline.domain.summary import sites_sharing_trusts, summarise_month, trust_measures
+from sact_pipeline.domain.summary import HELD, UNUSABLE, sites_sharing_trusts, summarise_month, trust_measures
 from sact_pipeline.gating import LayerHeld, LayerOutcome, fingerprint
 from sact_pipeline.protection import DataProtection
 from sact_pipeline.state import PUBLISHED, SUMMARY
@@ -40,23 +41,25 @@ class MonthPublication(UsesContext):
 
     def _summarise(self, month: str) -> LayerOutcome:
         files = self.status.accepted_files()
-        held = self.status.held_in_month(month, files)
-        if held:
-            raise LayerHeld(f"{month} is not re-published while trust-months of it fail their gates (the "
-                            f"previous publication stands; a corrected file releases it): " + "; ".join(held))
+        held = {trust: reason for (m, trust), reason in self.status.held_trust_months(files).items() if m == month}
         holding = self.protection.mark_optouts_pending(month)
-        if holding:  # never counted: re-derived first (a write that crashed, or a trust-month held by a gate)
-            raise LayerHeld(f"{month} is not summarised while clean rows of {', '.join(holding)} hold patients who "
+        waiting = sorted(set(holding) - set(held))
+        if waiting:  # never counted: re-derived first (a write that crashed); the planner re-derives them
+            raise LayerHeld(f"{month} is not summarised while clean rows of {', '.join(waiting)} hold patients who "
                             "opted out of registration; those trust-months are marked to be re-derived without "
                             "them (the previous publication stands)")
+        # A held trust-month cannot be re-derived without them until a corrected file arrives: unusable now.
+        optouts_held = {trust: f"{held[trust]}; and its last good rows hold patients who opted out of "
+                               "registration, so they are not counted" for trust in holding}
         versions = self.warehouse.read(clean_file_versions, reporting_month=month)
+        versions = versions.loc[~versions["trust_code"].isin(optouts_held)]
         measures = trust_measures(versions, self.warehouse.clean_rows_for_counting(month, sites_sharing_trusts(versions)))
         summary = summarise_month(month, files, measures, versions, self.organisations,
-                                  self.settings.deadline_months)
+                                  self.settings.deadline_months, as_of=self.today, held={**held, **optouts_held})
         outcome = LayerOutcome(SUMMARY, month, rows=len(summary), metadata={
-            "trusts": len(summary),
-            **{status: int((summary["submission_status"] == status).sum()) for status in ("on_time", "late",
-                                                                                           "missing")},
+            "trusts": len(summary), "month_status": str(summary["month_status"].iloc[0]) if len(summary) else "",
+            **{status: int((summary["submission_status"] == status).sum()) for status in SUBMISSION_STATUSES},
+            **{status: int((summary["data_status"] == status).sum()) for status in (HELD, UNUSABLE)},
         })
         outcome.suites.append(quality.validate_frame(
             suites.TRUST_MONTH_SUMMARY.name, suites.summary_expectations(MEASURES), summary,
@@ -118,11 +121,17 @@ class MonthPublication(UsesContext):
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         produced_at = datetime.now().replace(microsecond=0)
         built_from = list(zip(used["file_name"], used["file_sha256"]))
-        notes = notes_text(month, produced_at, [f"{n} {s}" for n, s in built_from])
+        status = str(table["month_status"].iloc[-1])
+        notes = notes_text(month, produced_at, [f"{n} {s}" for n, s in built_from], month_status=status,
+                           deadline_months=self.settings.deadline_months)
+        not_used = current.loc[current["is_english"] & current["data_status"].isin([HELD, UNUSABLE]),
+                               ["org_code", "org_name", "data_status", "data_status_reason"]]
         pack = {csv_path: table.to_csv(index=False, lineterminator="\n").encode("utf-8"),
                 notes_path: notes.encode("utf-8"),
                 paths["xlsx"]: workbook_bytes(table, notes, produced_at),
-                paths["html"]: report_html(month, table, notes, history, transition=self.settings.transition).encode("utf-8")}
+                paths["html"]: report_html(month, table, notes, history, transition=self.settings.transition,
+                                             not_used=not_used, deadline=deadline_text(month, self.settings.deadline_months)
+                                             ).encode("utf-8")}
         pack[paths["manifest"]] = manifest(
             month, produced_at, {path.name: data for path, data in pack.items()}, built_from).encode("utf-8")
         self.context.swap_in(pack, lambda hook: self.warehouse.replace_partition(
@@ -130,7 +139,10 @@ class MonthPublication(UsesContext):
             LayerState(PUBLISHED, month, "", self.status.month_fingerprint(month, files=files), len(table)), after=hook,
         ))
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
-        outcome.metadata.update({"csv_path": str(csv_path), "notes_path": str(notes_path),
+        outcome.metadata.update({"month_status": status,
+                                 **{f"{kind}_trusts": ", ".join(not_used.loc[not_used["data_status"] == kind, "org_code"])
+                                    for kind in (HELD, UNUSABLE) if (not_used["data_status"] == kind).any()},
+                                 "csv_path": str(csv_path), "notes_path": str(notes_path),
                                  "pack_folder": str(csv_path.parent),
                                  "pack_files": "\n".join(str(path) for path in pack),
                                  # Numbers, so the Dagster UI plots them across months; a protected cell

@@ -7,11 +7,12 @@ ask the same questions when they build (a trust-month built from its current fil
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 
 import pandas as pd
 
-from sact_pipeline.domain.counting import months_up_to, previous_month
+from sact_pipeline.domain.counting import month_status, months_up_to, previous_month
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.spec import SACT
 from sact_pipeline.gating import fingerprint
@@ -28,8 +29,10 @@ class PipelineStatus:
     """Fingerprints, affected and held trust-months, and months behind; `key_id` is the current
     pseudonymisation key's id (a callable: the key is loaded only when a question needs it)."""
 
-    def __init__(self, settings: Settings, warehouse: Warehouse, organisations: OrganisationRegister, key_id):
+    def __init__(self, settings: Settings, warehouse: Warehouse, organisations: OrganisationRegister, key_id,
+                 today: date | None = None):
         self.settings, self.warehouse, self.organisations, self._key_id = settings, warehouse, organisations, key_id
+        self.today = today or date.today()  # the day a month is judged provisional or final
 
     @property
     def key_id(self) -> str:
@@ -120,9 +123,12 @@ class PipelineStatus:
 
     # --- months -------------------------------------------------------------------------------------------
     def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None,
-                          opted_out: dict | None = None, summaries: dict | None = None) -> str:
+                          opted_out: dict | None = None, summaries: dict | None = None,
+                          held: dict | None = None) -> str:
         """What a month's summary and publication depend on: the clean partitions of it and the month
-        before, the trusts listed (anything submitted up to the month) and the timeliness setting.
+        before, the trusts listed (anything submitted up to the month), which of them are held by a failed
+        gate, the timeliness setting and whether the month's deadline has passed (so the first refresh or
+        sensor tick after it publishes the month final, with no new file).
         (The optional arguments are the warehouse's answers, when already read for many months.)"""
         clean_states = self.warehouse.layer_states(CLEAN) if clean_states is None else clean_states
         files = self.accepted_files() if files is None else files
@@ -136,7 +142,10 @@ class PipelineStatus:
                                                                "submitted_at"]].itertuples(index=False)]
         # Opt-outs applied change the counts without changing the files or the key: re-publish then too.
         parts += [f"opted-out|{m}|{t}|{n}" for (m, t), n in opted_out.items() if m in (month, before)]
-        parts.append(f"deadline|{self.settings.deadline_months}")
+        held = self.held_trust_months(files) if held is None else held
+        parts += [f"held|{t}|{reason}" for (m, t), reason in sorted(held.items()) if m == month]
+        parts.append(f"deadline|{self.settings.deadline_months}|"
+                     f"{month_status(month, self.today, self.settings.deadline_months)}")
         parts.append(f"organisations|{self.organisations_fingerprint}")
         # The published changes read the stored summary of the month before: when it is rebuilt, re-publish.
         parts.append(f"previous-summary|{summaries.get((before, ''), '')}")
@@ -147,16 +156,15 @@ class PipelineStatus:
         """Names and countries shown or used for publication: a new ODS extract re-publishes."""
         return fingerprint(f"{o.code}|{o.name}|{o.country}" for o in self.organisations)
 
-    def held_in_month(self, month: str, files: pd.DataFrame | None = None) -> list[str]:
-        """'TRUST: reason' for the month's held trust-months, sorted."""
-        return sorted(f"{t}: {reason}" for (m, t), reason in self.held_trust_months(files).items() if m == month)
-
-    def quality_report_fingerprint(self, month: str, assessed: dict | None = None) -> str:
-        """What the month's report is built from: its trust-months' assessments and the organisations'
-        names. The trend's earlier months are shown as they were when the report was built: a correction
-        to an earlier month does not re-run every later month (it shows in each later month's next report)."""
+    def quality_report_fingerprint(self, month: str, assessed: dict | None = None, summaries: dict | None = None) -> str:
+        """What the month's report is built from: its trust-months' assessments, the month's summary (the
+        trusts' data statuses, shown as published) and the organisations' names. The trend's earlier months
+        are shown as they were when the report was built: a correction to an earlier month does not re-run
+        every later month (it shows in each later month's next report)."""
         assessed = self.warehouse.layer_states(QUALITY) if assessed is None else assessed
-        return fingerprint([f"organisations|{self.organisations_fingerprint}"]
+        summaries = self.warehouse.layer_states(SUMMARY) if summaries is None else summaries
+        return fingerprint([f"organisations|{self.organisations_fingerprint}",
+                            f"summary|{summaries.get((month, ''), '')}"]
                            + [f"{m}|{t}|{f}" for (m, t), f in assessed.items() if m == month])
 
     # --- everything the planner reads ---------------------------------------------------------------------
@@ -173,12 +181,13 @@ class PipelineStatus:
         # A trust-month build's inputs: its files, the key, the opt-outs still to apply to it (an opt-out
         # re-derives a trust-month whose files are unchanged) and its data-quality state.
         inputs = {tm: f"{f}{key_id}{sorted(pending.get(tm, ()))}{assessed.get(tm, '')}" for tm, f in registered.items()}
+        held = self.held_trust_months(files)
         return PipelineState(
             registered=registered, affected=frozenset(self.affected_trust_months(files)),
-            held=self.held_trust_months(files), trust_month_inputs=inputs, months=tuple(months),
-            month_inputs={m: self.month_fingerprint(m, clean, files, opted_out, summaries) for m in months},
+            held=held, trust_month_inputs=inputs, months=tuple(months),
+            month_inputs={m: self.month_fingerprint(m, clean, files, opted_out, summaries, held) for m in months},
             published=_by_month(self.warehouse.layer_states(PUBLISHED)),
-            report_inputs={m: self.quality_report_fingerprint(m, assessed) for m in months},
+            report_inputs={m: self.quality_report_fingerprint(m, assessed, summaries) for m in months},
             reported=_by_month(self.warehouse.layer_states(QUALITY_REPORT)),
         )
 

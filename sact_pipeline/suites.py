@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from sact_pipeline.domain.cleaning import EARLIEST_ADMINISTRATION as _EARLIEST
 from sact_pipeline.domain.cleaning import MAX_AGE
+from sact_pipeline.domain.counting import MONTH_STATUSES, SUBMISSION_STATUSES
 from sact_pipeline.domain.publication import SACT_VERSIONS_PUBLISHED
+from sact_pipeline.domain.summary import DATA_STATUSES
 from sact_pipeline.quality import import_gx
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; GX is imported lazily at run time
@@ -56,7 +58,6 @@ RAW_METADATA_COLUMNS: tuple[str, ...] = (
 CLEAN_DATE_COLUMNS: tuple[str, ...] = ("administration_date", "start_date_of_cycle", "start_date_of_regimen")
 # patients <= regimens <= cycles <= drug_administrations (nested keys, see domain.counting).
 NESTED_MEASURES: tuple[str, ...] = ("patients", "regimens", "cycles", "drug_administrations")
-SUBMISSION_STATUSES: tuple[str, ...] = ("on_time", "late", "missing")
 ENGLAND = "ENGLAND"
 # The same bounds cleaning quarantines on, so a suite failure means a cleaning defect, not one odd row.
 EARLIEST_ADMINISTRATION = _EARLIEST.to_pydatetime()
@@ -179,6 +180,8 @@ def summary_expectations(
         ge.ExpectCompoundColumnsToBeUnique(column_list=[month_column, "org_code"]),
         ge.ExpectColumnValuesToNotBeNull(column="submission_status"),
         ge.ExpectColumnValuesToBeInSet(column="submission_status", value_set=list(SUBMISSION_STATUSES)),
+        ge.ExpectColumnValuesToBeInSet(column="month_status", value_set=list(MONTH_STATUSES)),
+        ge.ExpectColumnValuesToBeInSet(column="data_status", value_set=list(DATA_STATUSES)),
     ]
     return expectations
 
@@ -198,6 +201,9 @@ def published_expectations(
         ge.ExpectColumnValuesToBeUnique(column="org_code"),
         # the SACT version of the file version used: empty for ENGLAND and where none is usable
         ge.ExpectColumnValuesToBeInSet(column="sact_version", value_set=list(SACT_VERSIONS_PUBLISHED)),
+        # the month status (one for the whole table, ENGLAND too, by construction); a trust's data status
+        ge.ExpectColumnValuesToBeInSet(column="month_status", value_set=list(MONTH_STATUSES)),
+        ge.ExpectColumnValuesToBeInSet(column="data_status", value_set=list(DATA_STATUSES)),
     ]
     return expectations
 

@@ -114,7 +114,7 @@ def test_the_sensor_picks_up_submissions_and_a_late_resubmission_reruns_exactly_
         assert daemon.skip_reason == "every layer is up to date"
 
 
-def test_a_failing_trust_file_is_held_and_its_month_keeps_its_publication(settings):
+def test_a_failing_trust_file_is_held_and_its_month_is_published_with_its_last_good_figures(settings):
     landing = settings.landing_dir
     for month, stamp in (("202401", "20240210"), ("202402", "20240310")):
         write_submission(landing / f"SACT_RR8_{month}_{stamp}093000.csv", patients("A", 20))
@@ -129,17 +129,21 @@ def test_a_failing_trust_file_is_held_and_its_month_keeps_its_publication(settin
         bad = [{**row, "regimen": ""} for row in patients("A", 18)] + patients("C", 2)
         write_submission(landing / "SACT_RR8_202402_20240315093000.csv", bad)
         launched = daemon.settle()
-        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8")]
+        assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8"),
+                            ("month_publication", "2024-02-01")]  # never held back by one trust's file
         assert daemon.failed == [("trust_month_refresh", "2024-02-01|RR8")]
-        assert "2024-02 RR8" in daemon.skip_reason  # held: not retried, February not re-published
-        assert {m: pipeline.output_paths(m)[0].read_bytes() for m in published} == published
+        assert "2024-02 RR8" in daemon.skip_reason  # held: not retried
+        february = pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code")
+        assert february.loc["RR8", ["patients", "data_status"]].tolist() == ["20", "held"]  # its last good
+        assert february.loc["RBV", ["patients", "data_status"]].tolist() == ["30", "ok"]
+        assert pipeline.output_paths("2024-01")[0].read_bytes() == published["2024-01"]
 
         write_submission(landing / "SACT_RR8_202402_20240316093000.csv", patients("A", 25))  # corrected
         launched = daemon.settle()
         assert launched == [("discover_submissions", None), ("trust_month_refresh", "2024-02-01|RR8"),
                             ("month_publication", "2024-02-01")]
         february = pd.read_csv(pipeline.output_paths("2024-02")[0], dtype=str).set_index("org_code")
-        assert february.loc["RR8", "patients"] == "25"
+        assert february.loc["RR8", ["patients", "data_status"]].tolist() == ["25", "ok"]
         assert pipeline.output_paths("2024-01")[0].read_bytes() == published["2024-01"]
 
 

@@ -1,12 +1,19 @@
 """Counting, timeliness, the trust-month summary and the published table built from it."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
 
 from sact_pipeline.domain.disclosure import NOTES_FOOTNOTES
-from sact_pipeline.domain.counting import count_activity, months_up_to, submission_deadline, submission_status
+from sact_pipeline.domain.counting import (
+    MEASURES,
+    count_activity,
+    month_status,
+    months_up_to,
+    submission_deadline,
+    submission_status,
+)
 from sact_pipeline.domain.organisations import OrganisationRegister
 from sact_pipeline.domain.publication import ACKNOWLEDGEMENT, PUBLISHED_COLUMNS, notes_text, publish_month
 from sact_pipeline.domain.summary import summarise_month, trust_measures
@@ -172,3 +179,78 @@ def test_the_workbook_keeps_text_as_text_even_when_it_looks_like_a_formula(tmp_p
     names = [row[2] for row in book["Table"].iter_rows(min_row=2, values_only=True)]
     assert names == ['=HYPERLINK("http://example.org","x")', "#N/A"]
     assert [cell.data_type for cell in book["Table"]["C"][1:]] == ["s", "s"]
+
+
+# --- provisional months, trusts not yet due, held and unusable trusts (issue 19) ---------------------------
+
+@pytest.mark.parametrize("as_of, received, status, month", [
+    (date(2024, 2, 29), None, "not_yet_due", "provisional"),  # the deadline's last day
+    (date(2024, 3, 1), None, "missing", "final"),  # the day after
+    (date(2024, 2, 10), datetime(2024, 2, 5), "on_time", "provisional"),
+    (date(2024, 3, 20), datetime(2024, 3, 4), "late", "final"),
+])
+def test_nothing_received_is_not_yet_due_until_the_deadline_passes(as_of, received, status, month):
+    assert submission_status(received, "2024-01", as_of=as_of) == status
+    assert month_status("2024-01", as_of) == month
+    assert month_status("2024-01", date(2024, 3, 15), deadline_months=2) == "provisional"
+
+
+def held_month():
+    """February 2024, published on 20 March (provisional until the end of March): RR8's correction failed
+    its gate (its first file stands), RAJ's only file failed (unusable), RBV has sent nothing yet."""
+    files = files_frame([
+        ("RBV", "2024-01", pd.Timestamp("2024-02-10"), "a"),
+        ("RR8", "2024-02", pd.Timestamp("2024-03-05"), "b"),
+        ("RR8", "2024-02", pd.Timestamp("2024-03-12"), "c"),  # the correction that failed
+        ("RAJ", "2024-02", pd.Timestamp("2024-03-07"), "d"),
+        ("RAJ", "2024-02", pd.Timestamp("2024-03-09"), "e"),  # its newest, failed too
+        ("RAE", "2024-02", pd.Timestamp("2024-03-02"), "f"),
+    ])
+    versions = versions_frame([
+        ("RR8", "b", pd.Timestamp("2024-03-05"), True, 20, 20, 20, 20, 20, 0, 0, 0),
+        ("RAE", "f", pd.Timestamp("2024-03-02"), True, 30, 30, 30, 30, 30, 0, 0, 0),
+    ])
+    measures = trust_measures(versions, pd.DataFrame(columns=["trust_code"]))
+    held = {"RR8": "clean layer: clean_reconciliation failed", "RAJ": "raw layer: raw_submissions failed"}
+    return summarise_month("2024-02", files, measures, versions, ORGANISATIONS, as_of=date(2024, 3, 20), held=held)
+
+
+def test_a_held_trust_keeps_its_last_good_figures_and_an_unusable_one_has_none():
+    summary = held_month().set_index("org_code")
+    assert set(summary["month_status"]) == {"provisional"}
+    rr8, raj, rbv, rae = (summary.loc[code] for code in ("RR8", "RAJ", "RBV", "RAE"))
+    assert (rr8["data_status"], rr8["patients"], rr8["submitted_at"]) == ("held", 20, pd.Timestamp("2024-03-05"))
+    assert rr8["data_status_reason"] == "clean layer: clean_reconciliation failed"
+    assert rr8["submission_status"] == "on_time" and rr8["versions_received"] == 2
+    assert raj["data_status"] == "unusable" and pd.isna(raj["patients"])
+    assert raj["submitted_at"] == pd.Timestamp("2024-03-09")  # its newest version's
+    assert raj["submission_status"] == "on_time"  # from its first arrival
+    assert (rbv["data_status"], rbv["submission_status"]) == ("", "not_yet_due")
+    assert (rae["data_status"], rae["data_status_reason"]) == ("ok", "")
+
+
+def test_a_provisional_month_publishes_no_england_change_and_marks_each_trust():
+    previous = summary_rows("2024-01", [("RR8", "on_time", 20, 20, 20, 20, True),
+                                        ("RAJ", "on_time", 40, 40, 40, 40, True),
+                                        ("RAE", "on_time", 30, 30, 30, 30, True),
+                                        ("RBV", "on_time", 50, 50, 50, 50, True)])
+    table = publish_month(held_month(), previous).set_index("org_code")
+    assert list(table.columns)[-3:] == ["sact_version", "month_status", "data_status"]
+    assert set(table["month_status"]) == {"provisional"}
+    assert table["data_status"].to_dict() == {"RAE": "ok", "RAJ": "unusable", "RBV": "", "RR8": "held",
+                                              "ENGLAND": ""}
+    assert table.loc["RAJ", ["patients", "patients_change", "submitted_at"]].tolist() == [
+        "", "", "2024-03-09T00:00:00"]
+    assert table.loc["RR8", ["patients", "patients_change"]].tolist() == ["20", "0"]  # trust changes as ever
+    assert table.loc["ENGLAND", "patients"] == "50"  # RR8's last good 20 + RAE's 30; RAJ and RBV count 0
+    assert all(table.loc["ENGLAND", f"{m}_change"] == "" for m in MEASURES)
+    final = held_month().assign(month_status="final")
+    assert publish_month(final, previous).set_index("org_code").loc["ENGLAND", "patients_change"] == "-90"
+
+
+def test_the_notes_say_provisional_until_the_deadline_and_explain_every_status():
+    text = notes_text("2024-02", datetime(2024, 3, 20), [], month_status="provisional")
+    assert "PROVISIONAL: trusts may send this month on time until 2024-03-31" in text
+    for value in ("not_yet_due", "provisional", "final", "ok", "held", "unusable"):
+        assert f"- {value}: " in text
+    assert "Final: the deadline (2024-03-31) has passed." in notes_text("2024-02", datetime(2024, 4, 2), [])

@@ -201,9 +201,11 @@ def test_every_pipeline_suite_renders_without_charts(tmp_path, caplog):
     (passing, failing, on no rows) has one, nor any CDN or S3 URL left; GX renders every page without error."""
     summary = pd.DataFrame({"reporting_month": ["2025-01"] * 2, "org_code": ["RAA", "RAA"],
                             "patients": [5, 9], "regimens": [4, 9], "cycles": [4, 9], "drug_administrations": [4, 9],
-                            "submission_status": ["on_time", "early"]})
+                            "submission_status": ["on_time", "early"], "month_status": ["final", "final"],
+                            "data_status": ["ok", "held"]})
     published = pd.DataFrame({"org_code": ["RAA", "WALES"], "patients": ["10", "3"], "patients_change": ["5", "x"],
-                              "sact_version": ["v4", "v9"]})
+                              "sact_version": ["v4", "v9"], "month_status": ["final", "later"],
+                              "data_status": ["ok", "fine"]})
     disclosure = pd.DataFrame({"lowest": [1, 3], "highest": [3, 3]})
     recon = pd.DataFrame({"registered_rows": [3, 4], "loaded_rows": [3, 5]})
     no_rows = pd.DataFrame({c: pd.Series([], dtype="str") for c in (*suites.RAW_METADATA_COLUMNS, "nhs_number")})

@@ -209,11 +209,15 @@ def test_a_failing_suite_blocks_publication_and_keeps_the_last_good_tables(setti
     pd.testing.assert_frame_equal(clean_after, clean_before)
     versions = pipeline.warehouse.read(clean_file_versions, reporting_month=JANUARY, trust_code="RR8")
     assert len(versions) == 1
-    # The month is held back: its run fails saying why, and the publication stays byte-identical.
-    assert not results[JANUARY].success
-    held = next(e for e in results[JANUARY].all_events if e.is_step_failure).step_failure_data.error.message
-    assert "not re-published" in held and "RR8" in held and "clean_reconciliation" in held
-    assert csv_path.read_bytes() == published_before
+    # The month is not held back: it is published with RR8 held at its last good figures and the
+    # failed check listed (names, never row values); RBV is published as before.
+    assert results[JANUARY].success
+    published = pd.read_csv(csv_path, dtype=str, keep_default_na=False).set_index("org_code")
+    before = pd.read_csv(io.BytesIO(published_before), dtype=str, keep_default_na=False).set_index("org_code")
+    assert published.loc["RR8", "data_status"] == "held" and before.loc["RR8", "data_status"] == "ok"
+    assert published.drop(columns="data_status").equals(before.drop(columns="data_status"))
+    html = pipeline.pack_paths(JANUARY)["html"].read_text()
+    assert "Files that failed validation" in html and "clean_reconciliation" in html
     assert pipeline.status.affected_trust_months() == [(JANUARY, "RR8")]
     assert list(pipeline.status.held_trust_months()) == [(JANUARY, "RR8")]  # the sensor does not retry it
 

@@ -128,7 +128,7 @@ def test_a_late_correction_republishes_its_month_and_the_next_only(live_deployme
     assert late.path.name in live.published_paths(first)[1].read_text(encoding="utf-8")
 
 
-def test_a_trust_month_failing_its_gate_is_alerted_and_leaves_the_publication_unchanged(live_deployment,
+def test_a_trust_month_failing_its_gate_is_alerted_and_its_month_published_with_it_held(live_deployment,
                                                                                         sact_scenario):
     live = live_deployment
     failing: Delivery = sact_scenario.drop_failing_resubmission()
@@ -178,18 +178,18 @@ def test_a_trust_month_failing_its_gate_is_alerted_and_leaves_the_publication_un
         if not re.search(rf"run {run.run_id}\b.*FAILED", daemon_log):
             problems.append(f"deploy/daemon.log holds no alert line for run {run.run_id}")
 
-    # The last good publication stays: a month with a failed trust-month is not re-published until fixed.
+    # The month is not held back: it is re-published at once with the trust held at its last good
+    # figures (only its data_status changes), and no other month's files change.
     before, after = failing.hashes_before, failing.hashes_after
-    if month_files(after, month_key) != month_files(before, month_key):
-        changed = sorted(p for p, d in month_files(after, month_key).items() if before.get(p) != d)
-        problems.append(f"the publication of {month_key} changed although {failing.trust_month} failed: {changed}")
-    if after != before:
-        problems.append(f"published files changed: "
-                        f"{sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))}")
+    others = {p: d for p, d in after.items() if not p.startswith(f"{month_key}/")}
+    if others != {p: d for p, d in before.items() if not p.startswith(f"{month_key}/")}:
+        problems.append(f"published files of other months changed after {failing.trust_month} failed")
     republished = rematerialised_by(live, "published_submissions", [f"{month_key}-01"], failing.runs)
-    if republished[f"{month_key}-01"]:
-        problems.append(f"published_submissions {month_key} was re-materialised after the failure")
-
+    if not republished[f"{month_key}-01"]:
+        problems.append(f"published_submissions {month_key} was not re-published with {failing.org} held")
+    row = published_row(live, month_key, failing.org)
+    if row.get("data_status") != "held":
+        problems.append(f"{failing.org} is published as {row.get('data_status')!r} in {month_key}, not 'held'")
     assert not problems, "\n".join(problems)
 
 

@@ -28,20 +28,28 @@ SUPPRESSED, WITHHELD = "*", "[c]"
 # publish as 10; an attacker gains most where true values sit on those edges), sometimes large ones.
 counts = st.one_of(st.sampled_from([0, 0, 0, 1, 1, 1, 2, 6, 7, 8, 8, 12, 13, 17, 18]), st.integers(0, 12),
                    st.integers(0, 60), st.integers(0, 5000))
-# A trust in two consecutive months: whether it submitted each month, and each measure's two counts.
-trusts = st.tuples(st.booleans(), st.booleans(), st.lists(st.tuples(counts, counts), min_size=4, max_size=4))
+# A trust in two consecutive months: whether it submitted each month, each measure's two counts, and what
+# became of its newest file in the second month: used (ok), failed with an earlier version standing (held:
+# the counts are that version's), or failed with none (unusable: nothing published, counted 0).
+trusts = st.tuples(st.booleans(), st.booleans(), st.lists(st.tuples(counts, counts), min_size=4, max_size=4),
+                   st.sampled_from(["ok", "ok", "held", "unusable"]))
 
 
-def summary(month: str, rows: list[tuple[str, bool, bool, list[int]]]) -> pd.DataFrame:
-    """A trust-month summary as the summary layer builds it: NA measures for a trust that did not submit."""
+def summary(month: str, rows: list[tuple], month_status: str = "final") -> pd.DataFrame:
+    """A trust-month summary as the summary layer builds it: rows of (code, English, submitted, counts, data
+    status); NA measures for a trust that did not submit or whose every version failed (unusable)."""
+    rows = [(*row, "ok")[:5] for row in rows]
+    used = [submitted and state != "unusable" for _, _, submitted, _, state in rows]
     frame = pd.DataFrame({
         "reporting_month": month, "org_code": [code for code, *_ in rows],
         "org_name": [f"Trust {code}" for code, *_ in rows], "is_english": [english for _, english, *_ in rows],
-        "submission_status": ["on_time" if submitted else "missing" for _, _, submitted, _ in rows],
-        "submitted_at": [pd.Timestamp(f"{month}-28") if submitted else pd.NaT for _, _, submitted, _ in rows],
+        "submission_status": ["on_time" if submitted else "missing" for _, _, submitted, *_ in rows],
+        "submitted_at": [pd.Timestamp(f"{month}-28") if submitted else pd.NaT for _, _, submitted, *_ in rows],
+        "month_status": month_status,
+        "data_status": [state if submitted else "" for _, _, submitted, _, state in rows],
     })
     for number, measure in enumerate(MEASURES):
-        frame[measure] = pd.array([values[number] if submitted else None for _, _, submitted, values in rows],
+        frame[measure] = pd.array([values[number] if ok else None for (*_, values, _), ok in zip(rows, used)],
                                   dtype="Int64")
     return frame
 
@@ -103,14 +111,16 @@ def pinned_previous_cells(table: pd.DataFrame, previous: pd.DataFrame, measure: 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(english=st.one_of(st.lists(trusts, min_size=1, max_size=5), st.lists(trusts, min_size=1, max_size=24)),
-       welsh=st.lists(trusts, max_size=3))
-def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, welsh):
+       welsh=st.lists(trusts, max_size=3), status=st.sampled_from(["provisional", "final"]))
+def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, welsh, status):
+    """Over held trusts (published at an earlier version's counts), unusable ones (counted 0) and
+    provisional months (no England change) as much as over ordinary ones."""
     rows = [(f"R{number:02d}", True, *trust) for number, trust in enumerate(english)]
     rows += [(f"7A{number}", False, *trust) for number, trust in enumerate(welsh)]
     previous_summary = summary("2024-01", [(code, is_english, before, [v[0] for v in values])
-                                           for code, is_english, before, _, values in rows])
-    current_summary = summary("2024-02", [(code, is_english, now, [v[1] for v in values])
-                                          for code, is_english, _, now, values in rows])
+                                           for code, is_english, before, _, values, _ in rows])
+    current_summary = summary("2024-02", [(code, is_english, now, [v[1] for v in values], state)
+                                          for code, is_english, _, now, values, state in rows], status)
     previous = publish_month(previous_summary, None)
     current = publish_month(current_summary, previous_summary)
 
@@ -123,6 +133,12 @@ def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, wel
         assert pinned_cells(current, previous, measure) == []
         assert pinned_previous_cells(current, previous, measure) == []
     # The published gate's own attacker (production code) agrees: every "*" keeps two or more values.
+    assert set(current["month_status"]) == {status}
+    if status == "provisional":
+        assert (current.loc[current["org_code"] == ENGLAND, [f"{m}_change" for m in MEASURES]] == "").all(axis=None)
+    unusable = current_summary.loc[current_summary["is_english"] & (current_summary["data_status"] == "unusable"),
+                                   "org_code"]
+    assert (current.set_index("org_code").loc[list(unusable), list(MEASURES)] == "").all(axis=None)
     for table, before in ((previous, None), (current, previous)):
         ranges = suppressed_cell_ranges(table, before)
         assert (ranges["lowest"] < ranges["highest"]).all()
@@ -131,6 +147,8 @@ def test_no_suppressed_cell_can_be_pinned_from_two_published_months(english, wel
     for measure in MEASURES:
         # current = previous + change, wherever both months are numbers: changes come from published cells.
         joined = current.merge(previous, on="org_code", suffixes=("", "_before"))
+        if status == "provisional":  # England has no change then (asserted above)
+            joined = joined.loc[joined["org_code"] != ENGLAND]
         numeric = joined[measure].str.fullmatch(r"\d+") & joined[f"{measure}_before"].str.fullmatch(r"\d+")
         assert (joined.loc[numeric, measure].astype(int) - joined.loc[numeric, f"{measure}_before"].astype(int)
                 == joined.loc[numeric, f"{measure}_change"].astype(int)).all()

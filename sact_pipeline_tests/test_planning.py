@@ -39,7 +39,7 @@ def kinds(steps) -> list[tuple[str, str, tuple[str, ...]]]:
 
 def test_an_up_to_date_pipeline_has_nothing_to_run():
     decided = plan(state())
-    assert decided.steps == () and decided.up_to_date and decided.held_back == {}
+    assert decided.steps == () and decided.up_to_date
 
 
 def test_affected_trust_months_are_built_first_one_run_per_month_all_months_at_once():
@@ -73,13 +73,15 @@ def test_months_publish_one_at_a_time_earliest_first_after_the_trust_months():
     assert decided.steps[0].inputs == "month-inputs-2026-05"
 
 
-def test_a_month_holding_a_held_trust_month_keeps_its_publication_and_the_next_month_goes_on():
+def test_a_held_trust_month_never_holds_back_its_month():
     held = {("2026-05", "RBB"): "raw layer: bad file"}
     decided = plan(state(held=held, behind={"2026-05", "2026-06"}))
-    assert kinds(decided.steps) == [("month", "2026-06", ())]
-    assert decided.held_back == {"2026-05": ["RBB: raw layer: bad file"]}
-    # a held month that is up to date is not held back: nothing would publish it anyway
-    assert plan(state(held=held)).held_back == {}
+    # the month is published (with RBB marked held or unusable), then the month after it
+    assert kinds(decided.steps) == [("month", "2026-05", ())]
+    assert kinds(plan(state(held=held, behind={"2026-05", "2026-06"}), done=frozenset({("month", "2026-05")})
+                      ).steps) == [("month", "2026-06", ())]
+    # an up-to-date month with a held trust-month: nothing to run (the sensor does not retry RBB)
+    assert plan(state(held=held)).up_to_date
 
 
 def test_data_quality_reports_behind_come_last_all_at_once():

@@ -193,6 +193,8 @@ def summary_frame() -> pd.DataFrame:
         "drug_administrations": [55, 4, None],
         "raw_rows": [60, 4, None],
         "versions_received": [1, 2, None],
+        "month_status": ["final"] * 3,
+        "data_status": ["ok", "held", ""],
     })
     for column in SUMMARY_COUNTS:
         frame[column] = frame[column].astype("Int64")
@@ -233,7 +235,8 @@ def published_frame() -> pd.DataFrame:
     ]
     columns = ["org_code", *(c for pair in zip(MEASURES, CHANGES) for c in pair)]
     frame = pd.DataFrame(rows, columns=columns).astype("str")
-    return frame.assign(sact_version=["v3", "v4", "", ""])  # none usable for RCC; none on ENGLAND
+    return frame.assign(sact_version=["v3", "v4", "", ""],  # none usable for RCC; none on ENGLAND
+                        month_status="provisional", data_status=["ok", "held", "unusable", ""])
 
 
 def published_suite():
@@ -262,6 +265,16 @@ def test_published_sact_version_is_v3_v4_or_empty(version):
     outcome = q.validate_frame("published", published_suite(), frame)
     assert_fails_with(outcome, "expect_column_values_to_be_in_set(sact_version)", 1, 4)
     assert len(outcome.failed) == 1
+
+
+def test_a_published_table_has_one_month_status_and_known_data_statuses():
+    frame = published_frame()
+    frame.loc[3, "month_status"] = "final"  # ENGLAND final while the trusts are provisional
+    frame.loc[0, "data_status"] = "fine"
+    outcome = q.validate_frame("published", published_suite(), frame)
+    assert not by_name(outcome, "expect_column_unique_value_count_to_be_between(month_status, 1..1)").success
+    assert_fails_with(outcome, "expect_column_values_to_be_in_set(data_status)", 1, 4)
+    assert len(outcome.failed) == 2
 
 
 def test_published_fails_and_names_the_expectation():

@@ -140,7 +140,7 @@ def test_the_quality_report_opens_offline_with_its_tables_and_chart(report):
         assert trusts.count() == 4
         assert page.locator("table.trusts thead th[scope=col]").all_inner_texts()[:5] == [
             "Trust", "Code", "SACT version", "Score", "Core score"]
-        assert page.locator("table.trusts thead th[scope=col]").count() == 13
+        assert page.locator("table.trusts thead th[scope=col]").count() == 14
         assert page.locator("table.trusts tbody th[scope=row]").all_inner_texts() == [
             "Mid and South Essex", "Leeds Teaching Hospitals", "Royal Berkshire", "Manchester University"]
         cells = [trusts.nth(n).locator("td").all_inner_texts() for n in range(4)]
@@ -149,7 +149,7 @@ def test_the_quality_report_opens_offline_with_its_tables_and_chart(report):
         assert cells[0][6] == "no rows" and cells[0][-1] == "none"
         assert cells[1][1:8] == ["v4", "70.0", "88.0", "2,000", "20", "1.0%", "3"]
         assert cells[2][:-1] == [
-            "RBV", "v3", "71.3", "72.0", "1,234", "152", "12.3%", "7", "1,500", "12", "0"]
+            "RBV", "v3", "71.3", "72.0", "1,234", "152", "12.3%", "7", "1,500", "12", "0", "OK"]
         assert cells[3][1:7] == ["v3 and v4", "85.0", "86.0", "500", "0", "0.0%"]
         # Each feedback link resolves to the file beside the report, and names its trust for a screen reader.
         links = page.locator("table.trusts tbody a")

@@ -56,10 +56,11 @@ def test_the_report_opens_offline_with_its_table_grid_and_charts(published):
         assert codes == [row["org_code"] for row in table]
         rbv = body.nth(codes.index("RBV")).locator("td").all_inner_texts()
         assert rbv[1] == "Late" and "*" in rbv  # status as text, not colour alone; suppressed stays '*'
-        assert page.locator("#table + table thead th[scope=col]").count() == 13
-        assert page.locator("#table + table thead th").last.inner_text() == "SACT version"
-        assert [body.nth(n).locator("td").last.inner_text() for n in range(body.count())] == [
+        assert page.locator("#table + table thead th[scope=col]").count() == 14
+        assert page.locator("#table + table thead th").all_inner_texts()[-2:] == ["SACT version", "Data status"]
+        assert [body.nth(n).locator("td").all_inner_texts()[-2] for n in range(body.count())] == [
             row["sact_version"] for row in table] == ["v3", "v3", "v3", ""]  # ENGLAND has none
+        assert [body.nth(n).locator("td").last.inner_text() for n in range(body.count())] == ["OK", "OK", "OK", ""]
         # The grid: a row per trust, a column per published month, each status in words.
         grid = page.locator("table.grid tbody tr")
         assert grid.count() == 3
@@ -104,7 +105,7 @@ def test_the_report_shows_the_switch_to_sact_v4(switched):
     html = csv_path.with_suffix(".html")
     with offline_page(html.as_uri()) as (page, requests, errors):
         body = page.locator("#table + table tbody tr")
-        versions = [body.nth(n).locator("td").last.inner_text() for n in range(body.count())]
+        versions = [body.nth(n).locator("td").all_inner_texts()[-2] for n in range(body.count())]
         assert versions == ["v4", "v3", "v4", ""]  # RAJ, RBV, RR8, ENGLAND
 
         section = page.locator("#sact-version ~ p").first.inner_text()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 
 MEASURES: tuple[str, ...] = ("patients", "regimens", "cycles", "drug_administrations")
-ON_TIME, LATE, MISSING = "on_time", "late", "missing"
+ON_TIME, LATE, MISSING, NOT_YET_DUE = "on_time", "late", "missing", "not_yet_due"
+SUBMISSION_STATUSES: tuple[str, ...] = (ON_TIME, LATE, MISSING, NOT_YET_DUE)
+PROVISIONAL, FINAL = "provisional", "final"  # month_status: a month is final once its deadline has passed
+MONTH_STATUSES: tuple[str, ...] = (PROVISIONAL, FINAL)
 
 REGIMEN_KEY = ["patient_key", "regimen_key", "start_date_of_regimen"]
 CYCLE_KEY = REGIMEN_KEY + ["cycle_number", "start_date_of_cycle"]
@@ -45,9 +48,19 @@ def submission_deadline(reporting_month: str, deadline_months: int = 1) -> datet
     return datetime(month_index // 12, month_index % 12 + 1, 1)
 
 
-def submission_status(first_received: datetime | None, reporting_month: str, deadline_months: int = 1) -> str:
-    """Judged on the FIRST version received: a later correction does not make a late trust on time."""
+def month_status(reporting_month: str, as_of: date, deadline_months: int = 1) -> str:
+    """`provisional` while trusts may still send the month on time, `final` from its deadline on."""
+    return FINAL if as_of >= submission_deadline(reporting_month, deadline_months).date() else PROVISIONAL
+
+
+def submission_status(first_received: datetime | None, reporting_month: str, deadline_months: int = 1,
+                      as_of: date | None = None) -> str:
+    """Judged on the FIRST version received: a later correction does not make a late trust on time.
+    Nothing received is `not_yet_due` before the deadline (as of `as_of`, the day the month is
+    published) and `missing` from it on; with no `as_of` the deadline is taken as passed."""
     if first_received is None or pd.isna(first_received):
+        if as_of is not None and month_status(reporting_month, as_of, deadline_months) == PROVISIONAL:
+            return NOT_YET_DUE
         return MISSING
     return ON_TIME if first_received < submission_deadline(reporting_month, deadline_months) else LATE
 

@@ -6,11 +6,11 @@ through sact_pipeline.domain.disclosure before it is shown; changes are computed
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 
-from sact_pipeline.domain.counting import MEASURES
+from sact_pipeline.domain.counting import FINAL, MEASURES, PROVISIONAL, submission_deadline
 from sact_pipeline.domain.disclosure import (
     NOTES_FOOTNOTES,
     SUPPRESSED,
@@ -25,7 +25,7 @@ ENGLAND = "ENGLAND"
 PUBLISHED_COLUMNS: tuple[str, ...] = (
     "reporting_month", "org_code", "org_name", "submission_status", "submitted_at",
     *(column for m in MEASURES for column in (m, f"{m}_change")),
-    "sact_version",
+    "sact_version", "month_status", "data_status",
 )
 SACT_VERSIONS_PUBLISHED = ("", "v3", "v4")  # empty: no usable version (and on ENGLAND)
 COUNT_COLUMNS: tuple[str, ...] = MEASURES
@@ -56,6 +56,7 @@ def protected_cells(summary: pd.DataFrame) -> dict[str, dict[str, object]]:
 def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) -> pd.DataFrame:
     """The published table for one month: one row per English trust listed in the summary, then ENGLAND."""
     reporting_month = str(summary["reporting_month"].iloc[0]) if len(summary) else ""
+    status = _month_status(summary)
     english = summary.loc[summary["is_english"]].sort_values("org_code")
     current = protected_cells(summary)
     previous = protected_cells(previous_summary) if previous_summary is not None and len(previous_summary) else None
@@ -67,7 +68,7 @@ def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) 
             "org_code": record.org_code,
             "org_name": record.org_name,
             "submission_status": record.submission_status,
-            "submitted_at": _iso(record.submitted_at) if pd.notna(record.patients) else "",
+            "submitted_at": _iso(record.submitted_at),
         }
         for measure in MEASURES:
             cell = current[measure][record.org_code]
@@ -76,13 +77,17 @@ def publish_month(summary: pd.DataFrame, previous_summary: pd.DataFrame | None) 
             row[f"{measure}_change"] = format_cell(published_change(cell, before))
         usable = pd.notna(record.patients) and isinstance(getattr(record, "sact_version", None), str)
         row["sact_version"] = record.sact_version if usable else ""
+        row["month_status"] = status
+        row["data_status"] = _text(getattr(record, "data_status", ""))
         rows.append(row)
     england = {"reporting_month": reporting_month, "org_code": ENGLAND, "org_name": "England",
-               "submission_status": "", "submitted_at": "", "sact_version": ""}
+               "submission_status": "", "submitted_at": "", "sact_version": "", "month_status": status,
+               "data_status": ""}
     for measure in MEASURES:
         cell = current[measure][ENGLAND]
         england[measure] = format_cell(cell)
-        england[f"{measure}_change"] = format_cell(
+        # Not like for like while trusts may still send the month: no England change until it is final.
+        england[f"{measure}_change"] = "" if status == PROVISIONAL else format_cell(
             published_change(cell, previous[measure][ENGLAND] if previous else None)
         )
     rows.append(england)
@@ -100,9 +105,24 @@ MEASURE_DEFINITIONS: tuple[tuple[str, str], ...] = (
     ("<measure>_change", "this month's published value minus the previous month's published value"),
 )
 STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
-    ("on_time", "the first file for the month arrived before the end of the following month"),
-    ("late", "the first file for the month arrived after that"),
-    ("missing", "no usable file for the month has arrived"),
+    ("on_time", "the first file for the month arrived before the end of the following month (the deadline)"),
+    ("late", "the first file for the month arrived after the deadline"),
+    ("missing", "no file for the month had arrived when the deadline passed"),
+    ("not_yet_due", "no file for the month has arrived yet, and the deadline has not passed: not a failure"),
+)
+MONTH_STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
+    ("provisional", "the deadline has not passed: trusts may still send the month on time, so its figures "
+                    "will change; England changes are left empty, because they would not compare like "
+                    "with like"),
+    ("final", "the deadline has passed; late files and corrections are still taken and shown"),
+)
+DATA_STATUS_DEFINITIONS: tuple[tuple[str, str], ...] = (
+    ("ok", "the newest file version received is the one used"),
+    ("held", "the newest file version failed validation: the figures, status and submitted_at of the last "
+             "version that passed stay published until a corrected file arrives"),
+    ("unusable", "no file version received for the month passed validation: counts and changes are empty "
+                 "(the trust counts 0 in the England figures) and submitted_at is its newest version's"),
+    ("(empty)", "nothing received for the month"),
 )
 
 
@@ -173,11 +193,21 @@ def _text_bounds(text: str) -> tuple[int, int]:
     return _UNKNOWN
 
 
-def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str]) -> str:
+def deadline_text(reporting_month: str, deadline_months: int = 1) -> str:
+    """The last day a file for the month is on time, as 'YYYY-MM-DD'."""
+    return (submission_deadline(reporting_month, deadline_months) - timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[str], *,
+               month_status: str = FINAL, deadline_months: int = 1) -> str:
     """The notes file published beside each table."""
+    deadline = deadline_text(reporting_month, deadline_months)
+    state = (f"PROVISIONAL: trusts may send this month on time until {deadline}; the figures will change."
+             if month_status == PROVISIONAL else f"Final: the deadline ({deadline}) has passed.")
     lines = [
         f"SACT submissions: reporting month {reporting_month}",
         f"Produced {produced_at:%Y-%m-%dT%H:%M:%S} by sact-pipeline.",
+        state,
         "",
         ACKNOWLEDGEMENT,
         "",
@@ -187,15 +217,19 @@ def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[
         "Measures:",
         *(f"- {name}: {meaning}" for name, meaning in MEASURE_DEFINITIONS),
         "",
-        "Submission status:",
+        "Submission status (submission_status):",
         *(f"- {name}: {meaning}" for name, meaning in STATUS_DEFINITIONS),
         "",
-        "Only organisations in England are shown. submission_status is judged on the first version received:",
-        "on_time before the end of the month after the reporting month, late after that, missing if none.",
-        "submitted_at is when the version used was submitted. Counts and changes are empty for a missing",
-        "submission, and for a submission received but not usable (it failed validation): such a trust",
-        "counts 0 in the England figures. A change is empty when the trust has no submission in the",
-        "previous month.",
+        "Month status (month_status):",
+        *(f"- {name}: {meaning}" for name, meaning in MONTH_STATUS_DEFINITIONS),
+        "",
+        "Data status (data_status):",
+        *(f"- {name}: {meaning}" for name, meaning in DATA_STATUS_DEFINITIONS),
+        "",
+        "Only organisations in England are shown. submission_status is judged on the first version received,",
+        "whether or not it passed validation. submitted_at is when the version used was submitted. Counts and",
+        "changes are empty for a trust with no usable submission: such a trust counts 0 in the England",
+        "figures. A change is empty when the trust has no submission in the previous month.",
         "",
         "sact_version is the version of the SACT data set (v3 or v4) of the file version used, the newest where",
         "a trust's sites send files of their own; empty when no version is usable. SACT v4 is accepted for",
@@ -208,6 +242,16 @@ def notes_text(reporting_month: str, produced_at: datetime, file_versions: list[
         *(f"- {version}" for version in file_versions),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _month_status(summary: pd.DataFrame) -> str:
+    """The summary's month_status (a summary stored before the column existed is final)."""
+    values = summary["month_status"].dropna().unique() if "month_status" in summary else []
+    return str(values[0]) if len(values) else FINAL
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _iso(value) -> str:

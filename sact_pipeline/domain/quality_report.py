@@ -16,7 +16,8 @@ Inputs (column names are the contract):
   trusts:   org_code, org_name, sact_version ('v3', 'v4', 'v3,v4' when a trust's sites sent both, or ''),
             score and core_score (0-100, NaN when no rows), rows, quarantined_rows,
             quarantined_share (0-1), duplicate_rows, invalid_values, out_of_month_rows,
-            other_trust_provider_rows, feedback_file (path relative to the report's folder, or "")
+            other_trust_provider_rows, feedback_file (path relative to the report's folder, or ""),
+            and optionally data_status ('ok', or 'held': assessed on its last good version)
   trend:    org_code, reporting_month ('YYYY-MM'), core_score, sact_version
   items:    sact_version, item, obligation ('M', 'R', 'O' or 'outcome'), rows, completeness (0-1),
             validity (0-1, NaN when no value), item_score (0-1, NaN when no rows; given for an item not
@@ -35,7 +36,7 @@ import pandas as pd
 from sact_pipeline.domain.counting import months_up_to
 from sact_pipeline.domain.data_quality import FILE, ITEM_WEIGHTS
 from sact_pipeline.domain.quality_chart import chart, is_missing, score_figure
-from sact_pipeline.domain.report import CSS, REPORT_MONTHS, month_name, page_start
+from sact_pipeline.domain.report import CSS, DATA_STATUS_TEXT, REPORT_MONTHS, month_name, not_used_section, page_start
 from sact_pipeline.domain.spec import SACT, V3, V4, VERSIONS, Transition
 
 
@@ -101,10 +102,12 @@ tbody.kind th[scope=rowgroup], tbody.version th[scope=rowgroup] { background: #f
 
 def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, items: pd.DataFrame,
                         findings: pd.DataFrame, data_docs: str | None = None,
-                        transition: Transition = Transition()) -> str:
+                        transition: Transition = Transition(), not_used: pd.DataFrame | None = None) -> str:
     """The internal data-quality report for `month` (see the module docstring for the input columns).
     data_docs: the relative href of the Great Expectations Data Docs index, or None for no link;
-    transition: when v4 was accepted and required (the settings'), for the text on how the score is made."""
+    transition: when v4 was accepted and required (the settings'), for the text on how the score is made;
+    not_used: the trusts published held or unusable, with the failed check (as in the published report:
+    a held trust is assessed on its last good version, an unusable one not at all)."""
     for name, frame, columns in (("trusts", trusts, TRUST_COLUMNS), ("trend", trend, TREND_COLUMNS),
                                  ("items", items, ITEM_COLUMNS), ("findings", findings, FINDING_COLUMNS)):
         missing = [c for c in columns if c not in frame.columns]
@@ -118,7 +121,7 @@ def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, i
         *page_start(title, CSS + QUALITY_CSS),
         '<p class="internal">Internal: for NDRS staff only, not for publication. Counts are shown unprotected '
         "(no disclosure control).</p>",
-        _summary(month, ranked, data_docs),
+        _summary(month, ranked, data_docs), *not_used_section(not_used),
         '<h2 id="trusts">Trusts by score</h2>', _trust_table(month, ranked),
         f'<h2 id="trend">Core score over the last {REPORT_MONTHS} months</h2>',
         f'<p class="core">{escape(TREND_TEXT)}</p>', chart(months, scores, ranked),
@@ -224,7 +227,7 @@ def _summary(month: str, ranked: pd.DataFrame, data_docs: str | None) -> str:
 def _trust_table(month: str, ranked: pd.DataFrame) -> str:
     columns = ["Trust", "Code", "SACT version", "Score", "Core score", "Rows assessed", "Quarantined rows",
                "Quarantined share", "Duplicate rows", "Invalid values", "Out-of-month rows",
-               "Other-trust provider rows", "Feedback"]
+               "Other-trust provider rows", "Data status", "Feedback"]
     head = "".join(f'<th scope="col">{escape(label)}</th>' for label in columns)
     rows = []
     for record in ranked.to_dict("records"):
@@ -242,7 +245,7 @@ def _trust_table(month: str, ranked: pd.DataFrame) -> str:
                  _number_cell(_share(record["quarantined_share"]), "no rows")]
         cells += [f'<td class="number">{_count(record[key])}</td>'
                   for key in ("duplicate_rows", "invalid_values", "out_of_month_rows", "other_trust_provider_rows")]
-        cells.append(link)
+        cells += [f"<td>{escape(DATA_STATUS_TEXT.get(record.get('data_status') or 'ok', ''))}</td>", link]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="trusts"><caption>Trusts that submitted for {escape(month)}, lowest score first '
             f"(score: over the items of the trust's SACT version; core score: over the items both versions "

@@ -19,7 +19,9 @@ from sact_pipeline.domain.publication import ENGLAND
 from sact_pipeline.domain.spec import V3, V4, Transition
 
 REPORT_MONTHS = 13  # the month and the 12 before it, in the grid and the charts
-STATUS_TEXT = {"on_time": "On time", "late": "Late", "missing": "Missing"}
+STATUS_TEXT = {"on_time": "On time", "late": "Late", "missing": "Missing", "not_yet_due": "Not yet due"}
+DATA_STATUS_TEXT = {"ok": "OK", "held": "Held: last good version",
+                    "unusable": "Unusable: no version passed"}
 MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
                "October", "November", "December")  # not strftime: the words must not follow the locale
 MEASURE_TITLES = {"patients": "Patients", "regimens": "Regimens", "cycles": "Cycles",
@@ -37,6 +39,8 @@ tr.england th, tr.england td { font-weight: bold; border-top: 2px solid #212b32;
 .status { display: inline-block; padding: 0 0.35rem; border-radius: 3px; white-space: nowrap; }
 .on_time { background: #d5eadb; color: #00401e; } .late { background: #fff2c4; color: #5c4300; }
 .missing { background: #f6d3d0; color: #6b140e; } .none { color: #768692; }
+.not_yet_due { background: #ffffff; color: #4c6272; border: 1px dashed #768692; }
+.provisional { border-left: 6px solid #ffb81c; background: #fff9e6; padding: 0.6rem 0.9rem; }
 .version-tag { display: inline-block; padding: 0 0.35rem; border-radius: 3px; font-weight: bold; }
 .v4 { background: #d6e5f5; color: #002f5c; } .v3 { background: #e8edee; color: #212b32; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
@@ -69,11 +73,14 @@ def published_version(value) -> str:
 
 
 def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFrame,
-                transition: Transition = Transition()) -> str:
+                transition: Transition = Transition(), *, not_used: pd.DataFrame | None = None,
+                deadline: str = "") -> str:
     """The report for `month`. table: its published table (text cells); notes: its notes text; history:
     published tables of earlier months (reporting_month, org_code, submission_status, the measures and,
     once published, sact_version), of which the 12 before `month` are shown with it; transition: when v4
-    was accepted and required (the settings'), for the adoption section's text and chart."""
+    was accepted and required (the settings'), for the adoption section's text and chart; not_used: the
+    held and unusable trusts (org_code, org_name, data_status, data_status_reason: the failed check, never
+    row values); deadline: the month's last on-time day, shown while the month is provisional."""
     months = months_up_to(month, REPORT_MONTHS)  # consecutive: a month never published shows, not skipped
     shown = pd.concat([history.loc[history["reporting_month"].isin(months[:-1])], table], ignore_index=True)
     england = shown.loc[shown["org_code"] == ENGLAND].set_index("reporting_month")
@@ -83,7 +90,9 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
         "<p>Systemic Anti-Cancer Therapy data submitted by NHS trusts in England to the National Disease "
         "Registration Service: when each trust last sent data, and what it holds. Small numbers are "
         "protected: see the notes below.</p>",
+        *_provisional_banner(month, table, deadline),
         '<h2 id="table">Submissions by trust</h2>', _table(month, table),
+        *not_used_section(not_used),
         '<h2 id="timeliness">Timeliness over the last 13 months</h2>', _grid(months, shown, table),
         '<h2 id="england">England over the last 13 months</h2>', '<div class="charts">',
         *(_chart(measure, months, england) for measure in MEASURES), "</div>",
@@ -94,6 +103,33 @@ def report_html(month: str, table: pd.DataFrame, notes: str, history: pd.DataFra
         "</body>", "</html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _provisional_banner(month: str, table: pd.DataFrame, deadline: str) -> list[str]:
+    """While trusts may still send the month on time, say so first: its figures will change."""
+    if "month_status" not in table or not (table["month_status"] == "provisional").any():
+        return []
+    until = f" until {escape(deadline)}" if deadline else " until the deadline"
+    return [f'<p class="provisional" role="note"><strong>Provisional.</strong> Trusts may send {month_name(month)} '
+            f"on time{until}, so these figures will change as they do. A trust shown as Not yet due is not late. "
+            "England changes are shown once the month is final.</p>"]
+
+
+def not_used_section(not_used: pd.DataFrame | None) -> list[str]:
+    """Trusts whose newest file failed validation, and the check it failed (names and counts, no values)."""
+    if not_used is None or not_used.empty:
+        return []
+    rows = "".join(f'<tr><th scope="row">{escape(str(r.org_name))}</th><td>{escape(str(r.org_code))}</td>'
+                   f"<td>{escape(DATA_STATUS_TEXT.get(r.data_status, r.data_status))}</td>"
+                   f"<td>{escape(str(r.data_status_reason))}</td></tr>"
+                   for r in not_used.sort_values("org_code").itertuples(index=False))
+    return ['<h2 id="not-used">Files that failed validation</h2>',
+            "<p>These trusts' newest files failed validation. A held trust's figures are those of its last "
+            "version that passed; an unusable trust has none this month and counts 0 in the England figures. "
+            "A corrected file replaces them at the next update.</p>",
+            '<table><caption>Trusts whose newest file was not used</caption><thead><tr><th scope="col">'
+            'Organisation</th><th scope="col">Code</th><th scope="col">Data status</th><th scope="col">'
+            f"Failed check</th></tr></thead><tbody>{rows}</tbody></table>"]
 
 
 def _status(code: str) -> str:
@@ -109,7 +145,7 @@ def _table(month: str, table: pd.DataFrame) -> str:
     columns += [(f"{MEASURE_TITLES[m]}{suffix}", f"{m}{key}") for m in MEASURES
                 for suffix, key in (("", ""), (" change", "_change"))]
     numbers = columns[4:]
-    columns.append(("SACT version", "sact_version"))
+    columns += [("SACT version", "sact_version"), ("Data status", "data_status")]
     head = "".join(f'<th scope="col">{escape(label)}</th>' for label, _ in columns)
     rows = []
     for record in table.to_dict("records"):
@@ -119,6 +155,7 @@ def _table(month: str, table: pd.DataFrame) -> str:
                  f"<td>{escape(record['submitted_at'].replace('T', ' '))}</td>"]
         cells += [f'<td class="number">{escape(record[key])}</td>' for _, key in numbers]
         cells.append(f"<td>{escape(published_version(record.get('sact_version')))}</td>")
+        cells.append(f"<td>{escape(DATA_STATUS_TEXT.get(record.get('data_status') or '', ''))}</td>")
         row_class = ' class="england"' if england else ""
         rows.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     return (f"<table><caption>Published counts and changes from the previous month, {escape(month)}"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import date
+
 import pandas as pd
 
-from sact_pipeline.domain.counting import MEASURES, count_activity, submission_status
+from sact_pipeline.domain.counting import FINAL, MEASURES, count_activity, month_status, submission_status
 from sact_pipeline.domain.organisations import OrganisationRegister
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -13,7 +16,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     *MEASURES,
     "raw_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings",
     *(f"{m}_resubmission_change" for m in MEASURES),
+    "month_status", "data_status", "data_status_reason",
 )
+# data_status of a trust that sent anything for the month (empty when nothing arrived)
+OK, HELD, UNUSABLE = "ok", "held", "unusable"
+DATA_STATUSES: tuple[str, ...] = ("", OK, HELD, UNUSABLE)
 SUMMARY_COUNT_COLUMNS: tuple[str, ...] = (
     *MEASURES, "raw_rows", "quarantined_rows", "duplicate_rows", "data_quality_findings", "versions_received",
 )
@@ -46,6 +53,9 @@ def summarise_month(
     versions: pd.DataFrame,
     organisations: OrganisationRegister,
     deadline_months: int = 1,
+    *,
+    as_of: date | None = None,
+    held: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """One row per trust that has submitted anything up to this month.
 
@@ -53,7 +63,12 @@ def summarise_month(
     measures: per trust with a file in use, its measures (trust_measures).
     versions: per cleaned file version of this month (trust_code, file_sha256, submitted_at, in_use, the
     measures, raw_rows, quarantined_rows, duplicate_rows, data_quality_findings, sact_version).
+    as_of: the day the month is published (provisional or final, not yet due or missing); None: final.
+    held: trusts whose newest version failed a gate, with the failed check. Such a trust keeps its last
+    good version's figures (`held`) or, with none in versions, has none (`unusable`): one trust's bad file
+    never holds back the month.
     """
+    held = held or {}
     known = files.loc[files["reporting_month"] <= reporting_month]
     trusts = sorted(known["trust_code"].unique())
     this_month = known.loc[known["reporting_month"] == reporting_month]
@@ -84,8 +99,19 @@ def summarise_month(
         summary[f"{measure}_resubmission_change"] = changes[measure].reindex(summary.index).astype("Int64")
 
     summary["submission_status"] = [  # one per trust, not per activity row
-        submission_status(first, reporting_month, deadline_months) for first in summary["first_submitted_at"]
+        submission_status(first, reporting_month, deadline_months, as_of) for first in summary["first_submitted_at"]
     ]
+    summary["month_status"] = month_status(reporting_month, as_of, deadline_months) if as_of else FINAL
+    received_any = summary["versions_received"].notna()
+    summary["data_status"] = [
+        "" if not sent else (HELD if has else UNUSABLE) if code in held or not has else OK
+        for code, sent, has in zip(summary.index, received_any, has_clean)]
+    summary["data_status_reason"] = [held.get(code, "") if sent else "" for code, sent in
+                                     zip(summary.index, received_any)]
+    # No version usable: when it last sent one (its figures are empty; a held trust's are its last good).
+    newest = this_month.groupby("trust_code")["submitted_at"].max()
+    unusable = summary["data_status"] == UNUSABLE
+    summary.loc[unusable, "submitted_at"] = newest.reindex(summary.index[unusable]).to_numpy()
     organisations_by_code = {code: organisations.get(code) for code in trusts}
     summary["org_name"] = [o.name if o else "" for o in organisations_by_code.values()]
     summary["country"] = [o.country if o else "Other" for o in organisations_by_code.values()]
