@@ -139,3 +139,29 @@ def test_provisional_months_turn_final_and_one_trusts_bad_file_never_holds_back_
         "ok", "25", "on_time")
     assert march["ENGLAND"]["patients"] == "90" and february["ENGLAND"]["patients"] == "95"
     assert 'id="not-used"' not in Pipeline(settings).pack_paths("2024-03")["html"].read_text()
+
+
+def test_a_held_trust_whose_last_good_rows_hold_a_patient_who_since_opted_out_is_published_unusable(
+        tmp_path, capsys):
+    """Its last good version cannot be re-derived without the patient until a corrected file arrives, so
+    its figures are not published (never counting the patient); the rest of the month is."""
+    settings = Settings.from_env(env={}, home=str(tmp_path / "sact"), first_month="2024-01")
+    opted = [{**row, "nhs_number": "9434765919", "local_patient_identifier": ""}
+             for row in dated_patients("OO", 2, "2024-01-15")]
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv",
+                     dated_patients("R8", 20, "2024-01-15") + opted)
+    write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", dated_patients("BV", 30, "2024-01-15"))
+    code, _, err = refresh_on(settings, date(2024, 3, 20), capsys)
+    assert code == 0, err
+    assert rows(settings.home, "2024-01")["RR8"]["patients"] == "20"  # 21 patients, rounded
+
+    settings.optout_dir.mkdir(parents=True, exist_ok=True)
+    (settings.optout_dir / "optouts_20240321.csv").write_text("NHS_Number\n943 476 5919\n")
+    write_submission(settings.landing_dir / "SACT_RR8_202401_20240321093000.csv", failing("R8", "2024-01-15"))
+    code, out, err = refresh_on(settings, date(2024, 3, 21), capsys)
+    assert code == 1 and "FAILED RR8 2024-01" in err
+    january = rows(settings.home, "2024-01")
+    assert (january["RR8"]["data_status"], january["RR8"]["patients"]) == ("unusable", "")
+    assert (january["RBV"]["data_status"], january["RBV"]["patients"]) == ("ok", "30")
+    html = Pipeline(settings).pack_paths("2024-01")["html"].read_text()
+    assert "opted out of registration" in html.split('id="not-used"')[1]
