@@ -141,10 +141,12 @@ def suppressed_cell_ranges(table: pd.DataFrame, previous: pd.DataFrame | None) -
     rows = []
     trusts = table.loc[table["org_code"] != ENGLAND]
     england = table.loc[table["org_code"] == ENGLAND].iloc[0]
-    before = previous.set_index("org_code") if previous is not None and len(previous) else None
+    before = previous if previous is not None and len(previous) else None
     for measure in MEASURES:
+        earlier_cells = dict(zip(before["org_code"], before[measure].astype("str"))) if before is not None else {}
+
         def earlier(code: str) -> str:
-            return str(before[measure].get(code, "")) if before is not None else ""
+            return earlier_cells.get(code, "")
 
         def readable(code: str, cell: str, change: str) -> tuple[int, int]:
             """The bounds a reader gets for one cell, through a numeric change if the cell hides itself."""
