@@ -225,8 +225,8 @@ def print_summary(settings: Settings, log=print, pipeline=None) -> None:
         log("nothing published yet")
         return
     log("")
-    log(f"{'month':<8} {'trusts':>6} {'on_time':>7} {'late':>5} {'missing':>7} {'v3':>3} {'v4':>3} "
-        f"{'patients':>9} {'regimens':>9} {'cycles':>9} {'drug_admins':>11}  published file")
+    log(f"{'month':<8} {'status':<11} {'trusts':>6} {'on_time':>7} {'late':>5} {'missing':>7} {'not_due':>7} "
+        f"{'v3':>3} {'v4':>3} {'patients':>9} {'regimens':>9} {'cycles':>9} {'drug_admins':>11}  published file")
     for month, table in published.groupby("reporting_month"):
         trusts = table.loc[table["org_code"] != "ENGLAND"]
         england = table.loc[table["org_code"] == "ENGLAND"].iloc[0]
@@ -234,9 +234,14 @@ def print_summary(settings: Settings, log=print, pipeline=None) -> None:
         # trusts whose figures come from a SACT v3 or v4 file
         versions = trusts["sact_version"].value_counts()
         csv_path, _ = pipeline.output_paths(month)
-        log(f"{month:<8} {len(trusts):>6} {status.get('on_time', 0):>7} {status.get('late', 0):>5} "
-            f"{status.get('missing', 0):>7} {versions.get('v3', 0):>3} {versions.get('v4', 0):>3} {england['patients']:>9} {england['regimens']:>9} "
+        month_status = england.get("month_status") if isinstance(england.get("month_status"), str) else "final"
+        log(f"{month:<8} {month_status:<11} {len(trusts):>6} {status.get('on_time', 0):>7} {status.get('late', 0):>5} "
+            f"{status.get('missing', 0):>7} {status.get('not_yet_due', 0):>7} {versions.get('v3', 0):>3} "
+            f"{versions.get('v4', 0):>3} {england['patients']:>9} {england['regimens']:>9} "
             f"{england['cycles']:>9} {england['drug_administrations']:>11}  {csv_path}")
+        not_used = trusts.loc[trusts["data_status"].isin(["held", "unusable"])] if "data_status" in trusts else trusts.iloc[:0]
+        for code, data_status in zip(not_used["org_code"], not_used["data_status"]):
+            log(f"         {code}: {data_status} (its newest file failed a gate)")
     log("(England figures after disclosure control; notes files sit beside each table)")
     latest = str(published["reporting_month"].max())
     report = pipeline.quality_report_paths(latest)["html"]

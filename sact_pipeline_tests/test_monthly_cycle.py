@@ -57,6 +57,8 @@ def test_provisional_months_turn_final_and_one_trusts_bad_file_never_holds_back_
     # 20 March: February's deadline (31 March) has not passed. RAJ is not yet due, which is no failure.
     code, out, err = refresh_on(settings, date(2024, 3, 20), capsys)
     assert code == 0, err
+    # the summary printed: month, status, trusts, on time, late, missing, not yet due
+    assert re.search(r"^2024-02 +provisional +3 +2 +0 +0 +1 ", out, re.MULTILINE), out
     february = rows(home, "2024-02")
     assert {r["month_status"] for r in february.values()} == {"provisional"}
     assert rows(home, "2024-01")["ENGLAND"]["month_status"] == "final"
@@ -96,6 +98,7 @@ def test_provisional_months_turn_final_and_one_trusts_bad_file_never_holds_back_
     assert "FAILED RR8 2024-02: newest file failed a gate" in err and "clean_reconciliation" in err
     assert "FAILED RAJ 2024-03: newest file failed a gate" in err
     assert "month 2024-02: published" in out and "month 2024-03: published" in out
+    assert "RR8: held (its newest file failed a gate)" in out and "RAJ: unusable (its newest file" in out
     february, march = rows(home, "2024-02"), rows(home, "2024-03")
     held = february["RR8"]  # its last good version's figures, status and time
     assert (held["data_status"], held["patients"], held["submitted_at"], held["submission_status"]) == (
