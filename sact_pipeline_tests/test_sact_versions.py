@@ -72,7 +72,7 @@ def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mix
     assert refresh(home, "--warehouse-url", warehouse_url) == 0
     summary = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
                if line.startswith("2026-") or (line.startswith("month ") and "on_time" in line)}
-    assert summary["month"][5:7] == ["v3", "v4"]  # trusts of each version, per month, in the printed summary
+    assert summary["month"][7:9] == ["v3", "v4"]  # trusts of each version, per month, in the printed summary
 
     newest = {}
     for f in sorted(files, key=lambda f: f.submitted_at):
@@ -90,7 +90,7 @@ def test_a_mixed_landing_zone_publishes_every_trust_in_its_version(tmp_path, mix
         for trust in set(table.index) - set(sent) - {ENGLAND}:
             assert table.loc[trust, "sact_version"] == ""
         used = pd.Series([f.sact_version for f in sent.values()])
-        assert summary[month][5:7] == [str((used == V3).sum()), str((used == V4).sum())]
+        assert summary[month][7:9] == [str((used == V3).sum()), str((used == V4).sum())]
         notes = (home / "published" / month / f"sact_submissions_{month}_notes.txt").read_text()
         assert "sact_version" in notes
 
