@@ -13,8 +13,8 @@ A month's deadline passing is one of its inputs too (provisional -> final), so t
 midnight on the deadline day re-publishes the month as final, with no new file and no daily schedule.
 The schedule requests a discovery run at 06:00 on the 1st of each month (SACT_SCHEDULE_CRON), a safety
 net for files that arrived unnoticed: that is the morning a month's deadline has just passed (end of the
-following month), so the month two back turns final and the month just ended is first published
-(provisional, its trusts not yet due) in the same pass.
+following month), so the month two back turns final in the same pass. A month is first published as soon
+as one file for it arrives (provisional, the other trusts not yet due).
 """
 
 from __future__ import annotations

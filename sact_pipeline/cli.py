@@ -241,7 +241,7 @@ def print_summary(settings: Settings, log=print, pipeline=None) -> None:
             f"{england['cycles']:>9} {england['drug_administrations']:>11}  {csv_path}")
         not_used = trusts.loc[trusts["data_status"].isin(["held", "unusable"])] if "data_status" in trusts else trusts.iloc[:0]
         for code, data_status in zip(not_used["org_code"], not_used["data_status"]):
-            log(f"         {code}: {data_status} (its newest file failed a gate)")
+            log(f"         {code}: {data_status} ({'its newest file failed a gate' if data_status == 'held' else 'no usable version'})")
     log("(England figures after disclosure control; notes files sit beside each table)")
     latest = str(published["reporting_month"].max())
     report = pipeline.quality_report_paths(latest)["html"]

@@ -124,7 +124,7 @@ class PipelineStatus:
     # --- months -------------------------------------------------------------------------------------------
     def month_fingerprint(self, month: str, clean_states: dict | None = None, files: pd.DataFrame | None = None,
                           opted_out: dict | None = None, summaries: dict | None = None,
-                          held: dict | None = None) -> str:
+                          held: dict | None = None, pending: dict | None = None) -> str:
         """What a month's summary and publication depend on: the clean partitions of it and the month
         before, the trusts listed (anything submitted up to the month), which of them are held by a failed
         gate, the timeliness setting and whether the month's deadline has passed (so the first refresh or
@@ -144,6 +144,9 @@ class PipelineStatus:
         parts += [f"opted-out|{m}|{t}|{n}" for (m, t), n in opted_out.items() if m in (month, before)]
         held = self.held_trust_months(files) if held is None else held
         parts += [f"held|{t}|{reason}" for (m, t), reason in sorted(held.items()) if m == month]
+        # An opt-out waiting for a held trust-month (which cannot be re-derived) makes it unusable: re-publish.
+        pending = self.warehouse.pending_optouts() if pending is None else pending
+        parts += [f"opt-out pending|{t}" for (m, t) in sorted(pending) if m == month]
         parts.append(f"deadline|{self.settings.deadline_months}|"
                      f"{month_status(month, self.today, self.settings.deadline_months)}")
         parts.append(f"organisations|{self.organisations_fingerprint}")
@@ -185,7 +188,8 @@ class PipelineStatus:
         return PipelineState(
             registered=registered, affected=frozenset(self.affected_trust_months(files)),
             held=held, trust_month_inputs=inputs, months=tuple(months),
-            month_inputs={m: self.month_fingerprint(m, clean, files, opted_out, summaries, held) for m in months},
+            month_inputs={m: self.month_fingerprint(m, clean, files, opted_out, summaries, held, pending)
+                          for m in months},
             published=_by_month(self.warehouse.layer_states(PUBLISHED)),
             report_inputs={m: self.quality_report_fingerprint(m, assessed, summaries) for m in months},
             reported=_by_month(self.warehouse.layer_states(QUALITY_REPORT)),

@@ -98,7 +98,7 @@ def test_provisional_months_turn_final_and_one_trusts_bad_file_never_holds_back_
     assert "FAILED RR8 2024-02: newest file failed a gate" in err and "clean_reconciliation" in err
     assert "FAILED RAJ 2024-03: newest file failed a gate" in err
     assert "month 2024-02: published" in out and "month 2024-03: published" in out
-    assert "RR8: held (its newest file failed a gate)" in out and "RAJ: unusable (its newest file" in out
+    assert "RR8: held (its newest file failed a gate)" in out and "RAJ: unusable (no usable version)" in out
     february, march = rows(home, "2024-02"), rows(home, "2024-03")
     held = february["RR8"]  # its last good version's figures, status and time
     assert (held["data_status"], held["patients"], held["submitted_at"], held["submission_status"]) == (
@@ -115,6 +115,7 @@ def test_provisional_months_turn_final_and_one_trusts_bad_file_never_holds_back_
     march_html = Pipeline(settings).pack_paths("2024-03")["html"].read_text()
     listed = march_html.split('id="not-used"')[1].split("</table>")[0]
     assert "RAJ" in listed and "Unusable" in listed and "clean_reconciliation" in listed and "RR8" not in listed
+    assert "unexpected of" not in march_html  # the failed check by name: its counts are not rule-R protected
     # what the planner, the data-quality report and the warehouse say agrees with the published files
     pipeline = Pipeline(settings, today=date(2024, 4, 20))
     assert set(pipeline.status.held_trust_months()) == {("2024-02", "RR8"), ("2024-03", "RAJ")}
@@ -158,13 +159,24 @@ def test_a_held_trust_whose_last_good_rows_hold_a_patient_who_since_opted_out_is
     assert code == 0, err
     assert rows(settings.home, "2024-01")["RR8"]["patients"] == "20"  # 21 patients, rounded
 
-    settings.optout_dir.mkdir(parents=True, exist_ok=True)
-    (settings.optout_dir / "optouts_20240321.csv").write_text("NHS_Number\n943 476 5919\n")
+    # Its correction fails its gate: held at its last good figures, which still count the patient...
     write_submission(settings.landing_dir / "SACT_RR8_202401_20240321093000.csv", failing("R8", "2024-01-15"))
-    code, out, err = refresh_on(settings, date(2024, 3, 21), capsys)
+    code, _, err = refresh_on(settings, date(2024, 3, 21), capsys)
     assert code == 1 and "FAILED RR8 2024-01" in err
+    assert (rows(settings.home, "2024-01")["RR8"]["data_status"], rows(settings.home, "2024-01")["RR8"]["patients"]) \
+        == ("held", "20")
+    # ...until the patient opts out: those rows cannot be re-derived without them, so nothing of RR8 is counted.
+    settings.optout_dir.mkdir(parents=True, exist_ok=True)
+    (settings.optout_dir / "optouts_20240322.csv").write_text("NHS_Number\n943 476 5919\n")
+    code, out, err = refresh_on(settings, date(2024, 3, 22), capsys)
+    assert code == 1 and "FAILED RR8 2024-01" in err and "month 2024-01: published" in out
     january = rows(settings.home, "2024-01")
     assert (january["RR8"]["data_status"], january["RR8"]["patients"]) == ("unusable", "")
     assert (january["RBV"]["data_status"], january["RBV"]["patients"]) == ("ok", "30")
-    html = Pipeline(settings).pack_paths("2024-01")["html"].read_text()
-    assert "opted out of registration" in html.split('id="not-used"')[1]
+    pipeline = Pipeline(settings)
+    published_html = pipeline.pack_paths("2024-01")["html"].read_text()
+    internal_html = pipeline.quality_report_paths("2024-01")["html"].read_text()
+    assert "clean_reconciliation" in published_html.split('id="not-used"')[1]
+    assert "opted out" not in published_html  # said to NDRS staff only
+    assert "opted out of registration" in internal_html.split('id="not-used"')[1]
+    pipeline.dispose()

@@ -35,7 +35,8 @@ What is not compared, and why
 - `data_docs/` (the GX Data Docs site): its file names and pages carry GX run ids and run times.
 Nothing published holds the date the test runs on: `submitted_at` is the timestamp in each file name, and
 the reporting months (2026-06 to 2026-08) have ended, so no file is rejected as "not ended yet"/"in the
-future" whatever today is.
+future" whatever today is. `month_status` and `missing`/`not_yet_due` do depend on the day of the run: the
+golden months are stable because the last of their deadlines (2026-09-30) has passed.
 
 The landing zone (`golden/landing/`, 22 files, 371 rows) and its settings
 -----------------------------------------------------------------------

@@ -121,7 +121,7 @@ def quality_report_html(month: str, trusts: pd.DataFrame, trend: pd.DataFrame, i
         *page_start(title, CSS + QUALITY_CSS),
         '<p class="internal">Internal: for NDRS staff only, not for publication. Counts are shown unprotected '
         "(no disclosure control).</p>",
-        _summary(month, ranked, data_docs), *not_used_section(not_used),
+        _summary(month, ranked, data_docs), *not_used_section(not_used, internal=True),
         '<h2 id="trusts">Trusts by score</h2>', _trust_table(month, ranked),
         f'<h2 id="trend">Core score over the last {REPORT_MONTHS} months</h2>',
         f'<p class="core">{escape(TREND_TEXT)}</p>', chart(months, scores, ranked),

@@ -10,6 +10,7 @@ published.
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 import pandas as pd
@@ -115,13 +116,26 @@ def _provisional_banner(month: str, table: pd.DataFrame, deadline: str) -> list[
             "England changes are shown once the month is final.</p>"]
 
 
-def not_used_section(not_used: pd.DataFrame | None) -> list[str]:
-    """Trusts whose newest file failed validation, and the check it failed (names and counts, no values)."""
+_CHECK_NAME = re.compile(r"suite \w+|expect_\w+")
+
+
+def failed_check_names(reason: str) -> str:
+    """A gate failure as the public may read it: the layer, suites and expectations that failed, never the
+    counts beside them (a count of a trust's rows is not disclosure-controlled) nor anything else said."""
+    layer = reason.split(":", 1)[0] if " layer:" in reason else ""
+    names = ", ".join(dict.fromkeys(match.group(0) for match in _CHECK_NAME.finditer(reason)))
+    return ": ".join(part for part in (layer, names) if part) or "failed validation"
+
+
+def not_used_section(not_used: pd.DataFrame | None, *, internal: bool = False) -> list[str]:
+    """Trusts whose newest file failed validation, and the check it failed: by name only in the published
+    report; `internal` (the data-quality report, for NDRS staff): the whole recorded failure."""
     if not_used is None or not_used.empty:
         return []
     rows = "".join(f'<tr><th scope="row">{escape(str(r.org_name))}</th><td>{escape(str(r.org_code))}</td>'
                    f"<td>{escape(DATA_STATUS_TEXT.get(r.data_status, r.data_status))}</td>"
-                   f"<td>{escape(str(r.data_status_reason))}</td></tr>"
+                   f"<td>{escape(str(r.data_status_reason) if internal else failed_check_names(str(r.data_status_reason)))}"
+                   "</td></tr>"
                    for r in not_used.sort_values("org_code").itertuples(index=False))
     return ['<h2 id="not-used">Files that failed validation</h2>',
             "<p>These trusts' newest files failed validation. A held trust's figures are those of its last "
