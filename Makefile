@@ -35,13 +35,13 @@ $(CHROMIUM):
 TEST_WORKERS ?= 2
 
 ## test: the full test suite (needs the local PostgreSQL; see SACT_TEST_DATABASE_URL) on TEST_WORKERS processes
-## (pytest-xdist; a test file stays on one worker, so its module fixtures are built once)
+## (pytest-xdist; a test file stays on one worker, so its module fixtures are built once; conftest groups files)
 test: $(VENV)/.installed-test | $(CHROMIUM)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile sact_pipeline_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup sact_pipeline_tests
 
 ## ui: the Dagster UI on the same instance and warehouse as `make run`
 ui: $(VENV)/.installed
-	$(BIN)/python -c 'import os, pathlib; from sact_pipeline.cli import prepare_dagster_home; prepare_dagster_home(pathlib.Path(os.environ["DAGSTER_HOME"]))'
+	$(BIN)/python -c 'import os, pathlib; from sact_pipeline.refreshing import prepare_dagster_home; prepare_dagster_home(pathlib.Path(os.environ["DAGSTER_HOME"]))'
 	SACT_DEMO_MODE=$${SACT_DEMO_MODE:-1} $(BIN)/dagster dev -w workspace.yaml
 
 ## up: dagster-webserver + dagster-daemon on the local PostgreSQL with the repository's dagster.yaml

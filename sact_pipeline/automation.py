@@ -1,18 +1,25 @@
 """Automation: the landing-zone sensor that keeps every layer up to date, and the monthly schedule.
 
+Both request one kind of run: refresh_landing_zone, which registers the landing zone and then makes, in
+its own process, a run of the layer jobs for every step the planner asks for (sact_pipeline.refreshing:
+what `sact-pipeline refresh` does). So a change costs one sensor tick and one process start, whatever
+it affects: a late file re-publishes its month and the months after it in that one run.
+
 Each tick the sensor:
-1. watches the landing zone and the opt-out folder: complete new or changed files (same size and time
-   on two ticks; .part/.tmp never) whose content (SHA-256) is new -> a discovery run; the cursor keeps
-   name, size, time and hash of each file;
-2. otherwise asks the planner (sact_pipeline.planning: the same order `sact-pipeline refresh` follows)
-   what runs next, given the runs in flight, and requests it: the trust-months behind their inputs (one
-   run per month), else the earliest month to publish, else the data-quality reports behind.
-Run keys carry the input fingerprints, so a request is made once per state: a run that failed on bad data
-is not retried until its inputs change, and a late file for any month, however old, works the same way.
-A month's deadline passing is one of its inputs too (provisional -> final), so the first tick after
+1. marks failed the runs whose process is gone (else it would wait for them for ever);
+2. watches the landing zone and the opt-out folder: a file is complete when its size and time are the
+   same on two ticks, or have not changed for a whole interval (.part/.tmp never); complete new or changed
+   files whose content (SHA-256) is new -> a refresh run. The cursor keeps name, size, time and hash;
+3. otherwise, when no run of the pipeline is in flight, asks the planner (sact_pipeline.planning) whether
+   anything is behind its inputs (an opt-out applied, a month's deadline passed, a run that failed on a
+   transient error) -> a refresh run.
+Run keys carry the new content or the planned steps' input fingerprints, so a request is made once per
+state: a trust-month that failed on bad data is not retried until its files change (the refresh run the
+sensor asks for leaves held trust-months alone), and a late file for any month, however old, works the
+same way. A month's deadline passing is one of its inputs (provisional -> final), so the first tick after
 midnight on the deadline day re-publishes the month as final, with no new file and no daily schedule.
-The schedule requests a discovery run at 06:00 on the 1st of each month (SACT_SCHEDULE_CRON), a safety
-net for files that arrived unnoticed: that is the morning a month's deadline has just passed (end of the
+The schedule requests a refresh run at 06:00 on the 1st of each month (SACT_SCHEDULE_CRON), a safety net
+for files that arrived unnoticed: that is the morning a month's deadline has just passed (end of the
 following month), so the month two back turns final in the same pass. A month is first published as soon
 as one file for it arrives (provisional, the other trusts not yet due).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 from dagster import (
@@ -41,71 +49,78 @@ from dagster import (
 from sact_pipeline.alerts import WEBHOOK_VARIABLE, RunFailureAlert, error_line, raise_alert, run_scope
 from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
-from sact_pipeline.planning import InFlight, Step, plan
+from sact_pipeline.planning import plan
 from sact_pipeline.resources import SactPipelineResource
-from sact_pipeline.run_config import run_config_for
+from sact_pipeline.run_tags import IN_FLIGHT, JOB_OF_STEP, REFRESH_JOB, DISCOVERY_JOB, fail_runs_of_dead_processes
 from sact_pipeline.settings import AutomationSettings
-from sact_pipeline.run_tags import IN_FLIGHT, MONTH_TAG, fail_runs_of_dead_processes, step_run
 
-JobTarget = Any  # what define_asset_job returns (its class is not exported by dagster)
-
-
-def _in_flight(instance, job_name: str) -> bool:
-    return bool(instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1))
+JobTarget = Any  # what define_asset_job and @job return
+PIPELINE_JOBS = frozenset({REFRESH_JOB, DISCOVERY_JOB, *JOB_OF_STEP.values()})
+SENSOR_TRIGGER = {"sact/trigger": "landing-zone-sensor"}
 
 
-def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTarget, quality_report: JobTarget):
-    """The sensor and schedule for the jobs of build_definitions (the daemon needs them as targets)."""
-    discovery_job, trust_month_job, month_job = discovery.name, trust_month.name, month.name
-    quality_report_job = quality_report.name
+def _runs_in_flight(instance) -> list[str]:
+    """Job names of the pipeline's runs queued or running (a refresh, or a layer run from the Launchpad)."""
+    return sorted({run.job_name for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT))
+                   if run.job_name in PIPELINE_JOBS})
+
+
+def _refresh_request(run_key: str) -> RunRequest:
+    """A refresh run as the sensor wants it: held trust-months left alone until their files change."""
+    return RunRequest(run_key=run_key, job_name=REFRESH_JOB, tags=SENSOR_TRIGGER,
+                      run_config={"ops": {"refresh_layers": {"config": {"retry_held": False}}}})
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_automation(refresh: JobTarget):
+    """The sensor and schedule for the refresh job of build_definitions (the daemon needs it as target)."""
     automation = AutomationSettings.from_env()
 
     @sensor(name="landing_zone_sensor", minimum_interval_seconds=automation.sensor_interval,
-            default_status=DefaultSensorStatus.RUNNING, jobs=[discovery, trust_month, month, quality_report],
-            description="Picks up new, late and corrected submissions and re-runs exactly what they affect.")
+            default_status=DefaultSensorStatus.RUNNING, jobs=[refresh],
+            description="Picks up new, late and corrected submissions and opt-outs, and months whose deadline "
+                        "passed; one refresh run re-runs exactly what they affect.")
     def landing_zone_sensor(context: SensorEvaluationContext, sact: SactPipelineResource):
         pipeline = sact.pipeline()
         try:
             pipeline.check_key()
         except PseudonymisationKeyError as error:  # nothing runs on a changed key: restore it or rekey
             return SkipReason(str(error))
-        for run in fail_runs_of_dead_processes(context.instance):  # else their months would wait for ever
+        instance = context.instance
+        for run in fail_runs_of_dead_processes(instance):  # else the sensor would wait for ever
             context.log.warning(f"run {run} marked failed: the process running it is gone")
         cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
         seen = _watched_files(pipeline.settings)
-        stable = {path: list(stat) for path, stat in seen.items() if cursor["seen"].get(path) == list(stat)}
-        # registered: [size, mtime, sha256] of each file as last handed to discovery
+        quiet_since = (time.time() - automation.sensor_interval) * 1e9  # mtime in ns
+        stable = {path: list(stat) for path, stat in seen.items()
+                  if cursor["seen"].get(path) == list(stat) or stat[1] <= quiet_since}
+        # registered: [size, mtime, sha256] of each file as last handed to a refresh run
         changed = sorted(path for path, stat in stable.items() if cursor["registered"].get(path, [])[:2] != stat)
+        busy = _runs_in_flight(instance)
+        if changed and busy:  # looked at again once they finish (the cursor is left as it was)
+            return SkipReason(f"new files wait for the runs in progress ({', '.join(busy)})")
         cursor["seen"] = {path: list(stat) for path, stat in seen.items()}
-        instance = context.instance
-
         if changed:
-            if _in_flight(instance, discovery_job):
-                return SkipReason("waiting for the discovery run in progress")
             hashes = {path: sha256_of_file(_watched_path(pipeline.settings, path)) for path in changed}
             new_content = {path: digest for path, digest in hashes.items()
                            if digest and cursor["registered"].get(path, [])[2:] != [digest]}
             cursor["registered"].update({path: stable[path] + [hashes[path]] for path in changed if hashes[path]})
-            if new_content:  # a file only touched (same bytes) needs no discovery run
-                key = hashlib.sha256(json.dumps(new_content, sort_keys=True).encode()).hexdigest()[:16]
-                return SensorResult(run_requests=[RunRequest(run_key=f"discover-{key}", job_name=discovery_job,
-                                                             tags={"sact/trigger": "landing-zone-sensor"})],
+            if new_content:  # a file only touched (same bytes) needs no run
+                return SensorResult(run_requests=[_refresh_request(f"files-{_digest(new_content)}")],
                                     cursor=json.dumps(cursor))
-        if _in_flight(instance, discovery_job):
-            return SensorResult(skip_reason="waiting for the discovery run in progress", cursor=json.dumps(cursor))
-
-        # What to run next is the planner's (sact_pipeline.planning), as for `sact-pipeline refresh`.
-        busy = {run.tags.get(MONTH_TAG) for run in instance.get_runs(  # a run for the month is on its way:
-            RunsFilter(job_name=trust_month_job, statuses=IN_FLIGHT))}  # what it leaves is asked for after
-        in_flight = InFlight(frozenset(busy), any(_in_flight(instance, job)
-                                                  for job in (trust_month_job, month_job, quality_report_job)))
-        state = pipeline.status.read()
-        next_steps = plan(state, in_flight=in_flight)
-        if next_steps.steps:
-            return SensorResult(run_requests=[_run_request(instance, step) for step in next_steps.steps],
+        if busy:
+            return SensorResult(skip_reason=f"waiting for runs in progress ({', '.join(busy)})",
                                 cursor=json.dumps(cursor))
-        if next_steps.waiting:
-            return SensorResult(skip_reason=next_steps.waiting, cursor=json.dumps(cursor))
+
+        # Anything else behind its inputs is the planner's to say (sact_pipeline.planning).
+        state = pipeline.status.read()
+        steps = plan(state).steps
+        if steps:
+            return SensorResult(run_requests=[_refresh_request(f"steps-{_digest([s.run_key for s in steps])}")],
+                                cursor=json.dumps(cursor))
         if state.held:
             return SensorResult(skip_reason="up to date, except trust-months that failed their gates (their "
                                             "months are published with them held or unusable until a "
@@ -113,23 +128,16 @@ def build_automation(discovery: JobTarget, trust_month: JobTarget, month: JobTar
                                 cursor=json.dumps(cursor))
         return SensorResult(skip_reason="every layer is up to date", cursor=json.dumps(cursor))
 
-    @schedule(name="monthly_refresh", job=discovery,
+    @schedule(name="monthly_refresh", job=refresh,
               cron_schedule=automation.schedule_cron, execution_timezone=automation.schedule_timezone,
               default_status=DefaultScheduleStatus.RUNNING,
-              description="Monthly: register the landing zone; the landing-zone sensor refreshes what changed.")
+              description="Monthly: register the landing zone and refresh whatever changed (refresh_landing_zone).")
     def monthly_refresh(context: ScheduleEvaluationContext):
         return RunRequest(run_key=f"monthly-{context.scheduled_execution_time:%Y-%m-%d}",
-                          tags={"sact/trigger": "monthly-schedule"})
+                          tags={"sact/trigger": "monthly-schedule"},
+                          run_config={"ops": {"refresh_layers": {"config": {"retry_held": False}}}})
 
     return landing_zone_sensor, monthly_refresh
-
-
-def _run_request(instance, step: Step) -> RunRequest:
-    """A planned step as a run request; its run key names its inputs, so it is requested once per state."""
-    job_name, partition_key, tags, options = step_run(instance, step)
-    return RunRequest(run_key=step.run_key, job_name=job_name, partition_key=partition_key,
-                      run_config=run_config_for(job_name, **options),
-                      tags={"sact/trigger": "landing-zone-sensor", **tags})
 
 
 OPTOUT_PREFIX = "opt-out::"  # cursor keys of files in SACT_OPTOUT_DIR (landing-zone keys are relative paths)
@@ -151,7 +159,10 @@ def _watched_path(settings, key: str):
 def build_run_failure_alerts():
     """A run-failure sensor per Definitions (a module-level one would be shared, with its instance, by all)."""
 
+    # monitor_all_code_locations: the layer runs a refresh run makes in its process have no code location
+    # of their own (Dagster's default would watch only runs launched from this one, and miss them).
     @run_failure_sensor(name="run_failure_alerts", default_status=DefaultSensorStatus.RUNNING,
+                        monitor_all_code_locations=True,
                         description=f"Alert on every failed run: to the log, and to ${WEBHOOK_VARIABLE} when set.")
     def run_failure_alerts(context: RunFailureSensorContext) -> None:
         run = context.dagster_run

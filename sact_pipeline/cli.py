@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 
-from sact_pipeline.planning import Backfill, Step, StepKind, plan
+from sact_pipeline.planning import Backfill
+from sact_pipeline.refreshing import RefreshReport, RefreshRequest, prepare_dagster_home, run_refresh
 from sact_pipeline.settings import Settings, SettingsError
 
 
@@ -34,45 +31,10 @@ def _settings(args: argparse.Namespace) -> Settings:
                              first_month=args.first_month, optout_dir=args.optout_dir)
 
 
-LOCAL_INSTANCE_YAML = """\
-# Written by sact-pipeline for a new local instance: storage stays the SQLite default in this folder.
-# Telemetry is off: nothing about NHS data work leaves this machine.
-telemetry:
-  enabled: false
-"""
-
-
-def prepare_dagster_home(dagster_home: Path) -> None:
-    """Create a missing instance folder with telemetry off; an existing dagster.yaml is never touched."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(LOCAL_INSTANCE_YAML, encoding="utf-8")
-
-
-@dataclass
-class RefreshReport:
-    failures: list[str]
-    rejected: list[tuple[str, str]]  # rejected files lying in the landing zone now
-    trust_months: int
-    months: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.rejected
-
-
-def _run_failure(result) -> str:
-    """The first step failure of an in-process run, as one line."""
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
-    return "run failed"
-
-
 def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, rekey: bool = False,
             pipeline=None) -> RefreshReport:
-    """Discover, then materialise every affected trust-month and month through Dagster.
+    """Discover, then materialise every affected trust-month and month through Dagster, as in-process runs
+    on the instance in settings.dagster_home (sact_pipeline.refreshing).
 
     With a backfill, every trust-month with files in its range (and trusts) is re-run, then its months
     and the month after the range, whose changes read the last month of it. Refuses to run when the
@@ -80,7 +42,11 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
     built with another key is affected and re-derived from raw). `pipeline`: the one its runs share
     (made here when not given; a caller that gives it can read its measurements).
     """
+    from dagster import DagsterInstance
+
+    from sact_pipeline.definitions import build_definitions
     from sact_pipeline.layers import Pipeline
+    from sact_pipeline.run_tags import PROCESS_TAG, this_run_process
 
     if pipeline is None:  # its own, closed when done (connections, worker processes)
         pipeline = Pipeline(settings)
@@ -89,129 +55,11 @@ def refresh(settings: Settings, *, log=print, backfill: Backfill | None = None, 
         finally:
             pipeline.dispose()
     prepare_dagster_home(settings.dagster_home)
-    pipeline.pseudonymiser  # fail fast, with the reason, before any run starts
-    if not rekey:
-        pipeline.check_key()
-    # One refresh at a time per warehouse: a second one waits, then finds only what the first left to do.
-    with pipeline.warehouse.refresh_lock(waiting=lambda: log(
-            "another refresh is running on this warehouse: waiting for it to finish")):
-        for line in pipeline.recover_interrupted_writes():  # of a refresh that was killed
-            log(f"recovered: {line}")
-        return _refresh(settings, pipeline, log=log, backfill=backfill, rekey=rekey)
-
-
-def _refresh(settings: Settings, pipeline, *, log, backfill: Backfill | None, rekey: bool) -> RefreshReport:
-    from dagster import DagsterInstance
-
-    from sact_pipeline.definitions import build_definitions
-    from sact_pipeline.run_tags import DISCOVERY_JOB, PROCESS_TAG, fail_runs_of_dead_processes, this_run_process
-
-    defs = build_definitions(settings, pipeline=pipeline)
-    tags = {"sact/trigger": "cli-rekey" if rekey else "cli-refresh", PROCESS_TAG: this_run_process()}
-    # Every run of the refresh: one Data Docs build at its end, not one per step; a rekey may re-derive.
-    options = {"data_docs": False, "rekey": rekey}
+    request = RefreshRequest(backfill=backfill, rekey=rekey, retry_held=True, tags={
+        "sact/trigger": "cli-rekey" if rekey else "cli-refresh", PROCESS_TAG: this_run_process()})
     # This instance (not $DAGSTER_HOME) so that --dagster-home works; no dagster.yaml there means SQLite.
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        for run in fail_runs_of_dead_processes(instance):
-            log(f"run {run} marked failed: the process running it was killed")
-        started = time.monotonic()
-        since = datetime.now()  # full precision: scans a second apart must differ
-        result = defs.resolve_job_def(DISCOVERY_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=_cli_run_config(DISCOVERY_JOB, options))
-        if not result.success:
-            return RefreshReport([f"discovery: {_run_failure(result)}"], [], 0, [])
-        rejected, failures = _report_discovery(settings, pipeline, since, log)
-        runner = _StepRunner(defs, instance, tags, options, log, failures)
-        runner.run_plan(pipeline, backfill)
-        try:  # nothing new recorded: a few milliseconds
-            pipeline.build_data_docs()
-        except Exception as error:  # noqa: BLE001 - documentation only: the layers are done and gated
-            log(f"GX Data Docs were not built: {type(error).__name__}: {error}")
-        log(f"refresh took {time.monotonic() - started:.1f}s: {runner.trust_months} trust-months, "
-            f"{len(runner.months)} months re-published")
-    return RefreshReport(failures, rejected, runner.trust_months, runner.months)
-
-
-def _report_discovery(settings: Settings, pipeline, since: datetime, log) -> tuple[list, list[str]]:
-    """Log what discovery rejected and the opt-outs it registered: (rejected files, failures)."""
-    failures = []
-    rejected = [(path, reason) for path, reason, _ in pipeline.landing.rejected_in_landing_zone(seen_since=since)]
-    for path, reason in rejected:
-        log(f"REJECTED {path}: {reason}")
-    for name, reason in pipeline.protection.rejected_optouts():
-        log(f"OPT-OUT FILE NOT APPLIED {name}: {reason}")
-        failures.append(f"opt-out file {name} in {settings.optout_dir} could not be applied: {reason}")
-    pending = pipeline.warehouse.pending_optouts()
-    if pending:
-        log(f"opt-outs: {len(pending)} trust-months hold patients who opted out; re-deriving them without")
-    return rejected, failures
-
-
-def _cli_run_config(job_name: str, options: dict) -> dict:
-    """The run config of an in-process run: its steps' options, and a console that shows our progress
-    lines only (Dagster's own events still go to the instance, and the UI)."""
-    from sact_pipeline.run_config import run_config_for
-
-    return {**run_config_for(job_name, **options), "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-
-
-class _StepRunner:
-    """Carries out the planner's steps as in-process runs, asking the planner again after each batch,
-    until nothing is left to do (each kind of step runs at most once per month in a refresh)."""
-
-    def __init__(self, defs, instance, tags: dict, options: dict, log, failures: list[str]):
-        self.defs, self.instance, self.tags, self.options, self.log = defs, instance, tags, options, log
-        self.failures = failures
-        self.trust_months, self.months = 0, []
-        self.done: set[tuple[str, str]] = set()
-
-    def run_plan(self, pipeline, backfill: Backfill | None) -> None:
-        state = pipeline.status.read()
-        if backfill is not None and backfill.unknown_trusts(state.registered):
-            self.failures.append(f"backfill: no accepted submission from {', '.join(backfill.unknown_trusts(state.registered))}")
-        while True:
-            # The command line builds held trust-months again: a person asked, and is told again.
-            steps = plan(state, backfill=backfill, done=frozenset(self.done), retry_held=True)
-            if not steps.steps:
-                self._tell_held(state.held)
-                return
-            for number, step in enumerate(steps.steps, 1):
-                self.done.add(step.done_key)
-                self._run(step, number, len(steps.steps))
-            state = pipeline.status.read()
-
-    def _tell_held(self, held) -> None:
-        """Trust-months whose newest files fail a gate: their months are published without them (the last
-        good version's figures, or none), and the refresh fails naming each."""
-        for (month, trust), reason in sorted(held.items()):
-            self.log(f"{trust} {month}: HELD, its newest file failed a gate; {month} is published with {trust} "
-                     f"held (last good version) or unusable: {reason}")
-            self.failures.append(f"{trust} {month}: newest file failed a gate (published as held or unusable): "
-                                 f"{reason}")
-
-    def _run(self, step: Step, number: int, of: int) -> None:
-        from sact_pipeline.run_tags import step_run
-
-        job_name, partition_key, tags, options = step_run(self.instance, step)
-        started = time.monotonic()
-        result = self.defs.resolve_job_def(job_name).execute_in_process(
-            instance=self.instance, raise_on_error=False, tags={**self.tags, **tags}, partition_key=partition_key,
-            run_config=_cli_run_config(job_name, {**self.options, **options}))
-        if step.kind is StepKind.TRUST_MONTHS:
-            self.trust_months += len(step.trusts)
-            label = ", ".join(step.trusts) if len(step.trusts) <= 8 else f"{len(step.trusts)} trusts"
-            self.log(f"[{number}/{of}] {step.month} {label}: {'ok' if result.success else 'FAILED'} "
-                     f"({time.monotonic() - started:.1f}s)")
-            what = step.month
-        elif step.kind is StepKind.MONTH:
-            self.months.append(step.month)
-            self.log(f"month {step.month}: {'published' if result.success else 'FAILED'}")
-            what = step.month
-        else:
-            self.log(f"month {step.month}: data-quality report {'built' if result.success else 'FAILED'}")
-            what = f"{step.month} data-quality report"
-        if not result.success:
-            self.failures.append(f"{what}: {_run_failure(result)}")
+        return run_refresh(pipeline, build_definitions(settings, pipeline=pipeline), instance, request, log=log)
 
 
 def print_summary(settings: Settings, log=print, pipeline=None) -> None:

@@ -36,11 +36,15 @@ from dagster import (
     MultiToSingleDimensionPartitionMapping,
     PreviewWarning,
     RetryRequested,
+    OpExecutionContext,
     TimeWindowPartitionMapping,
     asset,
     define_asset_job,
+    job,
     multi_asset,
+    op,
 )
+from dagster._core.storage.tags import MAX_RETRIES_TAG
 
 # Partitioned asset checks (preview) and the month mappings (beta) are what give per-partition results
 # and month-level lineage in Dagster 1.13; the warnings say so on every load, to every user.
@@ -51,14 +55,19 @@ from sact_pipeline.automation import build_automation, build_run_failure_alerts
 from sact_pipeline.layers import CLEAN, QUALITY, RAW, LayerGateFailed, LayerHeld, LayerOutcome, Pipeline
 from sact_pipeline.resources import GivenPipeline, SactPipelineResource
 from sact_pipeline.partitions import by_month, month_of, trust_month_partition, trust_months_of
-from sact_pipeline.run_config import JOB_STEPS, DiscoveryConfig, StepConfig, TrustMonthConfig
+from sact_pipeline.refreshing import RefreshRequest, run_refresh
+from sact_pipeline.run_config import JOB_STEPS, DiscoveryConfig, RefreshConfig, StepConfig, TrustMonthConfig
 from sact_pipeline.run_tags import (  # noqa: F401 - the job names: for readers of the definitions
     DISCOVERY_JOB,
     MONTH_JOB,
+    PROCESS_TAG,
     QUALITY_REPORT_JOB,
+    REFRESH_JOB,
+    REFRESH_RUN_TAG,
     TRUST_MONTH_JOB,
     TRUSTS,
     claim_run,
+    this_run_process,
 )
 from sact_pipeline.settings import Settings
 from sact_pipeline.suites import SUITES  # asset name -> its suites, main suite first
@@ -304,8 +313,8 @@ def build_definitions(settings: Settings | None = None, executor=None, pipeline:
         yield from _run_layer(context, sact, config, "data_quality_report",
                               lambda: sact.pipeline().report_quality(month_of(context.partition_key)))
 
-    jobs = _jobs(IN_PROCESS if executor is None else None)  # discovery, trust-months, month, data-quality report
-    landing_zone_sensor, monthly_refresh = build_automation(*jobs)
+    jobs = _jobs(IN_PROCESS if executor is None else None)  # the layer jobs, then the refresh job
+    landing_zone_sensor, monthly_refresh = build_automation(jobs[-1])
     return Definitions(
         assets=[submission_files, trust_month_layers, trust_month_summary, published_submissions, data_quality_report],
         jobs=jobs,
@@ -318,10 +327,44 @@ def build_definitions(settings: Settings | None = None, executor=None, pipeline:
 
 
 def _jobs(job_config: dict | None) -> list:
-    """The pipeline's jobs in run_config.JOB_STEPS's order, each selecting the assets its steps build."""
+    """The pipeline's jobs in run_config.JOB_STEPS's order, each selecting the assets its steps build, and
+    the refresh job that runs them as the planner says."""
     assets_of_step = {"trust_month_layers": list(TRUST_MONTH_ASSETS.values())}
     return [define_asset_job(name, selection=[asset for step in steps for asset in assets_of_step.get(step, [step])],
-                             config=job_config) for name, steps in JOB_STEPS.items()]
+                             config=job_config) for name, steps in JOB_STEPS.items()] + [_refresh_job(job_config)]
+
+
+def _refresh_job(job_config: dict | None):
+    """Discovery and every step the planner asks for after it, as runs of the layer jobs made inside this
+    run's process (sact_pipeline.refreshing, as `sact-pipeline refresh` does): what the landing-zone sensor
+    and the monthly schedule request. One process start and one sensor tick for the whole chain, where a
+    run per step cost a process start (imports: 10-16 s on two cores) and a tick each."""
+
+    @op(name="refresh_layers", description="Register the landing zone, then build every trust-month and month "
+                                           "behind its inputs, in the planner's order, as runs of the layer jobs.")
+    def refresh_layers(context: OpExecutionContext, sact: SactPipelineResource, config: RefreshConfig) -> None:
+        claim_run(context)
+        pipeline = sact.pipeline()
+        # The runs it makes: named after this one; never retried by the daemon on their own (a failed
+        # refresh run is, and plans again); killed with this process, so marked failed with it.
+        request = RefreshRequest(retry_held=config.retry_held, tags={
+            "sact/trigger": context.run.tags.get("sact/trigger", "launchpad"), REFRESH_RUN_TAG: context.run_id,
+            PROCESS_TAG: this_run_process(), MAX_RETRIES_TAG: "0"})
+        report = retry_transient(context, lambda: run_refresh(
+            pipeline, build_definitions(pipeline=pipeline), context.instance, request, log=context.log.info))
+        for path, reason in report.rejected:
+            context.log.warning(f"rejected, left in the landing zone: {path}: {reason}")
+        if report.failures:
+            raise Failure(description=f"{len(report.failures)} failed: " + " | ".join(report.failures),
+                          metadata={"failures": len(report.failures), "runs": len(report.runs)}, allow_retries=False)
+
+    @job(name=REFRESH_JOB, config=job_config, description=(
+        "Bring every layer up to date with the landing zone: discovery, then one run per step the planner "
+        "asks for (trust-months, months in order, data-quality reports), made in this run's process."))
+    def refresh_landing_zone():
+        refresh_layers()
+
+    return refresh_landing_zone
 
 
 def __getattr__(name: str):

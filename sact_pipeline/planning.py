@@ -1,13 +1,14 @@
 """What runs next: one pure function from the pipeline's state to the steps to run now.
 
-The landing-zone sensor turns the steps into run requests, `sact-pipeline refresh` and `backfill` into
-in-process runs; both ask again after the steps they ran, so the order lives here alone:
+A refresh (sact_pipeline.refreshing: `sact-pipeline refresh`, `backfill`, and the refresh runs the
+landing-zone sensor and the schedule request) turns the steps into in-process runs and asks again after
+the steps it ran, so the order lives here alone; the sensor asks whether anything is behind at all:
 
 1. trust-months whose clean or data-quality layer is behind their inputs (a new file version, a key, an
    opt-out): one step per month over its affected trusts; all months at once. A trust-month whose current
-   files failed a gate is held: the sensor does not retry it (it would fail again), a person at the
-   command line does (and is told again);
-2. then, when nothing is in flight, the earliest month whose publication is behind its inputs, alone: a
+   files failed a gate is held: the refresh runs the sensor asks for do not retry it (it would fail
+   again), a person at the command line or the Launchpad does (and is told again);
+2. then the earliest month whose publication is behind its inputs, alone: a
    month's changes read the month before, so the month after is asked for again once it is published.
    A held trust-month never holds its month back: the month is published with that trust marked held
    (its last good figures) or unusable; a trust becoming held or released, and the month's deadline
@@ -89,36 +90,21 @@ class PipelineState:
 
 
 @dataclass(frozen=True)
-class InFlight:
-    """Runs queued or running (the sensor's view; a refresh runs its steps itself and has none)."""
-
-    trust_month_months: frozenset[str] = frozenset()  # months with a trust-month run on its way
-    any_layer_run: bool = False  # a trust-month, month or data-quality report run
-
-
-NOTHING_IN_FLIGHT = InFlight()
-
-
-@dataclass(frozen=True)
 class Plan:
     steps: tuple[Step, ...]  # to run now, in this order
-    waiting: str = ""  # nothing to run until runs in flight finish
 
     @property
     def up_to_date(self) -> bool:
-        return not self.steps and not self.waiting
+        return not self.steps
 
 
-def plan(state: PipelineState, *, backfill: Backfill | None = None, in_flight: InFlight = NOTHING_IN_FLIGHT,
-         done: frozenset[tuple[str, str]] = frozenset(), retry_held: bool = False) -> Plan:
+def plan(state: PipelineState, *, backfill: Backfill | None = None, done: frozenset[tuple[str, str]] = frozenset(),
+         retry_held: bool = False) -> Plan:
     """The steps to run now (see the module docstring); `done`: done_keys of steps already run by this
     refresh; `retry_held`: build held trust-months again (the command line)."""
-    trust_months = [step for step in _trust_month_steps(state, backfill, retry_held)
-                    if step.done_key not in done and step.month not in in_flight.trust_month_months]
+    trust_months = [step for step in _trust_month_steps(state, backfill, retry_held) if step.done_key not in done]
     if trust_months:
         return Plan(tuple(trust_months))
-    if in_flight.any_layer_run:
-        return Plan((), waiting="waiting for runs in progress")
     for month in _months_to_publish(state, backfill):
         step = Step(StepKind.MONTH, month, inputs=state.month_inputs[month])
         if step.done_key not in done:

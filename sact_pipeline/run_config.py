@@ -36,6 +36,15 @@ class TrustMonthConfig(DiscoveryConfig):
         "ask for; a person re-running a partition wants it rebuilt)."))
 
 
+class RefreshConfig(Config):
+    """Options of a refresh_landing_zone run."""
+
+    retry_held: bool = Field(default=True, description=(
+        "Build again the trust-months whose current files failed a gate (a person asked, and is told again, "
+        "as at the command line). The landing-zone sensor sets false: they would fail the same way until a "
+        "corrected file arrives."))
+
+
 # The steps (ops) of each job and the config each takes.
 STEP_CONFIG = {"submission_files": DiscoveryConfig, "trust_month_layers": TrustMonthConfig,
                "trust_month_summary": StepConfig, "published_submissions": StepConfig,

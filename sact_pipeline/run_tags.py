@@ -21,6 +21,7 @@ from sact_pipeline.partitions import month_partition, trust_month_partition
 from sact_pipeline.planning import Step, StepKind
 
 DISCOVERY_JOB = "discover_submissions"
+REFRESH_JOB = "refresh_landing_zone"  # discovery and every step after it, in one run (sact_pipeline.refreshing)
 JOB_OF_STEP = {StepKind.TRUST_MONTHS: "trust_month_refresh", StepKind.MONTH: "month_publication",
                StepKind.QUALITY_REPORT: "month_data_quality"}  # the last: the month's data-quality report alone
 TRUST_MONTH_JOB, MONTH_JOB, QUALITY_REPORT_JOB = JOB_OF_STEP.values()
@@ -29,6 +30,7 @@ TRUSTS = "trusts"  # the dynamic partitions registered from the landing zone
 ONLY_TRUSTS_TAG = "sact/trusts"  # comma-separated: the trusts a range run builds (a label: filters, alerts)
 MONTH_TAG = "sact/month"  # on every run the pipeline requests; dagster.yaml runs one per month at a time
 PROCESS_TAG = "sact/process"  # host:pid of the process running the run (the CLI, or the daemon's run worker)
+REFRESH_RUN_TAG = "sact/refresh_run"  # on the runs a refresh_landing_zone run makes: its run id
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 

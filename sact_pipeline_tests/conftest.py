@@ -135,3 +135,17 @@ def no_stale_dagster_state_storage():
     token = _current_storage.set(None)
     yield
     _current_storage.reset(token)
+
+
+# The files that drive the one live deployment of a session (deployment_harness's session fixtures): on one
+# xdist worker, so that the deployment starts, and the scenario's first load runs, once (about 4 minutes).
+LIVE_DEPLOYMENT_FILES = {"test_deployment.py", "test_ui_browser.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """`--dist loadgroup` (the Makefile): a test file stays on one worker, as with loadfile, so its module
+    fixtures are built once; the live-deployment files share one group."""
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("live_deployment" if name in LIVE_DEPLOYMENT_FILES else name))

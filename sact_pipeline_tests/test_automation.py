@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 from dagster import (
     AssetKey,
+    DagsterRunStatus,
+    RunsFilter,
     build_schedule_context,
     partition_loading_context,
     build_sensor_context,
@@ -18,13 +20,20 @@ from dagster import (
 
 from sact_pipeline.definitions import SactPipelineResource, build_definitions
 from sact_pipeline.layers import Pipeline
-from sact_pipeline.run_tags import ASSET_PARTITION_RANGE_START_TAG, ONLY_TRUSTS_TAG
+from sact_pipeline.run_tags import (
+    ASSET_PARTITION_RANGE_START_TAG,
+    ONLY_TRUSTS_TAG,
+    PARTITION_TAG,
+    REFRESH_JOB,
+    REFRESH_RUN_TAG,
+)
 from sact_pipeline.tables import trust_month_summary
 from sact_pipeline_tests.builders import patients, write_submission
 
 
 class Daemon:
-    """Ticks the sensor and runs what it asks for, honouring run keys as Dagster does."""
+    """Ticks the sensor and runs what it asks for, honouring run keys as Dagster does; reports the layer runs
+    each refresh run made, in order, as (job, partition or "YYYY-MM-01|trusts")."""
 
     def __init__(self, settings, instance):
         self.defs = build_definitions(settings)
@@ -35,6 +44,7 @@ class Daemon:
         self.used_keys: set[str] = set()
         self.failed: list[tuple[str, str | None]] = []
         self.skip_reason: str | None = None
+        self.refresh_runs: list = []
 
     def tick(self) -> list[tuple[str, str | None]]:
         with build_sensor_context(instance=self.instance, cursor=self.cursor, resources={"sact": self.resource},
@@ -48,22 +58,29 @@ class Daemon:
             if request.run_key in self.used_keys:
                 continue
             self.used_keys.add(request.run_key)
+            assert request.job_name == REFRESH_JOB, request  # the sensor asks for refresh runs only
             job = self.defs.resolve_job_def(request.job_name)
-            run = job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=request.run_config,
-                                         partition_key=request.partition_key, tags=request.tags)
-            launched.append((request.job_name, self.label(request)))
-            if not run.success:
-                self.failed.append(launched[-1])
+            refresh = job.execute_in_process(instance=self.instance, raise_on_error=False,
+                                             run_config=request.run_config, tags=request.tags)
+            self.refresh_runs.append(refresh)
+            made = self.instance.get_runs(RunsFilter(tags={REFRESH_RUN_TAG: refresh.run_id}))[::-1]  # oldest first
+            assert made and all(run.tags["sact/trigger"] == "landing-zone-sensor" for run in made)
+            for run in made:
+                launched.append((run.job_name, self.label(run.tags)))
+                if run.status != DagsterRunStatus.SUCCESS:
+                    self.failed.append(launched[-1])
+            assert refresh.success == (not any(run.status != DagsterRunStatus.SUCCESS for run in made)), (
+                "a refresh run fails exactly when a run it made failed")
         return launched
 
     @staticmethod
-    def label(request) -> str | None:
+    def label(tags) -> str | None:
         """The partition, or for a run over a month's trusts "YYYY-MM-01|T1,T2" (the trusts it builds)."""
-        if request.partition_key:
-            return str(request.partition_key)
-        if ONLY_TRUSTS_TAG in request.tags:
-            month = request.tags[ASSET_PARTITION_RANGE_START_TAG].split("|")[0]
-            return f"{month}|{','.join(sorted(request.tags[ONLY_TRUSTS_TAG].split(',')))}"
+        if PARTITION_TAG in tags:
+            return tags[PARTITION_TAG]
+        if ONLY_TRUSTS_TAG in tags:
+            month = tags[ASSET_PARTITION_RANGE_START_TAG].split("|")[0]
+            return f"{month}|{','.join(sorted(tags[ONLY_TRUSTS_TAG].split(',')))}"
         return None
 
     def settle(self, ticks: int = 12) -> list[tuple[str, str | None]]:
@@ -200,7 +217,7 @@ def test_a_file_still_growing_waits(settings):
         with path.open("a") as stream:  # the upload goes on between two ticks
             stream.write(path.read_text().splitlines()[1] + "\n")
         assert daemon.tick() == []
-        assert daemon.tick() == [("discover_submissions", None)]
+        assert daemon.tick()[:2] == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RR8")]
 
 
 def test_a_touched_file_is_not_rediscovered_but_changed_bytes_are(settings):
@@ -217,7 +234,7 @@ def test_a_touched_file_is_not_rediscovered_but_changed_bytes_are(settings):
         assert daemon.settle()[0] == ("discover_submissions", None)
 
 
-def test_the_monthly_schedule_requests_discovery_in_london_time(settings):
+def test_the_monthly_schedule_requests_a_refresh_in_london_time(settings):
     schedule = build_definitions(settings).resolve_schedule_def("monthly_refresh")
     assert schedule.execution_timezone == "Europe/London"
     with instance_for_test() as instance:
@@ -225,12 +242,12 @@ def test_the_monthly_schedule_requests_discovery_in_london_time(settings):
                                       scheduled_execution_time=datetime(2024, 6, 1, 6, tzinfo=ZoneInfo("Europe/London")))
         requests = schedule.evaluate_tick(tick).run_requests
     assert len(requests) == 1 and requests[0].tags["sact/trigger"] == "monthly-schedule"
-    assert requests[0].run_key == "monthly-2024-06-01" and requests[0].job_name in (None, "discover_submissions")
+    assert requests[0].run_key == "monthly-2024-06-01" and requests[0].job_name in (None, REFRESH_JOB)
 
 
-def test_a_month_whose_trust_month_run_is_on_its_way_is_not_asked_for_again(settings):
-    """While a month's run is building its trusts the affected set shrinks: no second run for the rest."""
-    from dagster import DagsterRunStatus
+def test_new_files_wait_for_a_run_in_flight_and_are_refreshed_once_it_ends(settings):
+    """Two runs never build the same layers at once: while a layer run launched from the Launchpad is on its
+    way, new files wait (and are not forgotten); once it ends, one refresh run takes them all the way."""
     from dagster._core.test_utils import create_run_for_test
 
     from sact_pipeline.run_tags import MONTH_TAG
@@ -240,37 +257,41 @@ def test_a_month_whose_trust_month_run_is_on_its_way_is_not_asked_for_again(sett
     with instance_for_test() as instance:
         daemon = Daemon(settings, instance)
         assert daemon.tick() == []
-        assert daemon.tick() == [("discover_submissions", None)]
         running = create_run_for_test(instance, job_name="trust_month_refresh", status=DagsterRunStatus.STARTED,
                                       tags={MONTH_TAG: "2024-01"})
-        assert daemon.tick() == [] and daemon.skip_reason == "waiting for runs in progress"
-        instance.report_run_failed(running)  # it died without building anything: ask again
-        assert daemon.tick() == [("trust_month_refresh", "2024-01-01|RBV,RR8")]
+        assert daemon.tick() == []
+        assert daemon.skip_reason == "new files wait for the runs in progress (trust_month_refresh)"
+        instance.report_run_failed(running)  # it died without building anything
+        assert daemon.tick() == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RBV,RR8"),
+                                 ("month_publication", "2024-01-01")]
+        assert daemon.settle() == [] and daemon.skip_reason == "every layer is up to date"
 
 
-def test_a_run_whose_process_was_killed_is_marked_failed_and_its_month_asked_for_again(settings):
+def test_a_run_whose_process_was_killed_is_marked_failed_and_the_sensor_goes_on(settings):
     """Dagster's default run launcher cannot see that a run worker died: its run would stay "started" for
     ever and the sensor wait for it. The sensor marks it failed when its process is gone (SIGKILLed)."""
     import signal
     import socket
     import subprocess
 
-    from dagster import DagsterRunStatus
     from dagster._core.test_utils import create_run_for_test
 
-    from sact_pipeline.run_tags import MONTH_TAG, PROCESS_TAG
+    from sact_pipeline.run_tags import PROCESS_TAG
 
     for trust in ("RR8", "RBV"):
         write_submission(settings.landing_dir / f"SACT_{trust}_202401_20240210093000.csv", patients(trust, 5))
     worker = subprocess.Popen(["sleep", "60"])
-    with instance_for_test() as instance:
-        daemon = Daemon(settings, instance)
-        assert daemon.tick() == []
-        assert daemon.tick() == [("discover_submissions", None)]
-        running = create_run_for_test(instance, job_name="trust_month_refresh", status=DagsterRunStatus.STARTED,
-                                      tags={MONTH_TAG: "2024-01", PROCESS_TAG: f"{socket.gethostname()}:{worker.pid}"})
-        assert daemon.tick() == [] and daemon.skip_reason == "waiting for runs in progress"  # alive: waited for
-        worker.send_signal(signal.SIGKILL)
+    try:
+        with instance_for_test() as instance:
+            daemon = Daemon(settings, instance)
+            assert daemon.tick() == []
+            running = create_run_for_test(instance, job_name=REFRESH_JOB, status=DagsterRunStatus.STARTED,
+                                          tags={PROCESS_TAG: f"{socket.gethostname()}:{worker.pid}"})
+            assert daemon.tick() == [] and daemon.skip_reason.startswith("new files wait")  # alive: waited for
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            assert daemon.tick()[:2] == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RBV,RR8")]
+            assert instance.get_run_by_id(running.run_id).status == DagsterRunStatus.FAILURE
+    finally:
+        worker.kill()
         worker.wait()
-        assert daemon.tick() == [("trust_month_refresh", "2024-01-01|RBV,RR8")]
-        assert instance.get_run_by_id(running.run_id).status == DagsterRunStatus.FAILURE

@@ -11,7 +11,14 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, Definitions, MultiPartitionKey, instance_for_test
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+from sact_pipeline.definitions import (
+    DISCOVERY_JOB,
+    MONTH_JOB,
+    QUALITY_REPORT_JOB,
+    REFRESH_JOB,
+    TRUST_MONTH_JOB,
+    build_definitions,
+)
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.trust_months import TrustMonthBuilder
 from sact_pipeline.tables import (
@@ -56,7 +63,7 @@ def test_definitions_load_with_every_layer_and_job(settings):
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"submission_files", "raw_submissions", "clean_activity", "trust_month_summary",
                     "published_submissions", "trust_month_data_quality", "data_quality_report"}
-    for job in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB):
+    for job in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB, QUALITY_REPORT_JOB, REFRESH_JOB):
         assert defs.resolve_job_def(job)
 
 

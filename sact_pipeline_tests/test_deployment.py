@@ -18,6 +18,7 @@ import pytest
 
 pytest.register_assert_rewrite("sact_pipeline_tests.deployment_harness")  # before its import: plain asserts there
 
+from sact_pipeline.run_tags import REFRESH_JOB, REFRESH_RUN_TAG  # noqa: E402
 from sact_pipeline_tests.deployment_harness import MONTHS, SENSOR_TAG, Delivery, LiveDeployment, Run, Scenario  # noqa: E402
 
 pytest_plugins = ["sact_pipeline_tests.deployment_harness"]
@@ -75,7 +76,11 @@ def test_the_sensor_processes_new_submissions_through_every_layer(live_deploymen
     assert {r.run_id for r in sensor_runs} == {r.run_id for r in runs}, (
         f"runs not launched by the sensor: {[r.describe() for r in runs if r not in sensor_runs]}")
     assert [r.describe() for r in runs if r.status != "SUCCESS"] == []
-    assert {"discover_submissions", "trust_month_refresh", "month_publication"} <= {r.job_name for r in runs}
+    # One refresh run (a tick, a process start) made the layer runs, in this order, in its own process.
+    assert {REFRESH_JOB, "discover_submissions", "trust_month_refresh", "month_publication"} <= {r.job_name for r in runs}
+    refresh_ids = {r.run_id for r in runs if r.job_name == REFRESH_JOB}
+    assert all(r.tags.get(REFRESH_RUN_TAG) in refresh_ids for r in runs if r.job_name != REFRESH_JOB), (
+        [r.describe() for r in runs])
 
     # Every layer has the partitions the landing zone implies (3 English trusts + the Welsh one, 3 months).
     assert len(scenario.english_trusts) == 3 and len(scenario.trusts) == 4
@@ -136,8 +141,11 @@ def test_a_trust_month_failing_its_gate_is_alerted_and_its_month_published_with_
     problems: list[str] = []  # every requirement is checked, so one report says everything that is wrong
 
     failed = [r for r in failing.runs if r.status == "FAILURE"]
-    if not failed:
-        problems.append(f"no run failed after the bad resubmission: {[r.describe() for r in failing.runs]}")
+    # The layer run that built the trust-month fails with its gate; the refresh run that made it, too.
+    layer_runs = [r for r in failed if r.job_name != REFRESH_JOB]
+    if not layer_runs or not any(r.job_name == REFRESH_JOB for r in failed):
+        problems.append(f"a layer run and its refresh run should have failed after the bad resubmission: "
+                        f"{[r.describe() for r in failing.runs]}")
     if not all(r.tags.get(SENSOR_TAG[0]) == SENSOR_TAG[1] or r.tags.get("dagster/parent_run_id")
                for r in failing.runs):
         problems.append(f"runs not started by the sensor (or as a retry of one): "
@@ -148,6 +156,12 @@ def test_a_trust_month_failing_its_gate_is_alerted_and_its_month_published_with_
 
     trust_month = re.compile(rf"{month_key}(-01)?\|{failing.org}\b")
     for run in failed:
+        if run.job_name == REFRESH_JOB:  # it names what failed; the checks are on the layer run
+            text = "\n".join(failure_messages(live, run.run_id))
+            if not trust_month.search(text):
+                problems.append(f"the refresh run {run.run_id} does not name the trust-month {failing.trust_month}: "
+                                f"{text}")
+            continue
         tag_values = " ".join(run.tags.values())
         if month_key not in tag_values or failing.org not in tag_values:
             problems.append(f"the tags of failed run {run.run_id} do not name {failing.trust_month}: {run.tags}")

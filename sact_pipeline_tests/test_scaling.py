@@ -13,7 +13,7 @@ from dagster import DagsterEventType, execute_job, instance_for_test, reconstruc
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
-from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, TRUST_MONTH_JOB, build_definitions
+from sact_pipeline.definitions import DISCOVERY_JOB, MONTH_JOB, REFRESH_JOB, TRUST_MONTH_JOB, build_definitions
 from sact_pipeline.layers import Pipeline
 from sact_pipeline.run_config import run_config_for
 from sact_pipeline.run_tags import MONTH_TAG, trust_month_run
@@ -117,7 +117,7 @@ def test_the_kubernetes_executor_run_config_is_valid_for_every_job(settings):
 
     run_config = yaml.safe_load((REPOSITORY / "deploy" / "kubernetes" / "run_config.yaml").read_text())
     defs = build_definitions(settings, executor=k8s_job_executor)
-    for name in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB):
+    for name in (DISCOVERY_JOB, TRUST_MONTH_JOB, MONTH_JOB, REFRESH_JOB):
         job = defs.resolve_job_def(name)
         assert job.executor_def.name == "k8s"
         validate_run_config(job, run_config)  # raises DagsterInvalidConfigError on any mistake
