@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export SACT_HOME ?= $(CURDIR)/.sact
 export DAGSTER_HOME ?= $(SACT_HOME)/dagster
 
-.PHONY: run test ui up down bench bench-england clean-data
+.PHONY: run test ui up down bench bench-sensor bench-england clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ clean-data:
 ## bench: time a refresh on generated data against a bare floor (not part of the tests)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/refresh_benchmark.py --trusts 20 --months 3 --patients 200
+
+## bench-sensor: the UI path: a deployment (`make up` on fresh databases) and its sensor at the shipped
+## interval, from 32 files landing to every month published, then a late correction (about 5 minutes)
+bench-sensor: $(VENV)/.installed
+	$(BIN)/python benchmarks/sensor_benchmark.py
 
 ## bench-england: BENCHMARKS.md's tables: one England month (medians of 3) on SQLite and on the local
 ## PostgreSQL, with the default workers and with one process, then the scaling series 0.25-2 on SQLite

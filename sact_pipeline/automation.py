@@ -7,9 +7,10 @@ it affects: a late file re-publishes its month and the months after it in that o
 
 Each tick the sensor:
 1. marks failed the runs whose process is gone (else it would wait for them for ever);
-2. watches the landing zone and the opt-out folder: a file is complete when its size and time are the
-   same on two ticks, or have not changed for a whole interval (.part/.tmp never); complete new or changed
-   files whose content (SHA-256) is new -> a refresh run. The cursor keeps name, size, time and hash;
+2. watches the landing zone and the opt-out folder: a file is complete when it has not been written
+   for SACT_FILE_QUIET_SECONDS (default 10), or its size and time are the same on two ticks (.part/.tmp
+   never); complete new or changed files whose content (SHA-256) is new -> a refresh run. The cursor
+   keeps name, size, time and hash;
 3. otherwise, when no run of the pipeline is in flight, asks the planner (sact_pipeline.planning) whether
    anything is behind its inputs (an opt-out applied, a month's deadline passed, a run that failed on a
    transient error) -> a refresh run.
@@ -94,7 +95,7 @@ def build_automation(refresh: JobTarget):
             context.log.warning(f"run {run} marked failed: the process running it is gone")
         cursor = json.loads(context.cursor) if context.cursor else {"seen": {}, "registered": {}}
         seen = _watched_files(pipeline.settings)
-        quiet_since = (time.time() - automation.sensor_interval) * 1e9  # mtime in ns
+        quiet_since = (time.time() - automation.file_quiet_seconds) * 1e9  # mtime in ns
         stable = {path: list(stat) for path, stat in seen.items()
                   if cursor["seen"].get(path) == list(stat) or stat[1] <= quiet_since}
         # registered: [size, mtime, sha256] of each file as last handed to a refresh run

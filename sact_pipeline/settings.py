@@ -125,6 +125,7 @@ class AutomationSettings:
     out of every config)."""
 
     sensor_interval: int = 30  # SACT_SENSOR_INTERVAL, seconds
+    file_quiet_seconds: int = 10  # SACT_FILE_QUIET_SECONDS: a file unchanged this long is complete
     schedule_cron: str = "0 6 1 * *"  # SACT_SCHEDULE_CRON
     schedule_timezone: str = "Europe/London"  # SACT_SCHEDULE_TIMEZONE
     alert_webhook_url: str | None = None  # SACT_ALERT_WEBHOOK_URL
@@ -134,9 +135,11 @@ class AutomationSettings:
         env = os.environ if env is None else env
         try:
             return cls(sensor_interval=int(env.get("SACT_SENSOR_INTERVAL") or cls.sensor_interval),
+                       file_quiet_seconds=int(env.get("SACT_FILE_QUIET_SECONDS") or cls.file_quiet_seconds),
                        schedule_cron=env.get("SACT_SCHEDULE_CRON") or cls.schedule_cron,
                        schedule_timezone=env.get("SACT_SCHEDULE_TIMEZONE") or cls.schedule_timezone,
                        alert_webhook_url=env.get("SACT_ALERT_WEBHOOK_URL") or None)
         except ValueError as error:
-            raise SettingsError(f"SACT_SENSOR_INTERVAL must be a whole number of seconds: {error}") from error
+            raise SettingsError(f"SACT_SENSOR_INTERVAL and SACT_FILE_QUIET_SECONDS must be whole numbers of "
+                                f"seconds: {error}") from error
 

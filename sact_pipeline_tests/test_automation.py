@@ -95,6 +95,13 @@ class Daemon:
         pytest.fail(f"the sensor did not settle: {launched}")
 
 
+@pytest.fixture(autouse=True)
+def two_ticks_only(monkeypatch):
+    """A file is complete once unchanged for SACT_FILE_QUIET_SECONDS, or on two ticks: these tests tick at
+    once after writing, so on a busy machine a file could pass the first rule; they test the second."""
+    monkeypatch.setenv("SACT_FILE_QUIET_SECONDS", "3600")
+
+
 def test_the_sensor_picks_up_submissions_and_a_late_resubmission_reruns_exactly_what_it_affects(settings):
     landing = settings.landing_dir
     for month, stamp in (("202401", "20240210"), ("202402", "20240310"), ("202403", "20240410")):
@@ -218,6 +225,23 @@ def test_a_file_still_growing_waits(settings):
             stream.write(path.read_text().splitlines()[1] + "\n")
         assert daemon.tick() == []
         assert daemon.tick()[:2] == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RR8")]
+
+
+def test_a_file_left_alone_for_the_quiet_period_is_taken_at_the_first_look(settings, monkeypatch):
+    """A late file need not wait for a second tick (30 s as shipped) once it has not been written for
+    SACT_FILE_QUIET_SECONDS; a file with a fresh time alone waits for a second look. (Discovery then
+    registers whatever lies in the landing zone: the file just written goes with the quiet one.)"""
+    import os
+
+    monkeypatch.setenv("SACT_FILE_QUIET_SECONDS", "10")
+    with instance_for_test() as instance:
+        daemon = Daemon(settings, instance)
+        fresh = write_submission(settings.landing_dir / "SACT_RBV_202401_20240210093000.csv", patients("B", 5))
+        assert daemon.tick() == [] and daemon.skip_reason == "every layer is up to date"  # fresh: wait
+        os.utime(fresh, (fresh.stat().st_atime, fresh.stat().st_mtime + 1))  # still being written
+        quiet = write_submission(settings.landing_dir / "SACT_RR8_202401_20240210093000.csv", patients("A", 5))
+        os.utime(quiet, (quiet.stat().st_atime, quiet.stat().st_mtime - 60))  # last written a minute ago
+        assert daemon.tick()[:2] == [("discover_submissions", None), ("trust_month_refresh", "2024-01-01|RBV,RR8")]
 
 
 def test_a_touched_file_is_not_rediscovered_but_changed_bytes_are(settings):
