@@ -140,6 +140,8 @@ class DataDocs:
         return site_dir/index.html."""
         index = self.site_dir / "index.html"
         with self._locked():
+            if index.exists() and not (self.store_dir / _PENDING_FILE).exists():
+                return index  # nothing recorded since the last build (nothing to prune either): no GX import, ~5 s
             gx_types = _identifiers()
             context = self._gx()
             store = context.validation_results_store
