@@ -15,7 +15,7 @@ from sact_pipeline.partitions import (
     trust_month_partition,
     trust_months_of,
 )
-from sact_pipeline.planning import Backfill, InFlight, PipelineState, plan
+from sact_pipeline.planning import Backfill, PipelineState, plan
 
 MONTHS = ("2026-04", "2026-05", "2026-06")
 
@@ -88,16 +88,6 @@ def test_data_quality_reports_behind_come_last_all_at_once():
     decided = plan(state(reports_behind={"2026-06", "2026-04"}))
     assert kinds(decided.steps) == [("quality-report", "2026-04", ()), ("quality-report", "2026-06", ())]
     assert decided.steps[0].run_key == "quality-report-2026-04|report-inputs-20"
-
-
-def test_in_flight_runs_hold_back_what_depends_on_them():
-    current = state(affected={("2026-05", "RAA"), ("2026-06", "RAA")}, behind={"2026-04"})
-    busy = InFlight(trust_month_months=frozenset({"2026-05"}), any_layer_run=True)
-    assert kinds(plan(current, in_flight=busy).steps) == [("trust-months", "2026-06", ("RAA",))]
-    only_busy = state(affected={("2026-05", "RAA")}, behind={"2026-04"})
-    decided = plan(only_busy, in_flight=busy)
-    assert decided.steps == () and decided.waiting and not decided.up_to_date
-    assert plan(state(behind={"2026-04"}), in_flight=InFlight(any_layer_run=True)).waiting
 
 
 def test_a_refresh_runs_each_step_of_a_month_once_and_its_publication_builds_its_report():
