@@ -345,8 +345,8 @@ def _refresh_job(job_config: dict | None):
     def refresh_layers(context: OpExecutionContext, sact: SactPipelineResource, config: RefreshConfig) -> None:
         claim_run(context)
         pipeline = sact.pipeline()
-        # The runs it makes: named after this one; never retried by the daemon on their own (a failed
-        # refresh run is, and plans again); killed with this process, so marked failed with it.
+        # The runs it makes: named after this one; never re-launched by the daemon on their own (a refresh
+        # run whose process died is, and plans again); tagged with this process, so marked failed with it.
         request = RefreshRequest(retry_held=config.retry_held, tags={
             "sact/trigger": context.run.tags.get("sact/trigger", "launchpad"), REFRESH_RUN_TAG: context.run_id,
             PROCESS_TAG: this_run_process(), MAX_RETRIES_TAG: "0"})

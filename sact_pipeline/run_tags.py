@@ -8,6 +8,7 @@ the work of many.
 import multiprocessing
 import os
 import socket
+import sys
 from typing import NamedTuple
 
 from dagster import DagsterRunStatus, RunsFilter
@@ -62,10 +63,24 @@ def step_run(instance, step: Step) -> StepRun:
 
 
 def this_run_process() -> str:
-    """host:pid of the process running this run: a step in a process of its own (the multiprocess executor)
-    names its parent, the run worker, which lives as long as the run."""
+    """host:pid of the process running this run, its run worker, which lives as long as the run. A step in a
+    process of its own (the multiprocess executor) names its parent, the run worker. A run worker is itself
+    a child process too when a code server started it (the daemon's runs): it names itself, not the code
+    server, which outlives every run and would hide a run worker that was killed."""
     parent = multiprocessing.parent_process()
-    return f"{socket.gethostname()}:{parent.pid if parent is not None else os.getpid()}"
+    pid = parent.pid if parent is not None and _in_step_process() else os.getpid()
+    return f"{socket.gethostname()}:{pid}"
+
+
+def _in_step_process() -> bool:
+    """Whether this code runs in a step process of Dagster's multiprocess executor (its entry point is on
+    the stack)."""
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "_execute_command_in_child_process":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def claim_run(context) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import csv
 import re
+import socket
+import subprocess
 
 import pytest
 
 pytest.register_assert_rewrite("sact_pipeline_tests.deployment_harness")  # before its import: plain asserts there
 
-from sact_pipeline.run_tags import REFRESH_JOB, REFRESH_RUN_TAG  # noqa: E402
+from sact_pipeline.run_tags import PROCESS_TAG, REFRESH_JOB, REFRESH_RUN_TAG  # noqa: E402
 from sact_pipeline_tests.deployment_harness import MONTHS, SENSOR_TAG, Delivery, LiveDeployment, Run, Scenario  # noqa: E402
 
 pytest_plugins = ["sact_pipeline_tests.deployment_harness"]
@@ -60,6 +62,20 @@ def failed_checks(live: LiveDeployment, run_id: str) -> list[tuple[str, str | No
             if e["__typename"] == "AssetCheckEvaluationEvent" and not e["evaluation"]["success"]]
 
 
+def deployment_processes(live: LiveDeployment) -> dict[int, str]:
+    """pid -> command of every process alive in the deployment's sessions (the webserver's and the daemon's,
+    each started in a session of its own: they, their code servers and any run worker still running)."""
+    sessions = {int(live.deployment.pid_file(name).read_text()) for name in ("webserver", "daemon")}
+    listing = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
+    processes = {}
+    for line in listing.splitlines():
+        pid, sid, command = (line.split(None, 2) + [""])[:3]
+        if int(sid) in sessions:
+            processes[int(pid)] = command[:120]
+    assert len(processes) >= 2, listing  # the webserver and the daemon at least
+    return processes
+
+
 def published_row(live: LiveDeployment, month: str, org: str) -> dict[str, str]:
     with live.published_paths(month)[0].open(newline="", encoding="utf-8") as stream:
         return next(row for row in csv.DictReader(stream) if row["org_code"] == org)
@@ -78,6 +94,13 @@ def test_the_sensor_processes_new_submissions_through_every_layer(live_deploymen
     assert [r.describe() for r in runs if r.status != "SUCCESS"] == []
     # One refresh run (a tick, a process start) made the layer runs, in this order, in its own process.
     assert {REFRESH_JOB, "discover_submissions", "trust_month_refresh", "month_publication"} <= {r.job_name for r in runs}
+    # Each run names the process that ran it (the sensor marks a run failed once that process is gone):
+    # the run worker, which has exited now, never the code server that started it, which outlives runs.
+    living = deployment_processes(live)
+    for run in runs:
+        host, _, pid = run.tags.get(PROCESS_TAG, "").partition(":")
+        assert host == socket.gethostname() and pid.isdigit(), run.describe()
+        assert int(pid) not in living, f"{run.describe()} names {living[int(pid)]}, which outlives its runs"
     refresh_ids = {r.run_id for r in runs if r.job_name == REFRESH_JOB}
     assert all(r.tags.get(REFRESH_RUN_TAG) in refresh_ids for r in runs if r.job_name != REFRESH_JOB), (
         [r.describe() for r in runs])
