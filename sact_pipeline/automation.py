@@ -52,6 +52,7 @@ from sact_pipeline.domain.landing import sha256_of_file, stat_candidates
 from sact_pipeline.domain.pseudonymise import PseudonymisationKeyError
 from sact_pipeline.planning import plan
 from sact_pipeline.resources import SactPipelineResource
+from sact_pipeline.run_config import refresh_run_config
 from sact_pipeline.run_tags import IN_FLIGHT, JOB_OF_STEP, REFRESH_JOB, DISCOVERY_JOB, fail_runs_of_dead_processes
 from sact_pipeline.settings import AutomationSettings
 
@@ -69,7 +70,7 @@ def _runs_in_flight(instance) -> list[str]:
 def _refresh_request(run_key: str) -> RunRequest:
     """A refresh run as the sensor wants it: held trust-months left alone until their files change."""
     return RunRequest(run_key=run_key, job_name=REFRESH_JOB, tags=SENSOR_TRIGGER,
-                      run_config={"ops": {"refresh_layers": {"config": {"retry_held": False}}}})
+                      run_config=refresh_run_config(retry_held=False))
 
 
 def _digest(value) -> str:
@@ -135,8 +136,7 @@ def build_automation(refresh: JobTarget):
               description="Monthly: register the landing zone and refresh whatever changed (refresh_landing_zone).")
     def monthly_refresh(context: ScheduleEvaluationContext):
         return RunRequest(run_key=f"monthly-{context.scheduled_execution_time:%Y-%m-%d}",
-                          tags={"sact/trigger": "monthly-schedule"},
-                          run_config={"ops": {"refresh_layers": {"config": {"retry_held": False}}}})
+                          tags={"sact/trigger": "monthly-schedule"}, run_config=refresh_run_config(retry_held=False))
 
     return landing_zone_sensor, monthly_refresh
 

@@ -45,6 +45,11 @@ class RefreshConfig(Config):
         "corrected file arrives."))
 
 
+def refresh_run_config(*, retry_held: bool) -> dict:
+    """The run config of a refresh_landing_zone run (its one op, refresh_layers)."""
+    return {"ops": {"refresh_layers": {"config": {"retry_held": retry_held}}}}
+
+
 # The steps (ops) of each job and the config each takes.
 STEP_CONFIG = {"submission_files": DiscoveryConfig, "trust_month_layers": TrustMonthConfig,
                "trust_month_summary": StepConfig, "published_submissions": StepConfig,
